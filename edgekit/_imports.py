@@ -1,0 +1,63 @@
+"""Lazy imports of optional packages with an install hint (after Optimum's import_utils)."""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import importlib.util
+from functools import lru_cache
+
+from .errors import MissingDependency
+
+# module -> (pip extra, distribution names that provide it)
+KNOWN = {
+    "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")),
+    "openvino": ("openvino", ("openvino", "openvino-nightly")),
+    "nncf": ("openvino", ("nncf",)),
+    "onnx": ("onnxruntime", ("onnx",)),
+    "tensorrt": ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt_lean", "tensorrt-dispatch")),
+    "torch": ("train", ("torch",)),
+    "ultralytics": ("train", ("ultralytics",)),
+    "faster_coco_eval": ("eval", ("faster-coco-eval",)),
+    "pycocotools": ("eval", ("pycocotools",)),
+    "matplotlib": ("dev", ("matplotlib",)),
+    "super_gradients": ("nas", ("super-gradients",)),
+    "cuda": ("tensorrt", ("cuda-python", "cuda-bindings")),
+}
+
+
+def install_hint(module: str) -> str:
+    extra = KNOWN.get(module, (None,))[0]
+    return f"pip install 'edgekit[{extra}]'" if extra else f"pip install {module}"
+
+
+@lru_cache(maxsize=None)
+def version_of(module: str) -> str | None:
+    """Installed version of a module's distribution, or None; never raises."""
+    for dist in KNOWN.get(module, (None, (module,)))[1]:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+        except Exception:  # broken metadata must not crash detection
+            return None
+    return None
+
+
+def available(module: str) -> bool:
+    """True when the module can be found; never imports it, never raises."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def require(module: str, purpose: str = ""):
+    """Import a module or raise MissingDependency naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        what = f" (needed for {purpose})" if purpose else ""
+        top = module.split(".")[0]
+        if available(top) and not isinstance(e, ModuleNotFoundError):
+            raise MissingDependency(f"{module} is installed but failed to import{what}: {e}") from e
+        raise MissingDependency(f"{module} is not installed{what}: {install_hint(top)}") from e

@@ -1,0 +1,1 @@
+"""Benchmarking: accuracy through a maintained COCO evaluator, timing harness, device info, reports."""

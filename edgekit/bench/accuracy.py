@@ -1,0 +1,119 @@
+"""mAP of an artifact run through Engine, computed with faster-coco-eval (pycocotools as fallback)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .._imports import require
+from ..data import Dataset, load_dataset
+from ..data.images import read_image
+from ..errors import DataError, EdgekitError
+from ..runtime import Engine
+
+# Ultralytics' val settings, so that figures compare with `yolo val`
+EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.7, 300
+
+
+def check_classes(engine: Engine, ds: Dataset) -> None:
+    if engine.meta.nc != ds.nc:
+        raise DataError(ds.source, f"dataset has {ds.nc} classes but the model {engine.path.name} has "
+                                   f"{engine.meta.nc}: evaluate with the data the model was trained for")
+
+
+def _evaluator():
+    try:
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        return COCO, COCOeval_faster, "faster-coco-eval"
+    except ImportError:
+        pass
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval, "pycocotools"
+    except ImportError:
+        require("faster_coco_eval", "mAP evaluation")  # raises with the install hint
+        raise
+
+
+def coco_map(gt_images: list[dict], gt_anns: list[dict], dets: np.ndarray, nc: int, max_det: int = EVAL_MAX_DET) -> dict:
+    """COCO mAP from ground truth (pixel xywh) and detections (N, 7: image_id, x, y, w, h, score, class)."""
+    COCO, COCOeval, lib = _evaluator()
+    gt = COCO()
+    gt.dataset = {"images": gt_images, "annotations": gt_anns,
+                  "categories": [{"id": i, "name": str(i)} for i in range(nc)]}
+    gt.createIndex()
+    if len(dets) == 0:
+        return {"map50": 0.0, "map50_95": 0.0, "evaluator": lib}
+    dt = gt.loadRes(np.asarray(dets, np.float64))
+    ev = COCOeval(gt, dt, "bbox")
+    ev.params.maxDets = [1, 10, max_det]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    s = ev.stats
+    return {"map50_95": max(float(s[0]), 0.0), "map50": max(float(s[1]), 0.0), "evaluator": lib}
+
+
+def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: str | None = None,
+             batch: int = 1, limit: int | None = None, skip_bad: bool = False, progress: bool = True,
+             engine: Engine | None = None) -> dict:
+    """Run an artifact over a split through Engine and return {"map50", "map50_95", "images", ...}."""
+    ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
+    samples = ds.samples(split)[:limit] if limit else ds.samples(split)
+    own = engine is None
+    engine = engine or Engine(artifact, device=device, backend=backend)
+    check_classes(engine, ds)
+    images, anns, rows = [], [], []
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(samples), desc=f"eval {engine.path.name}", unit="img", disable=not progress, leave=False)
+    try:
+        for s0 in range(0, len(samples), batch):
+            chunk, arrays = [], []
+            for s in samples[s0:s0 + batch]:
+                try:
+                    arrays.append(read_image(s.image))
+                    chunk.append(s)
+                except DataError as e:
+                    if not skip_bad:
+                        raise
+                    ds.skipped.append(str(e))
+            if not arrays:
+                continue
+            blob, infos = engine.preprocess(arrays)
+            dets = engine.postprocess(engine.infer(blob), infos, conf=EVAL_CONF, iou=EVAL_IOU,
+                                      max_det=EVAL_MAX_DET, multi_label=True)
+            for s, im, d in zip(chunk, arrays, dets):
+                img_id = len(images) + 1
+                h, w = im.shape[:2]
+                images.append({"id": img_id, "width": w, "height": h, "file_name": s.image.name})
+                for c, b in zip(s.classes, s.boxes_xyxy(w, h)):
+                    bw, bh = b[2] - b[0], b[3] - b[1]
+                    anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": int(c), "iscrowd": 0,
+                                 "bbox": [float(b[0]), float(b[1]), float(bw), float(bh)], "area": float(bw * bh)})
+                if len(d):
+                    bx = d.boxes.astype(np.float64)
+                    r = np.empty((len(d), 7))
+                    r[:, 0] = img_id
+                    r[:, 1:3] = bx[:, :2]
+                    r[:, 3:5] = bx[:, 2:] - bx[:, :2]
+                    r[:, 5] = d.scores
+                    r[:, 6] = d.class_ids
+                    rows.append(r)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if own:
+            engine.close()
+    if not images:
+        raise EdgekitError(f"{ds.source}: no image of split '{split}' could be evaluated")
+    wall = time.perf_counter() - t0
+    res = coco_map(images, anns, np.concatenate(rows) if rows else np.zeros((0, 7)), ds.nc)
+    return {"map50": round(res["map50"], 5), "map50_95": round(res["map50_95"], 5), "images": len(images),
+            "boxes": len(anns), "split": split, "data": str(ds.source), "artifact": str(engine.path),
+            "backend": engine.backend_name, "device": device, "evaluator": res["evaluator"],
+            "wall_s": round(wall, 2), "skipped": list(ds.skipped)}

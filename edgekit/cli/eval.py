@@ -1,0 +1,28 @@
+NAME = "eval"
+HELP = "mAP50 and mAP50-95 of an artifact, run through edgekit's runtime"
+
+
+def add_arguments(p):
+    p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine")
+    p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
+    p.add_argument("--split", default="val")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt (default: from the file type)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
+    p.add_argument("--skip-bad", action="store_true", help="report bad samples and go on")
+    p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
+
+
+def run(args):
+    from ..bench.accuracy import evaluate
+    from ._common import emit_json, log
+
+    r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
+                 batch=args.batch, limit=args.limit, skip_bad=args.skip_bad)
+    for s in r["skipped"]:
+        log(f"skipped: {s}")
+    print(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
+    print(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
+    emit_json(r, args.json)
+    return 0

@@ -1,0 +1,25 @@
+NAME = "export"
+HELP = "export Ultralytics weights to ONNX with a metadata sidecar and a parity check"
+
+
+def add_arguments(p):
+    p.add_argument("weights", help="Ultralytics .pt checkpoint (YOLOv8, YOLO11, RT-DETR)")
+    p.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input size: N or H W (default 640)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: Ultralytics' choice)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--parity-images", default=None, help="folder of images for the PyTorch parity check (default: demo)")
+    p.add_argument("--parity-tol", type=float, default=1e-3, help="max abs difference of class scores (default 1e-3)")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
+
+
+def run(args):
+    from ..export import export_onnx
+    from ._common import log
+
+    imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
+    export_onnx(args.weights, args.output, imgsz=imgsz, opset=args.opset, dynamic=args.dynamic,
+                simplify=not args.no_simplify, parity_images=False if args.no_parity else args.parity_images,
+                parity_tol=args.parity_tol, log=log)
+    return 0

@@ -1,0 +1,63 @@
+"""`edgekit` entry point. Every command module defines NAME, HELP, add_arguments(parser) and run(args)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+
+from .. import __version__
+from ..errors import EdgekitError
+
+# the order commands are listed in --help; modules not listed here are appended
+ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"]
+
+
+def _commands():
+    import edgekit.cli as pkg
+
+    mods = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.name == "main":
+            continue
+        mod = importlib.import_module(f"edgekit.cli.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    rank = {n: i for i, n in enumerate(ORDER)}
+    return sorted(mods, key=lambda m: (rank.get(m.NAME, len(ORDER)), m.NAME))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekit", description="Dataset to a fast, accurate detector on your device: "
+                                     "fine-tune, export, quantize, evaluate and benchmark, then choose by measurement.")
+    parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _commands():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            code = args._run(args)
+        return int(code or 0)
+    except EdgekitError as e:
+        print(f"edgekit {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edgekit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Export an Ultralytics checkpoint to ONNX, check it, and write model.json beside it."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .._imports import require, version_of
+from .._ultralytics import arch_of, ultralytics
+from ..errors import ArtifactError, EdgekitError
+from ..io import atomic_path, sha256_file
+from ..runtime.meta import write_sidecar
+from .parity import parity_check
+
+
+def tool_versions(*modules: str) -> dict:
+    v = {"edgekit": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for m in modules:
+        if version_of(m):
+            v[m] = version_of(m)
+    return v
+
+
+def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,
+                dynamic: bool = False, simplify: bool = True, parity_images=None, parity_tol: float = 1e-3,
+                name: str = "model", log=print) -> Path:
+    """weights (.pt) -> out_dir/model.onnx + out_dir/model.json; returns the ONNX path."""
+    weights = Path(weights)
+    if not weights.exists():
+        raise ArtifactError(f"{weights}: weights file not found")
+    ul = ultralytics()
+    onnx = require("onnx", "ONNX export")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+    try:
+        model = ul.YOLO(str(weights))
+    except Exception as e:
+        raise ArtifactError(f"{weights}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {e})") from None
+    if model.task != "detect":
+        raise ArtifactError(f"{weights}: task is '{model.task}', edgekit handles detection models only")
+    arch, family = arch_of(model)
+    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
+        local = Path(tmp) / weights.name  # Ultralytics writes next to the weights: keep that out of the user's folders
+        shutil.copy2(weights, local)
+        m = ul.YOLO(str(local))
+        kw = dict(format="onnx", imgsz=list(imgsz), dynamic=dynamic, simplify=simplify, batch=1, verbose=False)
+        if opset:
+            kw["opset"] = opset
+        log(f"exporting {weights.name} ({arch}) to ONNX at {imgsz[0]}x{imgsz[1]}{' dynamic' if dynamic else ''}")
+        produced = Path(m.export(**kw))
+        onnx_model = onnx.load(str(produced))
+        try:
+            onnx.checker.check_model(onnx_model)
+        except onnx.checker.ValidationError as e:
+            raise EdgekitError(f"{produced.name}: onnx.checker rejected the export: {str(e).splitlines()[0]}") from None
+        target = out_dir / f"{name}.onnx"
+        with atomic_path(target) as t:
+            shutil.copy2(produced, t)
+    graph = onnx_model.graph
+    out = graph.output[0]
+    out_shape = [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim]
+    layout = "rtdetr" if family == "rtdetr" else ("end2end" if len(out_shape) == 3 and out_shape[-1] == 6 else "yolo")
+    names = [model.names[i] for i in sorted(model.names)]
+    stride = int(max(getattr(model.model, "stride", [32]))) if hasattr(model.model, "stride") else 32
+    doc = {
+        "task": "detect",
+        "arch": arch,
+        "family": family,
+        "names": names,
+        "nc": len(names),
+        "imgsz": list(imgsz),
+        "stride": stride,
+        "letterbox": {"pad_value": 114, "center": True, "scaleup": True, "auto": False, "interpolation": "linear"},
+        "input": {"name": graph.input[0].name, "batch": None if dynamic else 1, "dtype": "float32",
+                  "layout": "NCHW", "color": "RGB", "scale": "1/255"},
+        "output": {"name": out.name, "layout": layout, "shape": out_shape},
+        "opset": next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "dynamic": dynamic,
+        "precision": "fp32",
+        "backend": "onnx",
+        "source": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
+        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "size_mb": round(target.stat().st_size / 1e6, 3),
+    }
+    write_sidecar(target, doc)
+    if parity_images is not False:
+        res = parity_check(model, target, parity_images, tol=parity_tol)
+        doc["parity"] = res
+        write_sidecar(target, doc)
+        log(f"parity vs PyTorch on {res['images']} images: max |diff| scores {res['max_abs_diff_scores']:.2e}, "
+            f"boxes {res['max_abs_diff_boxes_px']:.2e} px (tolerance {parity_tol:g} on scores)")
+        if not res["passed"]:
+            raise EdgekitError(f"{target}: ONNX output differs from PyTorch by {res['max_abs_diff_scores']:.3g} "
+                               f"(scores), over the tolerance {parity_tol:g}")
+    log(f"wrote {target} ({doc['size_mb']} MB) and {target.with_suffix('.json').name}")
+    return target

@@ -1,0 +1,98 @@
+"""Engine: load an exported artifact and return detections, with numpy and one backend."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence, Union
+
+import numpy as np
+
+from ..data.images import read_image
+from .backends import get_backend, pick_backend
+from .detections import Detections
+from .meta import ModelMeta, load_meta
+from .postprocess import postprocess
+from .preprocess import preprocess
+
+Source = Union[str, Path, np.ndarray]
+
+
+class Engine:
+    """Detector runtime: Engine("model.onnx")("bus.jpg") -> Detections.
+
+    The same preprocess/postprocess serve calibration, eval, bench and apps.
+    """
+
+    def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
+                 iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False, **options):
+        self.path = Path(path)
+        self.meta: ModelMeta = load_meta(self.path)
+        self.device = device
+        self.backend_name = backend or pick_backend(self.path, device)
+        self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
+        self.backend = get_backend(self.backend_name)(self.path, device, self.meta, **options).load()
+
+    # stages -----------------------------------------------------------------------------------
+    @staticmethod
+    def decode(source: Source) -> np.ndarray:
+        """A path or an HWC uint8 BGR array -> HWC uint8 BGR array."""
+        if isinstance(source, np.ndarray):
+            if source.dtype != np.uint8 or source.ndim not in (2, 3):
+                raise ValueError(f"expected an HWC uint8 BGR image, got {source.dtype} array of shape {source.shape}")
+            return source
+        return read_image(source)
+
+    def preprocess(self, images: Sequence[np.ndarray]):
+        """Letterbox and stack decoded images: (blob, [Letterbox])."""
+        return preprocess(list(images), self.meta.imgsz, self.meta.pad_value, dtype=self.backend.input_dtype)
+
+    def infer(self, blob: np.ndarray) -> np.ndarray:
+        """Run the network on a blob of any batch size (split or padded to a fixed-batch model)."""
+        fb = self.backend.fixed_batch
+        n = blob.shape[0]
+        if fb is None or fb == n:
+            return self.backend.infer(blob)
+        outs = []
+        for s in range(0, n, fb):
+            chunk = blob[s:s + fb]
+            k = chunk.shape[0]
+            if k < fb:
+                chunk = np.concatenate([chunk, np.zeros((fb - k, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(self.backend.infer(chunk)[:k])
+        return np.concatenate(outs)
+
+    def postprocess(self, raw: np.ndarray, infos, **overrides) -> list[Detections]:
+        kw = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, multi_label=self.multi_label,
+                  agnostic=self.agnostic)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return postprocess(np.asarray(raw, np.float32), infos, self.meta.names, self.meta.layout,
+                           imgsz=self.meta.imgsz, **kw)
+
+    # one call ---------------------------------------------------------------------------------
+    def predict(self, images: Iterable[Source], **overrides) -> list[Detections]:
+        arrays = [self.decode(s) for s in images]
+        if not arrays:
+            return []
+        blob, infos = self.preprocess(arrays)
+        return self.postprocess(self.infer(blob), infos, **overrides)
+
+    def __call__(self, source, **overrides):
+        """One image (path or array) -> Detections; a list -> list of Detections."""
+        if isinstance(source, (list, tuple)):
+            return self.predict(source, **overrides)
+        return self.predict([source], **overrides)[0]
+
+    @property
+    def names(self) -> list[str]:
+        return self.meta.names
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Engine({str(self.path)!r}, backend={self.backend_name}, device={self.device}, imgsz={self.meta.imgsz})"
