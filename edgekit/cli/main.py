@@ -52,7 +52,8 @@ def main(argv=None) -> int:
             code = args._run(args)
         return int(code or 0)
     except EdgekitError as e:
-        print(f"edgekit {args.command}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split())  # always one line
+        print(f"edgekit {args.command}: error: {msg}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"edgekit {args.command}: interrupted", file=sys.stderr)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,7 +66,6 @@ class Dataset:
         if not self.skip_bad:
             raise err
         self.skipped.append(str(err))
-        warnings.warn(f"skipping {err}", stacklevel=3)
 
     def _load_split(self, split: str) -> list[Sample]:
         images = _expand_images(self.source, split, self.split_paths[split])

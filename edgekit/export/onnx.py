@@ -41,7 +41,8 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
     try:
         model = ul.YOLO(str(weights))
     except Exception as e:
-        raise ArtifactError(f"{weights}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {e})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{weights}: not a loadable Ultralytics checkpoint ({reason})") from None
     if model.task != "detect":
         raise ArtifactError(f"{weights}: task is '{model.task}', edgekit handles detection models only")
     arch, family = arch_of(model)
