@@ -1,0 +1,48 @@
+NAME = "train-export"
+HELP = "train several strategies, export, quantize, evaluate and benchmark each; report the table and a recommendation"
+
+
+def add_arguments(p):
+    p.add_argument("--data", default=None, help="data.yaml (default: the bundled vehicles demo set)")
+    p.add_argument("--model", default=None, help="pretrained weights (default: the bundled COCO YOLOv8n)")
+    p.add_argument("--strategies", default=None,
+                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--target", default="cpu", help="cpu or cuda:0")
+    p.add_argument("--backends", default="openvino,onnxruntime")
+    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--min-fps", type=float, default=None)
+    p.add_argument("--max-map-drop", type=float, default=0.5, help="mAP50-95 points (0.5 = half a point)")
+    p.add_argument("--budget-usd", type=float, default=None)
+    p.add_argument("--gpu-hour-usd", type=float, default=2.0)
+    p.add_argument("--calib-size", type=int, default=300)
+    p.add_argument("--bench-iters", type=int, default=50)
+    p.add_argument("-o", "--output", default="runs/train-export")
+    p.add_argument("--resume", action="store_true", help="skip stages already finished with the same inputs")
+
+
+def run(args):
+    from pathlib import Path
+
+    from ..assets import demo_data, demo_weights
+    from ..pipeline import DEFAULT_STRATEGIES, Pipeline, split_strategies
+    from ..report import render_table
+    from ._common import log
+
+    pipe = Pipeline(out=Path(args.output), data=Path(args.data) if args.data else demo_data(),
+                    model=Path(args.model) if args.model else demo_weights(),
+                    strategies=split_strategies(args.strategies or DEFAULT_STRATEGIES), epochs=args.epochs,
+                    imgsz=args.imgsz, batch=args.batch, target=args.target,
+                    backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+                    max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
+                    gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
+                    resume=args.resume, log=log)
+    doc = pipe.run()
+    print(render_table(doc["rows"]))
+    print()
+    print(doc["recommendation"]["why"])
+    print(f"\nwrote {pipe.out / 'report.md'}, {pipe.out / 'report.json'}, {pipe.out / 'pareto.png'}")
+    return 0
