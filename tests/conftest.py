@@ -105,3 +105,19 @@ def copy_dataset(tmp_path):
         return dst / yaml_path.name
 
     return _copy
+
+
+@pytest.fixture(scope="session")
+def onnx160(tmp_path_factory, weights) -> Path:
+    """The bundled COCO YOLOv8n exported at 160: the fastest model for quantization tests."""
+    return _export(tmp_path_factory, weights, 160)
+
+
+@pytest.fixture()
+def onnx160_copy(onnx160, tmp_path) -> Path:
+    """A private copy of the 160 export (model.onnx + model.json) that a test may write beside."""
+    dst = tmp_path / "fp32"
+    dst.mkdir()
+    for p in onnx160.parent.glob("model.*"):
+        shutil.copy2(p, dst / p.name)
+    return dst / onnx160.name

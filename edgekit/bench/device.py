@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from .. import __version__
 from .._imports import available, install_hint, version_of
 
-ISA_FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "neon", "asimd"]
+ISA_FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16", "amx_fp16", "neon", "asimd", "asimddp", "sve"]
 
 
 def cpu_info() -> dict:
@@ -25,8 +29,17 @@ def cpu_info() -> dict:
                     flags = set(val.split())
     except OSError:
         pass
-    return {"model": model, "cores": os.cpu_count(), "arch": platform.machine(),
-            "isa": [f for f in ISA_FLAGS if f in flags]}
+    d = {"model": model, "cores": os.cpu_count(), "arch": platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags]}
+    try:
+        import psutil
+
+        d["physical_cores"] = psutil.cpu_count(logical=False)
+        d["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+        if hasattr(os, "sched_getaffinity"):
+            d["usable_cores"] = len(os.sched_getaffinity(0))
+    except Exception:
+        pass
+    return d
 
 
 def gpu_info() -> list[dict]:
@@ -75,10 +88,67 @@ def backend_info(name: str) -> dict:
     return info
 
 
-def device_info(device: str = "cpu") -> dict:
-    d = {"requested": device, "cpu": cpu_info(), "platform": platform.platform()}
-    if not device.lower().startswith("cpu"):
+def cuda_driver_version() -> str | None:
+    """The CUDA version the driver supports, from nvidia-smi's banner; None without an NVIDIA driver."""
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"CUDA Version:\s*([\d.]+)", out)
+    return m.group(1) if m else None
+
+
+def jetson_info() -> dict | None:
+    """L4T release and module model on a Jetson; None elsewhere."""
+    rel = Path("/etc/nv_tegra_release")
+    if not rel.exists():
+        return None
+    d = {"l4t": rel.read_text(errors="replace").splitlines()[0].strip()}
+    model = Path("/proc/device-tree/model")
+    if model.exists():
+        d["model"] = model.read_text(errors="replace").strip("\x00\n ")
+    return d
+
+
+def openvino_device_name(device: str) -> str | None:
+    """FULL_DEVICE_NAME of an OpenVINO device (GPU, NPU, ...); None when unknown; never raises."""
+    if not available("openvino"):
+        return None
+    try:
+        import openvino as ov
+
+        from ..runtime.backends.openvino import ov_device
+
+        return str(ov.Core().get_property(ov_device(device), "FULL_DEVICE_NAME"))
+    except Exception:
+        return None
+
+
+def device_info(device: str = "cpu", backend: str | None = None) -> dict:
+    """The machine a benchmark ran on: CPU (model, cores, ISA), GPUs, driver, CUDA and TensorRT versions."""
+    d = {"requested": device, "cpu": cpu_info(), "platform": platform.platform(), "python": platform.python_version()}
+    dev = device.lower()
+    if dev.startswith("cuda") or backend == "tensorrt":
         d["gpus"] = gpu_info()
+        idx = int(dev.split(":")[1]) if ":" in dev and dev.split(":")[1].isdigit() else 0
+        if d["gpus"]:
+            d["gpu"] = d["gpus"][min(idx, len(d["gpus"]) - 1)]
+            d["name"] = d["gpu"]["name"]
+        d["cuda_driver"] = cuda_driver_version()
+        d["tensorrt"] = version_of("tensorrt")
+        if "torch" in sys.modules:  # never import torch just to describe the machine
+            d["torch_cuda"] = getattr(sys.modules["torch"].version, "cuda", None)
+        if jetson_info():
+            d["jetson"] = jetson_info()
+    elif not dev.startswith("cpu"):
+        d["name"] = openvino_device_name(device)
+    else:
+        d["name"] = d["cpu"]["model"]
+    if backend:
+        mod = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}.get(backend)
+        d["backend_version"] = version_of(mod) if mod else None
     return d
 
 

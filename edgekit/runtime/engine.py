@@ -25,7 +25,7 @@ class Engine:
     def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
                  iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False, **options):
         self.path = Path(path)
-        self.meta: ModelMeta = load_meta(self.path)
+        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None))  # imgsz: .pt only
         self.device = device
         self.backend_name = backend or pick_backend(self.path, device)
         self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
@@ -74,6 +74,36 @@ class Engine:
             return []
         blob, infos = self.preprocess(arrays)
         return self.postprocess(self.infer(blob), infos, **overrides)
+
+    # pipelined ---------------------------------------------------------------------------------
+    def prefetch(self, sources: Iterable[Source], batch: int = 1, workers: int = 2):
+        """Yield (blob, [Letterbox]) per batch, in order, decoded and preprocessed ahead in worker threads."""
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+        from itertools import islice
+
+        def prepare(chunk):
+            return self.preprocess([self.decode(s) for s in chunk])
+
+        it = iter(sources)
+        pending: deque = deque()
+        pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="edgekit-prefetch")
+        try:
+            while True:
+                while len(pending) < 2 * max(1, workers) and (chunk := list(islice(it, batch))):
+                    pending.append(pool.submit(prepare, chunk))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def stream(self, sources: Iterable[Source], batch: int = 1, workers: int = 2, **overrides):
+        """Yield Detections per source, in order; decode and preprocess overlap inference (see prefetch)."""
+        for blob, infos in self.prefetch(sources, batch, workers):
+            yield from self.postprocess(self.infer(blob), infos, **overrides)
 
     def __call__(self, source, **overrides):
         """One image (path or array) -> Detections; a list -> list of Detections."""

@@ -85,11 +85,36 @@ def _from_ultralytics(d: dict) -> ModelMeta:
                      layout=layout, batch=batch, raw={"ultralytics": {k: str(v) for k, v in d.items()}})
 
 
-def load_meta(artifact) -> ModelMeta:
-    """Read the sidecar; else Ultralytics' ONNX metadata or OpenVINO metadata.yaml; else raise."""
+def _from_checkpoint(path: Path, imgsz=None) -> ModelMeta:
+    """An Ultralytics .pt: names and stride from the pickled model; imgsz from the caller (default 640)."""
+    from .._ultralytics import ultralytics
+
+    ultralytics()  # offline env first; the unpickled classes live in ultralytics
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ArtifactError(f"{path}: not a loadable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    net = (ckpt.get("ema") or ckpt.get("model")) if isinstance(ckpt, dict) else ckpt
+    if getattr(net, "names", None) is None:
+        raise ArtifactError(f"{path}: checkpoint has no class names (expected an Ultralytics detection model)")
+    stride = int(max(net.stride)) if getattr(net, "stride", None) is not None else 32
+    layout = "rtdetr" if "rtdetr" in type(net).__name__.lower() else "yolo"
+    return ModelMeta(names=_names(net.names), imgsz=_imgsz(imgsz or 640), stride=stride, layout=layout, batch=None,
+                     raw={"checkpoint": str(path)})
+
+
+def load_meta(artifact, imgsz=None) -> ModelMeta:
+    """Read the sidecar; else Ultralytics' ONNX metadata or OpenVINO metadata.yaml; else raise.
+
+    A .pt checkpoint has no sidecar: its metadata comes from the model, at `imgsz` (default 640).
+    """
     p = Path(artifact)
     if not p.exists():
         raise ArtifactError(f"{p}: model file not found")
+    if p.suffix.lower() in (".pt", ".pth"):
+        return _from_checkpoint(p, imgsz)
     model = find_model_file(p) if p.is_dir() else p
     side = model.with_suffix(".json")
     if side.exists():

@@ -3,7 +3,8 @@
 Layouts (recorded in the sidecar as output.layout):
 - "yolo": (B, 4 + nc, N) rows cx, cy, w, h, class scores (YOLOv8, YOLO11 exports);
 - "end2end": (B, N, 6) rows x1, y1, x2, y2, score, class (models exported with NMS inside);
-- "rtdetr": (B, N, 4 + nc) rows normalized cx, cy, w, h, class scores.
+- "rtdetr": (B, N, 4 + nc) rows normalized cx, cy, w, h, class scores;
+- "nas": (B, N, 4 + nc) rows x1, y1, x2, y2 in input pixels, class scores (YOLO-NAS exports by edgekit.train.nas).
 Semantics follow Ultralytics' non_max_suppression so that mAP matches its val.
 """
 from __future__ import annotations
@@ -82,6 +83,11 @@ def postprocess(raw: np.ndarray, boxes_info: list[Letterbox], names, layout: str
                 p = pred.T.copy()
                 p[[0, 2]] *= imgsz[1]
                 p[[1, 3]] *= imgsz[0]
+                pred = p
+            elif layout == "nas":  # xyxy rows -> the yolo (4 + nc, N) cx, cy, w, h layout
+                p = pred.T.copy()
+                p[0], p[1] = (pred[:, 0] + pred[:, 2]) / 2, (pred[:, 1] + pred[:, 3]) / 2
+                p[2], p[3] = pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1]
                 pred = p
             boxes, scores, cls = _yolo_candidates(pred, conf, multi_label)
             if len(scores) > max_nms:

@@ -1,0 +1,194 @@
+"""run_bench: per-stage latency, pipelined throughput per batch size, cold start, memory, size and device.
+
+Latency mode runs one request at a time through Engine's own stages (decode, preprocess, infer,
+postprocess) and times each. Throughput mode overlaps decode+preprocess (Engine.prefetch worker threads)
+with the backend's own concurrency (bench.concurrency) and postprocesses in order, as an app would.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from itertools import cycle, islice
+from pathlib import Path
+
+from ..data.images import list_images
+from ..errors import EdgekitError
+from ..runtime import Engine
+from .concurrency import make_runner
+from .device import device_info
+from .memory import device_memory_mb, peak_rss_mb, reset_device_peak, rss_mb
+from .power import PowerSampler
+from .timing import STAGES, StageTimer, clock
+
+
+def model_size_mb(artifact) -> float:
+    """Size on disk of the model files (an OpenVINO folder or .xml counts its .bin too; sidecars excluded)."""
+    p = Path(artifact)
+    if p.is_dir():
+        files = [f for f in p.iterdir() if f.suffix.lower() in (".xml", ".bin", ".onnx", ".engine", ".plan")]
+    elif p.suffix.lower() == ".xml":
+        files = [p, p.with_suffix(".bin")]
+    else:
+        files = [p, p.with_name(p.name + ".data")]  # ONNX external weights, when present
+    return round(sum(f.stat().st_size for f in set(files) if f.exists()) / 1e6, 3)
+
+
+def resolve_images(images) -> list[Path]:
+    if images is None:
+        from ..assets import demo_images
+
+        return demo_images()
+    if isinstance(images, (str, Path)):
+        p = Path(images)
+        if not p.exists():
+            raise EdgekitError(f"{p}: image folder not found")
+        found = list_images(p) if p.is_dir() else [p]
+    else:
+        found = [Path(x) for x in images]
+    if not found:
+        raise EdgekitError(f"{images}: no images (.jpg, .png, ...) in this folder")
+    return found
+
+
+def latency_mode(engine: Engine, images: list[Path], batch: int, warmup: int, iters: int) -> StageTimer:
+    """One request of `batch` images at a time; every stage timed separately, and end to end."""
+    t = StageTimer(*STAGES)
+    src = cycle(images)
+    for i in range(warmup + iters):
+        if i == warmup:
+            t.clear()
+        paths = list(islice(src, batch))
+        t0 = clock()
+        with t("decode"):
+            arrays = [engine.decode(p) for p in paths]
+        with t("preprocess"):
+            blob, infos = engine.preprocess(arrays)
+        with t("infer"):
+            raw = engine.infer(blob)
+        with t("postprocess"):
+            engine.postprocess(raw, infos)
+        t.add("e2e", (clock() - t0) * 1e3)
+    return t
+
+
+def pipeline(runner, sources, batch: int = 1, workers: int = 2, **overrides):
+    """Yield Detections in order: decode+preprocess in Engine.prefetch threads, the runner's concurrent
+    inference, postprocess in this thread. What an app serving a stream of images should run."""
+    eng = runner.engine
+    for raw, infos in runner.map(eng.prefetch(sources, batch, workers)):
+        yield from eng.postprocess(raw, infos, **overrides)
+
+
+def throughput_mode(runner, images: list[Path], batch: int, warmup: int, n_images: int, workers: int) -> dict:
+    """Images/s end to end (prefetch -> concurrent infer -> ordered postprocess) and inference only."""
+    eng = runner.engine
+
+    def e2e(n):
+        return sum(1 for _ in pipeline(runner, islice(cycle(images), n), batch, workers))
+
+    e2e(max(warmup, batch * max(1, runner.streams or 1)))
+    t0 = clock()
+    done = e2e(n_images)
+    t_e2e = clock() - t0
+    blob, _ = eng.preprocess([eng.decode(p) for p in islice(cycle(images), batch)])
+    n_req = max(1, -(-n_images // batch))
+    t0 = clock()
+    for _ in runner.map((blob, None) for _ in range(n_req)):
+        pass
+    t_inf = clock() - t0
+    return {"e2e": done / t_e2e, "infer_only": n_req * batch / t_inf, "images": done}
+
+
+def _r(x, nd=2):
+    return None if x is None else round(float(x), nd)
+
+
+def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches=(1,), warmup: int = 10,
+              iters: int = 100, images=None, data=None, streams: int | None = None, workers: int = 2,
+              log=print, **options) -> dict:
+    """Benchmark one artifact; returns the JSON dict described in DESIGN.md (times in ms, rates in images/s)."""
+    batches = [int(b) for b in batches] or [1]
+    if any(b < 1 for b in batches) or warmup < 0 or iters < 1:
+        raise EdgekitError(f"bad benchmark settings: batches {batches}, warmup {warmup}, iters {iters}")
+    paths = resolve_images(images)
+    log = log or (lambda *a, **k: None)
+    rss0 = rss_mb()
+    reset_device_peak(device)
+
+    # cold start: load, then the first image end to end (includes importing the backend library if new)
+    t0 = clock()
+    engine = Engine(artifact, device=device, backend=backend, **options)
+    t1 = clock()
+    engine.predict([paths[0]])
+    t2 = clock()
+    bname = engine.backend_name
+    log(f"bench {artifact} [{bname} {device}]: loaded in {(t1 - t0) * 1e3:.0f} ms, first image {(t2 - t1) * 1e3:.0f} ms")
+
+    res: dict = {
+        "artifact": str(artifact), "backend": bname, "device": device_info(device, bname),
+        "precision": engine.meta.precision, "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
+        "warmup": warmup, "iters": iters,
+        "images": {"source": str(images) if images is not None else "edgekit demo val images", "count": len(paths)},
+        "cold_start_ms": _r((t2 - t0) * 1e3), "load_ms": _r((t1 - t0) * 1e3), "first_inference_ms": _r((t2 - t1) * 1e3),
+        "model_mb": model_size_mb(artifact),
+    }
+
+    # latency mode
+    lb = batches[0]
+    log(f"latency mode: batch {lb}, one request at a time, {warmup} warm-up + {iters} timed iterations")
+    timer = latency_mode(engine, paths, lb, warmup, iters)
+    lat = timer.summary()
+    res["latency_ms"] = lat
+    rss_engine = rss_mb()
+    engine.close()
+
+    # throughput mode, per batch size
+    thr, thr_inf, power = {}, {}, {}
+    n_images = max(iters, 1)
+    runner = make_runner(artifact, device, bname, streams, **options)
+    with runner:
+        desc = runner.describe()
+        for b in batches:
+            n = -(-n_images // b) * b
+            with PowerSampler(device) as ps:
+                r = throughput_mode(runner, paths, b, warmup, n, workers)
+            thr[str(b)], thr_inf[str(b)] = _r(r["e2e"]), _r(r["infer_only"])
+            if ps.mean_w is not None:
+                power[str(b)] = {"mean_w": ps.mean_w, "source": ps.source}
+            log(f"throughput mode: batch {b}: {thr[str(b)]} images/s end to end, {thr_inf[str(b)]} inference only "
+                f"({desc['concurrency']}, streams {runner.streams})")
+        desc = runner.describe()
+
+    e2e_mean = lat["e2e"]["mean"]
+    res["mode"] = {
+        "latency": {"batch": lb, "in_flight": 1, "stages": list(STAGES),
+                    "note": "per request of `batch` images; e2e = decode + preprocess + infer + postprocess"},
+        "throughput": {**desc, "prefetch_workers": workers, "images_per_batch_size": n_images,
+                       "note": "e2e: decode+preprocess in worker threads overlapping concurrent inference, "
+                               "postprocess in order; infer_only: the same preprocessed batch repeated"},
+    }
+    first = str(batches[0])
+    res["fps_e2e"] = thr[first]
+    res["fps_e2e_sequential"] = _r(1e3 * lb / e2e_mean) if e2e_mean else None
+    res["fps_infer_only"] = _r(1e3 * lb / lat["infer"]["mean"]) if lat["infer"]["mean"] else None
+    res["throughput"] = thr
+    res["throughput_infer_only"] = thr_inf
+    res["peak_rss_mb"] = peak_rss_mb()
+    res["rss_mb"] = {"before_load": rss0, "after_latency_run": rss_engine}
+    res["device_memory_mb"] = device_memory_mb(device)
+    if power:
+        res["power_w"] = power
+        res["energy_j_per_image"] = {b: _r(p["mean_w"] / thr[b], 4) for b, p in power.items() if thr[b]}
+
+    if data is not None:
+        from .accuracy import evaluate
+
+        log(f"accuracy: {data}")
+        acc = evaluate(artifact, data, device=device, backend=bname, progress=False)
+        res["map50"], res["map50_95"] = acc["map50"], acc["map50_95"]
+        res["accuracy"] = {k: acc[k] for k in ("images", "boxes", "split", "data", "evaluator")}
+
+    from .. import __version__
+
+    res["edgekit"] = __version__
+    res["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return res

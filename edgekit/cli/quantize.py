@@ -1,0 +1,43 @@
+NAME = "quantize"
+HELP = "INT8 artifact for OpenVINO, ONNX Runtime or TensorRT, gated by the mAP drop on a held-out split"
+DESCRIPTION = ("Calibrate on a class-balanced sample of the train split, quantize with the architecture's recipe, "
+               "evaluate through edgekit's runtime and fall back (more layers in float, another method, FP16) until "
+               "the mAP50-95 drop is within --max-map-drop. Exit code 4 when no artifact passes.")
+
+
+def add_arguments(p):
+    p.add_argument("model", help="FP32 model.onnx written by 'edgekit export' (its model.json sidecar beside it)")
+    p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
+    p.add_argument("--backend", required=True, choices=["openvino", "onnxruntime", "tensorrt"])
+    p.add_argument("--method", default="auto", choices=["auto", "minmax", "entropy", "percentile"],
+                   help="activation range calibration (auto: the recipe's choice; ONNX Runtime tries all three)")
+    p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300, capped at the split)")
+    p.add_argument("--calib-split", default="train", help="split to calibrate on (default train)")
+    p.add_argument("--max-map-drop", type=float, default=0.5,
+                   help="largest allowed mAP50-95 drop in points vs FP32 (0.5 = half a point; default 0.5)")
+    p.add_argument("--eval-split", default="val", help="held-out split the gate evaluates on (default val)")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images of the eval split")
+    p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    p.add_argument("--device", default=None, help="device the artifact is evaluated on (default cpu; cuda:0 for TensorRT)")
+    p.add_argument("--force", action="store_true", help="calibrate even on fewer than 16 images")
+    p.add_argument("-o", "--output", default=None, help="output folder (default: the model's folder)")
+    p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
+
+
+def run(args):
+    from ..errors import AccuracyGateError
+    from ..quantize import quantize
+    from ._common import emit_json, log
+
+    try:
+        res = quantize(args.model, args.data, backend=args.backend, method=args.method, calib_size=args.calib_size,
+                       max_map_drop=args.max_map_drop, out_dir=args.output, eval_split=args.eval_split,
+                       calib_split=args.calib_split, force=args.force, eval_limit=args.eval_limit, log=log,
+                       seed=args.seed, device=args.device)
+    except AccuracyGateError as e:
+        emit_json(getattr(e, "result", None), args.json)
+        raise
+    print(f"{res['artifact']}  {res['precision']} {res['backend']}  mAP50-95 {res['map50_95']:.4f} "
+          f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
+    emit_json(res, args.json)
+    return 0

@@ -1,0 +1,231 @@
+"""One quantization run: calibration set, FP32 baseline, attempts judged by the accuracy gate, the final artifact.
+
+Backends (openvino.py, onnxruntime.py, tensorrt.py) only build candidate artifacts in the order of their fallback
+chain and hand each one to `Job.attempt`, which evaluates it through Engine on the eval split and keeps the result.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..bench.accuracy import evaluate
+from ..data import Dataset, load_dataset
+from ..data.calibration import CalibrationSet, calibration_set
+from ..errors import AccuracyGateError, ArtifactError, DataError
+from ..io import atomic_dir, sha256_file
+from ..runtime.meta import read_sidecar, write_sidecar
+from .recipe import Recipe, recipe_for
+
+# sidecar fields of the FP32 export that describe the network's interface and carry over unchanged
+CARRY = ("task", "arch", "family", "names", "nc", "imgsz", "stride", "letterbox", "input", "output", "opset", "dynamic")
+
+
+@dataclass
+class Attempt:
+    label: str
+    method: str
+    precision: str
+    folder: Path
+    artifact: Path
+    excluded: list[str] = field(default_factory=list)
+    reverted: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+    map50: float = 0.0
+    map50_95: float = 0.0
+    drop_points: float = 0.0
+    passed: bool = False
+    build_s: float = 0.0
+    eval_s: float = 0.0
+
+    def summary(self) -> dict:
+        return {"attempt": self.label, "method": self.method, "precision": self.precision,
+                "excluded": len(self.excluded), "reverted": len(self.reverted), "map50": self.map50,
+                "map50_95": self.map50_95, "drop_points": round(self.drop_points, 3), "passed": self.passed,
+                "build_s": round(self.build_s, 1), "eval_s": round(self.eval_s, 1)}
+
+
+def split_fingerprint(ds: Dataset, split: str, limit: int | None) -> str:
+    """Digest of a split's image names, sizes and labels: the key under which the FP32 mAP is cached."""
+    h = hashlib.sha256()
+    samples = ds.samples(split)[:limit] if limit else ds.samples(split)
+    for s in samples:
+        h.update(f"{s.image.name}:{s.image.stat().st_size}:".encode())
+        h.update(s.classes.tobytes() + s.boxes.tobytes())
+    return h.hexdigest()[:16]
+
+
+def subset(ds: Dataset, samples: list, name: str = "subset") -> Dataset:
+    """A Dataset over a list of samples (e.g. a validation subset), usable by `evaluate(..., split=name)`."""
+    sub = Dataset(ds.source, ds.names, {name: []})
+    sub._cache[name] = list(samples)
+    return sub
+
+
+def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, log=print) -> dict:
+    """mAP of the FP32 ONNX through Engine, cached in the ONNX sidecar under 'accuracy'."""
+    doc = read_sidecar(onnx_path)
+    key = f"{split}|{limit or 'all'}|{split_fingerprint(ds, split, limit)}"
+    cached = doc.get("accuracy", {}).get(key)
+    if cached:
+        log(f"FP32 baseline (cached in {onnx_path.with_suffix('.json').name}): mAP50-95 {cached['map50_95']:.4f}")
+        return cached
+    log(f"FP32 baseline: evaluating {onnx_path.name} on '{split}'")
+    r = evaluate(onnx_path, ds, split=split, limit=limit)
+    res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "evaluator")}
+    res["data"] = str(ds.source)
+    doc.setdefault("accuracy", {})[key] = res
+    write_sidecar(onnx_path, {k: v for k, v in doc.items() if k != "format"})
+    log(f"FP32 baseline: mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f} ({res['images']} images)")
+    return res
+
+
+class Job:
+    """State shared by a backend's attempts; `finish()` writes the chosen artifact and its sidecar."""
+
+    def __init__(self, onnx_path, data, backend: str, method: str = "auto", calib_size: int = 300,
+                 max_map_drop: float | None = 0.5, out_dir=None, eval_split: str = "val", calib_split: str = "train",
+                 force: bool = False, eval_limit: int | None = None, log: Callable = print, seed: int = 0,
+                 device: str = "cpu"):
+        self.onnx = Path(onnx_path)
+        if not self.onnx.exists():
+            raise ArtifactError(f"{self.onnx}: model file not found")
+        if self.onnx.suffix.lower() != ".onnx":
+            raise ArtifactError(f"{self.onnx}: quantize takes the FP32 ONNX written by 'edgekit export'")
+        self.fp32 = read_sidecar(self.onnx)
+        if not self.fp32:
+            raise ArtifactError(f"{self.onnx}: no sidecar {self.onnx.with_suffix('.json').name}: "
+                                f"export with 'edgekit export' so names, imgsz and letterbox are known")
+        if max_map_drop is not None and max_map_drop < 0:
+            raise ArtifactError(f"--max-map-drop must be >= 0 mAP points, got {max_map_drop}")
+        self.backend, self.method, self.max_map_drop = backend, method, max_map_drop
+        self.eval_split, self.eval_limit, self.log, self.device = eval_split, eval_limit, log, device
+        self.ds = data if isinstance(data, Dataset) else load_dataset(data)
+        if len(self.fp32["names"]) != self.ds.nc:
+            raise DataError(self.ds.source, f"dataset has {self.ds.nc} classes but {self.onnx.name} has "
+                                            f"{len(self.fp32['names'])}: calibrate with the data the model was trained for")
+        self.ds.samples(eval_split)  # fail early on a missing eval split
+        self.out_dir = Path(out_dir) if out_dir else self.onnx.parent
+        self.recipe: Recipe = recipe_for(self.fp32.get("family"))
+        imgsz = tuple(self.fp32["imgsz"])
+        pad = int(self.fp32.get("letterbox", {}).get("pad_value", 114))
+        self.calib: CalibrationSet = calibration_set(self.ds, imgsz, calib_size, calib_split, seed, force,
+                                                     eval_split, pad)
+        self.manifest = self.calib.manifest()
+        log(f"calibration: {len(self.calib)} images from '{calib_split}' "
+            f"({self.calib.info['classes_covered']}/{self.calib.info['classes_in_split']} classes), seed {seed}, "
+            f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
+        self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, eval_limit, log)
+        self.work = self.out_dir / f".quantize-{backend}.work"
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.attempts: list[Attempt] = []
+        self.sidecar_extra: dict = {}  # top-level sidecar sections a backend adds (TensorRT: version, GPU)
+
+    # attempts ---------------------------------------------------------------------------------
+    @property
+    def passed(self) -> bool:
+        return any(a.passed for a in self.attempts)
+
+    @property
+    def engine_backend(self) -> str:
+        return self.backend
+
+    def gate_ok(self, drop_points: float) -> bool:
+        return self.max_map_drop is None or drop_points <= self.max_map_drop + 1e-9
+
+    def attempt(self, label: str, build: Callable[[Path], Path], method: str, precision: str = "int8",
+                excluded=(), reverted=(), extra: dict | None = None) -> Attempt:
+        """Build one candidate into its own folder, evaluate it through Engine, record it.
+
+        `build(folder)` returns the artifact path, or (path, {"reverted": [...], "extra": {...}}) when the build
+        itself finds out more (accuracy control).
+        """
+        folder = self.work / f"{len(self.attempts) + 1:02d}-{label}"
+        folder.mkdir(parents=True)
+        self.log(f"[{self.backend} {len(self.attempts) + 1}] {label}: building ({precision}, method {method}, "
+                 f"{len(excluded)} ops kept in float)")
+        t0 = time.perf_counter()
+        built = build(folder)
+        found = {}
+        if isinstance(built, tuple):
+            built, found = built
+        artifact = Path(built)
+        a = Attempt(label, method, precision, folder, artifact, list(found.get("excluded", excluded)),
+                    list(found.get("reverted", reverted)), {**(extra or {}), **found.get("extra", {})})
+        a.build_s = time.perf_counter() - t0
+        write_sidecar(artifact, self.sidecar(a, status="EVALUATING"))
+        t0 = time.perf_counter()
+        r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, backend=self.engine_backend,
+                     device=self.device)
+        a.eval_s = time.perf_counter() - t0
+        a.map50, a.map50_95 = r["map50"], r["map50_95"]
+        a.drop_points = (self.baseline["map50_95"] - a.map50_95) * 100
+        a.passed = self.gate_ok(a.drop_points)
+        self.attempts.append(a)
+        limit = "no gate" if self.max_map_drop is None else f"max {self.max_map_drop:g}"
+        self.log(f"[{self.backend} {len(self.attempts)}] {label}: mAP50-95 {a.map50_95:.4f} vs FP32 "
+                 f"{self.baseline['map50_95']:.4f}: drop {a.drop_points:+.2f} points ({limit}) -> "
+                 f"{'PASSED' if a.passed else 'failed'}  [build {a.build_s:.0f}s, eval {a.eval_s:.0f}s]")
+        return a
+
+    # output -----------------------------------------------------------------------------------
+    def sidecar(self, a: Attempt, status: str) -> dict:
+        from ..export.onnx import tool_versions
+
+        doc = {k: self.fp32[k] for k in CARRY if k in self.fp32}
+        doc.update({
+            "precision": a.precision,
+            "backend": self.backend,
+            "source": {"onnx": str(self.onnx.resolve()), "sha256": sha256_file(self.onnx),
+                       "weights": self.fp32.get("source")},
+            "quantization": {"method": a.method, "attempt": a.label, "recipe": self.recipe.summary(),
+                             "excluded": a.excluded, "reverted": a.reverted, "calibration": self.manifest,
+                             "fallbacks": [x.summary() for x in self.attempts if x is not a], **a.extra},
+            "accuracy_gate": {"split": self.eval_split, "limit": self.eval_limit, "data": str(self.ds.source),
+                              "images": self.baseline.get("images"), "max_map_drop": self.max_map_drop,
+                              "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
+                              "map50": a.map50, "map50_95": a.map50_95, "drop_points": round(a.drop_points, 3)},
+            **self.sidecar_extra,
+            "status": status,
+            "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt"),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        return doc
+
+    def finish(self) -> dict:
+        """Keep the first passing attempt (else the least bad), move it into place, write its sidecar."""
+        if not self.attempts:
+            raise ArtifactError(f"{self.onnx}: no {self.backend} artifact was built")
+        ok = [a for a in self.attempts if a.passed]
+        best = ok[0] if ok else min(self.attempts, key=lambda a: a.drop_points)
+        status = "PASSED" if ok else "FAILED"
+        final = self.out_dir / f"{self.onnx.stem}_{best.precision}_{self.backend}"
+        write_sidecar(best.artifact, self.sidecar(best, status))
+        with atomic_dir(final) as tmp:
+            for p in best.folder.iterdir():
+                shutil.move(str(p), tmp / p.name)
+        shutil.rmtree(self.work, ignore_errors=True)
+        artifact = final / best.artifact.name
+        res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
+               "method": best.method, "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
+               "map50": best.map50, "map50_95": best.map50_95, "drop_points": round(best.drop_points, 3),
+               "max_map_drop": self.max_map_drop, "status": status, "attempt": best.label,
+               "fallbacks": [a.summary() for a in self.attempts], "excluded": best.excluded,
+               "reverted": best.reverted, "calib": {k: v for k, v in self.manifest.items() if k != "files"},
+               "recipe": self.recipe.name}
+        self.log(f"{status}: {artifact} ({best.precision}, {best.label}), mAP50-95 {best.map50_95:.4f} "
+                 f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
+        if not ok:
+            err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
+                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED")
+            err.result = res
+            raise err
+        return res
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)

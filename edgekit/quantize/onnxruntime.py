@@ -1,0 +1,195 @@
+"""ONNX Runtime static INT8: QDQ, per-channel symmetric weights, symmetric activations (a placement TensorRT takes)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .._imports import require
+from ..data.calibration import CalibrationSet
+from ..errors import EdgekitError
+from .job import Job
+from .recipe import Scope
+
+METHODS = ("minmax", "entropy", "percentile")
+
+
+def check_available() -> None:
+    require("onnxruntime", "ONNX Runtime INT8 quantization")
+    require("onnx", "ONNX Runtime INT8 quantization")
+
+
+def calibration_reader(calib: CalibrationSet, input_name: str):
+    """An onnxruntime CalibrationDataReader over the calibration set (ranges settable for strided collection)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.start, self.stop = 0, len(calib)
+            self._it = None
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self.start, self.stop, self._it = start_index, end_index, None
+
+        def __len__(self) -> int:
+            return len(calib)
+
+        def get_next(self):
+            if self._it is None:
+                self._it = iter(calib.items[self.start:self.stop])
+            item = next(self._it, None)
+            return None if item is None else {input_name: calib.transform(item)}
+
+    return Reader()
+
+
+def graph_nodes(onnx_path) -> list[tuple[str, str]]:
+    onnx = require("onnx", "ONNX Runtime INT8 quantization")
+    m = onnx.load(str(onnx_path), load_external_data=False)
+    return [(n.name, n.op_type) for n in m.graph.node]
+
+
+def preprocess(src: Path, dst: Path) -> Path:
+    """onnxruntime's quant_pre_process: shape inference and graph cleanups before quantization."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    return dst
+
+
+def _stride(n: int, most: int = 16) -> int:
+    """Largest divisor of n not above `most`: ORT collects statistics in chunks that must divide the set."""
+    return next(d for d in range(min(most, n), 0, -1) if n % d == 0)
+
+
+def quantize_qdq(model: Path, out: Path, calib: CalibrationSet, method: str, exclude: list[str],
+                 op_types: list[str], percentile: float = 99.999, cache: Path | None = None,
+                 quantize_bias: bool = True) -> Path:
+    """Static QDQ quantization of a (pre-processed) ONNX model; calibration ranges cached in `cache`.
+
+    quantize_bias=False keeps conv biases in float (TensorRT takes int8 Q/DQ only; ORT CPU fuses int32 biases).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}
+    if method not in cm:
+        raise EdgekitError(f"unknown calibration method '{method}' (choose {', '.join(METHODS)})")
+    input_name = graph_inputs(model)[0]
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": percentile,
+             "CalibStridedMinMax": _stride(len(calib)), "QuantizeBias": quantize_bias}
+    quantize_static(str(model), str(out), calibration_reader(calib, input_name), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+                    calibrate_method=cm[method], extra_options=extra,
+                    calibration_cache_path=str(cache) if cache else None)
+    strip_qdq_into(out, set(exclude))
+    return out
+
+
+def strip_qdq_into(path: Path, keep: set[str]) -> int:
+    """Remove activation Q->DQ pairs whose every consumer is kept in float (ORT also quantizes conv outputs).
+
+    Without this the last head convs would hand int8-rounded logits to the float decode the recipe protects.
+    """
+    onnx = require("onnx", "ONNX Runtime INT8 quantization")
+    m = onnx.load(str(path))
+    g = m.graph
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in g.node for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+    drop, rename = [], {}
+    for dq in g.node:
+        if dq.op_type != "DequantizeLinear" or dq.output[0] in graph_outputs:
+            continue
+        q = producer.get(dq.input[0])
+        users = consumers.get(dq.output[0], [])
+        if q is None or q.op_type != "QuantizeLinear" or not users or any(u.name not in keep for u in users):
+            continue
+        if len(consumers.get(q.output[0], [])) != 1:
+            continue
+        rename[dq.output[0]] = q.input[0]
+        drop += [q, dq]
+    if not drop:
+        return 0
+    for n in g.node:
+        for k, i in enumerate(n.input):
+            if i in rename:
+                n.input[k] = rename[i]
+    for n in drop:
+        g.node.remove(n)
+    onnx.save(m, str(path))
+    return len(drop) // 2
+
+
+def graph_inputs(model: Path) -> list[str]:
+    onnx = require("onnx", "ONNX Runtime INT8 quantization")
+    m = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    return [i.name for i in m.graph.input if i.name not in inits]
+
+
+def run(job: Job) -> None:
+    """Method (given, or the best of the recipe's on a validation subset), other methods, recipe fallbacks."""
+    import logging
+
+    from ..bench.accuracy import evaluate
+
+    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer warns through the root logger
+    cfg = job.recipe.onnxruntime
+    op_types = list(cfg.get("op_types") or ["Conv", "MatMul"])
+    pct = float(cfg.get("percentile", 99.999))
+    methods = [m for m in cfg.get("methods", METHODS) if m in METHODS] or list(METHODS)
+    pre = preprocess(job.onnx, job.work / "preprocessed.onnx")
+    nodes = graph_nodes(pre)
+    base = job.recipe.keep_float
+    cache = {m: job.work / f"calibration-{m}.json" for m in METHODS}
+
+    def build(method: str, scope: Scope):
+        def _build(folder: Path) -> Path:
+            return quantize_qdq(pre, folder / "model.onnx", job.calib, method, scope.match(nodes), op_types, pct,
+                                cache[method])
+        return _build
+
+    order = [job.method] + [m for m in methods if m != job.method] if job.method != "auto" else list(methods)
+    selection = {}
+    if job.method == "auto" and len(methods) > 1:
+        n = int(cfg.get("select_subset", 32))
+        n = min(n, job.eval_limit) if job.eval_limit else n
+        job.log(f"method auto: trying {', '.join(methods)} on the first {n} '{job.eval_split}' images")
+        for m in methods:
+            folder = job.work / f"select-{m}"
+            folder.mkdir()
+            artifact = build(m, base)(folder)
+            from ..runtime.meta import write_sidecar
+
+            write_sidecar(artifact, {**{k: job.fp32[k] for k in ("names", "imgsz", "stride", "letterbox", "input",
+                                                               "output") if k in job.fp32}, "precision": "int8"})
+            r = evaluate(artifact, job.ds, split=job.eval_split, limit=n, backend="onnxruntime", progress=False)
+            selection[m] = r["map50_95"]
+            job.log(f"  {m}: mAP50-95 {r['map50_95']:.4f} on {r['images']} images")
+        order = sorted(methods, key=lambda m: -selection[m])
+
+    def reuse(method: str):
+        def _build(folder: Path) -> Path:
+            src = job.work / f"select-{method}" / "model.onnx"
+            shutil.copy2(src, folder / "model.onnx")
+            return folder / "model.onnx"
+        return _build
+
+    extra = {"method_selection": selection} if selection else {}
+    excluded = base.match(nodes)
+    for i, m in enumerate(order):
+        label = "recipe" if i == 0 else f"method-{m}"
+        job.attempt(label, reuse(m) if m in selection else build(m, base), m, excluded=excluded, extra=extra)
+        if job.passed:
+            return
+    best = max(job.attempts, key=lambda a: a.map50_95).method
+    scope = base
+    for stage, more in job.recipe.fallback:
+        scope = scope + more
+        job.attempt(f"fallback-{stage}", build(best, scope), best, excluded=scope.match(nodes), extra=extra)
+        if job.passed:
+            return

@@ -1,0 +1,198 @@
+"""OpenVINO INT8 with NNCF: recipe ignored scope, recipe fallbacks, accuracy control on the gate's metric, FP16 last."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .._imports import require
+from ..errors import EdgekitError
+from .job import Job, subset
+from .recipe import Scope
+
+# OpenVINO op type -> ONNX op type, so that recipe 'types' read the same for every backend
+_OV_TO_ONNX = {"Convolution": "Conv", "GroupConvolution": "Conv", "Multiply": "Mul", "Subtract": "Sub",
+               "Divide": "Div", "SoftMax": "Softmax", "Interpolate": "Resize", "VariadicSplit": "Split"}
+_SKIP = {"Constant", "Parameter", "Result"}
+# --method -> NNCF activation range estimator (auto keeps NNCF's defaults)
+_RANGES = {"minmax": "MINMAX", "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
+
+
+def read_onnx(path):
+    """ONNX -> ov.Model through convert_model, whose fusions (Sigmoid*x -> Swish) let INT8 convs absorb activations.
+
+    core.read_model keeps SiLU as Sigmoid + Multiply; NNCF then leaves a float Swish + FakeQuantize subgraph after
+    every conv that costs about a quarter of the INT8 latency on CPU.
+    """
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    return ov.convert_model(str(path))
+
+
+def graph_nodes(model) -> list[tuple[str, str]]:
+    """(friendly name, ONNX-style type) of every computing op of an ov.Model."""
+    return [(op.get_friendly_name(), _OV_TO_ONNX.get(op.get_type_name(), op.get_type_name()))
+            for op in model.get_ordered_ops() if op.get_type_name() not in _SKIP]
+
+
+def quantized_ops(model) -> set[str]:
+    """Names of the ops that consume a FakeQuantize output (the layers that run in INT8)."""
+    out = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        for port in op.outputs():
+            for target in port.get_target_inputs():
+                node = target.get_node()
+                while node.get_type_name() in ("Convert", "Reshape") and node.outputs():
+                    nxt = [t.get_node() for t in node.outputs()[0].get_target_inputs()]
+                    if not nxt:
+                        break
+                    node = nxt[0]
+                out.add(node.get_friendly_name())
+    return out
+
+
+def _params(job: Job, method: str):
+    nncf = require("nncf", "OpenVINO INT8 quantization")
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    cfg = job.recipe.openvino
+    preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
+    p = str(cfg.get("preset", "mixed")).lower()
+    if p not in preset:
+        raise EdgekitError(f"{job.recipe.path}: openvino.preset must be mixed or performance, got '{p}'")
+    kw = dict(preset=preset[p], subset_size=min(int(cfg.get("subset_size", 300)), len(job.calib)),
+              fast_bias_correction=bool(cfg.get("fast_bias_correction", True)))
+    if str(cfg.get("model_type") or "").lower() == "transformer":
+        kw["model_type"] = nncf.ModelType.TRANSFORMER
+    if method in _RANGES:
+        kw["advanced"] = AdvancedQuantizationParameters(
+            activations_range_estimator_params=getattr(RangeEstimatorParametersSet, _RANGES[method]))
+    elif method != "auto":
+        raise EdgekitError(f"unknown --method '{method}' (choose auto, minmax, entropy, percentile)")
+    return nncf, kw
+
+
+def _quantize(job: Job, scope: Scope, method: str, folder: Path):
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    nncf, kw = _params(job, method)
+    model = read_onnx(job.onnx)
+    names = scope.match(graph_nodes(model))
+    adv = kw.pop("advanced", None)
+    q = nncf.quantize(model, job.calib.to_nncf(), ignored_scope=nncf.IgnoredScope(names=names, validate=False),
+                      advanced_parameters=adv, **kw)
+    ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
+    return q, names
+
+
+class _CompiledBackend:
+    """Engine backend over an ov.CompiledModel handed over by NNCF's accuracy controller."""
+
+    name = "openvino"
+    input_dtype = np.float32
+    fixed_batch = 1
+
+    def __init__(self, compiled):
+        self.request = compiled.create_infer_request()
+
+    def infer(self, blob):
+        self.request.infer({0: blob})
+        return self.request.get_output_tensor(0).data.copy()
+
+    def close(self):
+        self.request = None
+
+
+def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_int8: set[str] | None):
+    """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function."""
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    nncf, kw = _params(job, method)
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from ..bench.accuracy import evaluate
+    from ..runtime import Engine
+
+    ac = dict(job.recipe.openvino.get("accuracy_control") or {})
+    val = job.ds.samples(job.eval_split)[:job.eval_limit] if job.eval_limit else job.ds.samples(job.eval_split)
+    val = val[:int(ac.get("validation_subset", 64))]
+    engine = Engine(job.onnx, backend="openvino")
+
+    def validate(compiled, items) -> tuple[float, None]:
+        engine.backend.close()
+        engine.backend = _CompiledBackend(compiled)
+        r = evaluate(None, subset(job.ds, list(items)), split="subset", engine=engine, progress=False)
+        return r["map50_95"], None
+
+    model = read_onnx(job.onnx)
+    names = scope.match(graph_nodes(model))
+    adv = kw.pop("advanced", None)
+    restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=int(ac.get("max_iterations", 8)),
+                                                  ranking_subset_size=int(ac.get("ranking_subset_size", 32)))
+    try:
+        q = nncf.quantize_with_accuracy_control(
+            model, job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
+            ignored_scope=nncf.IgnoredScope(names=names, validate=False), advanced_quantization_parameters=adv,
+            advanced_accuracy_restorer_parameters=restorer, **kw)
+    finally:
+        engine.close()
+    ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
+    reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
+    return names, reverted, len(val)
+
+
+def run(job: Job) -> None:
+    """Attempts in order until one passes the gate: recipe, recipe fallbacks, accuracy control, FP16."""
+    require("nncf", "OpenVINO INT8 quantization")
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    method = job.method
+    if method == "auto":
+        method = str(job.recipe.openvino.get("method", "auto"))
+    base = job.recipe.keep_float
+    state = {}
+
+    def plain(folder):
+        q, state["names"] = _quantize(job, base, method, folder)
+        state["int8_ops"] = quantized_ops(q)
+        return folder / "model.xml"
+
+    first = job.attempt("recipe", plain, method, excluded=_names(job, base))
+    if job.passed:
+        return
+    scope = base
+    for stage, extra_scope in job.recipe.fallback:
+        scope = scope + extra_scope
+        excluded = _names(job, scope)
+        job.attempt(f"fallback-{stage}", lambda f, s=scope: _quantize(job, s, method, f) and f / "model.xml",
+                    method, excluded=excluded)
+        if job.passed:
+            return
+
+    if job.max_map_drop is not None:
+        def controlled(folder):
+            names, reverted, n_val = _accuracy_control(job, base, method, folder, state.get("int8_ops"))
+            if reverted:
+                job.log(f"accuracy control reverted {len(reverted)} layers to float: {', '.join(reverted[:8])}"
+                        f"{' ...' if len(reverted) > 8 else ''}")
+            return folder / "model.xml", {"reverted": reverted, "extra": {"accuracy_control": {
+                "validation_images": n_val, "max_drop": job.max_map_drop / 100}}}
+
+        job.attempt("accuracy-control", controlled, method, excluded=first.excluded)
+        if job.passed:
+            return
+
+    def fp16(folder):
+        ov.save_model(read_onnx(job.onnx), str(folder / "model.xml"), compress_to_fp16=True)
+        return folder / "model.xml"
+
+    job.attempt("fp16", fp16, "none", precision="fp16")
+
+
+def _names(job: Job, scope: Scope) -> list[str]:
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    return scope.match(graph_nodes(read_onnx(job.onnx)))
+
+
+def check_available() -> None:
+    require("openvino", "OpenVINO INT8 quantization")
+    require("nncf", "OpenVINO INT8 quantization")

@@ -1,0 +1,118 @@
+"""Per-architecture quantization recipes (calibration/*.yaml): layers kept in float, fallbacks, backend settings."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..errors import EdgekitError
+
+_HEAD = re.compile(r"^/model\.(\d+)/")
+
+
+def recipes_dir() -> Path:
+    """$EDGEKIT_RECIPES, else the repository's calibration/ folder."""
+    env = os.environ.get("EDGEKIT_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+
+
+@dataclass
+class Scope:
+    """Node names, regular expressions (re.search) and op types; '{head}' stands for the Detect module index."""
+
+    patterns: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def match(self, nodes: list[tuple[str, str]]) -> list[str]:
+        """Names of the (name, op_type) nodes this scope covers, in graph order."""
+        head = head_index([n for n, _ in nodes])
+        pats = [re.compile(p.replace("{head}", str(head))) for p in self.patterns if head is not None or "{head}" not in p]
+        types, names = set(self.types), set(self.names)
+        return [n for n, t in nodes if n in names or t in types or any(p.search(n) for p in pats)]
+
+    def __add__(self, other: "Scope") -> "Scope":
+        return Scope(self.patterns + other.patterns, self.types + other.types, self.names + other.names)
+
+
+@dataclass
+class Recipe:
+    name: str
+    keep_float: Scope
+    fallback: list[tuple[str, Scope]]
+    openvino: dict
+    onnxruntime: dict
+    tensorrt: dict
+    families: list[str] = field(default_factory=list)
+    description: str = ""
+    path: Path | None = None
+
+    def summary(self) -> dict:
+        return {"name": self.name, "path": str(self.path) if self.path else None,
+                "keep_float": {"patterns": self.keep_float.patterns, "types": self.keep_float.types},
+                "fallback": [n for n, _ in self.fallback]}
+
+
+def head_index(names: list[str]) -> int | None:
+    """The highest N in node names '/model.N/...' (the detection head of an Ultralytics export)."""
+    idx = [int(m.group(1)) for n in names if (m := _HEAD.match(n))]
+    return max(idx) if idx else None
+
+
+def _scope(doc, path: Path, where: str) -> Scope:
+    if doc is None:
+        return Scope()
+    if not isinstance(doc, dict):
+        raise EdgekitError(f"{path}: '{where}' must be a mapping with patterns/types/names")
+    unknown = set(doc) - {"patterns", "types", "names", "name"}
+    if unknown:
+        raise EdgekitError(f"{path}: '{where}' has unknown keys: {', '.join(sorted(unknown))}")
+    out = Scope(list(doc.get("patterns") or []), list(doc.get("types") or []), list(doc.get("names") or []))
+    for p in out.patterns:
+        try:
+            re.compile(p.replace("{head}", "0"))
+        except re.error as e:
+            raise EdgekitError(f"{path}: '{where}' pattern {p!r} is not a valid regular expression ({e})") from None
+    return out
+
+
+def load_recipe(path) -> Recipe:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise EdgekitError(f"{path}: recipe file not found") from None
+    except yaml.YAMLError as e:
+        raise EdgekitError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or "name" not in doc:
+        raise EdgekitError(f"{path}: a recipe is a mapping with at least 'name' and 'keep_float'")
+    fallback = []
+    for i, st in enumerate(doc.get("fallback") or []):
+        if not isinstance(st, dict) or "name" not in st:
+            raise EdgekitError(f"{path}: fallback[{i}] needs a 'name' and patterns/types/names")
+        fallback.append((str(st["name"]), _scope(st, path, f"fallback[{i}]")))
+    return Recipe(name=str(doc["name"]), keep_float=_scope(doc.get("keep_float"), path, "keep_float"),
+                  fallback=fallback, openvino=dict(doc.get("openvino") or {}),
+                  onnxruntime=dict(doc.get("onnxruntime") or {}), tensorrt=dict(doc.get("tensorrt") or {}),
+                  families=[str(f) for f in doc.get("families") or []], description=str(doc.get("description", "")),
+                  path=path)
+
+
+def recipe_for(family: str | None, folder=None) -> Recipe:
+    """The recipe named after the family, else one listing it in 'families', else default.yaml."""
+    folder = Path(folder) if folder else recipes_dir()
+    if not folder.is_dir():
+        raise EdgekitError(f"{folder}: recipe folder not found (set EDGEKIT_RECIPES to the calibration/ folder)")
+    fam = (family or "").lower()
+    if fam and (folder / f"{fam}.yaml").exists():
+        return load_recipe(folder / f"{fam}.yaml")
+    for p in sorted(folder.glob("*.yaml")):
+        r = load_recipe(p)
+        if fam and fam in [f.lower() for f in r.families]:
+            return r
+    if not (folder / "default.yaml").exists():
+        raise EdgekitError(f"{folder}: no recipe for family '{family}' and no default.yaml")
+    return load_recipe(folder / "default.yaml")

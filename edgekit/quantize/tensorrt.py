@@ -1,0 +1,176 @@
+"""TensorRT FP16 and INT8 engines from ONNX.
+
+TensorRT >= 10: explicit quantization, built from the Q/DQ ONNX that the ONNX Runtime path writes (symmetric int8,
+per-channel weights). Older TensorRT: implicit INT8 with an IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator made by a
+factory at call time (the base class lives in the lazily imported tensorrt module), fed by the same calibration set
+and reading/writing a calibration cache file.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .._imports import require
+from ..data.calibration import CalibrationSet
+from ..errors import ArtifactError
+from ..io import atomic_path
+from .job import Job
+from .recipe import Scope
+
+
+def check_available() -> None:
+    require("tensorrt", "TensorRT engines")
+    require("torch", "TensorRT device buffers")
+
+
+def torch_to_device(device: str = "cuda:0") -> Callable:
+    """A function copying a numpy batch into one reusable CUDA buffer and returning its address."""
+    torch = require("torch", "TensorRT calibration buffers")
+    state = {}
+
+    def copy(batch):
+        t = torch.from_numpy(batch)
+        buf = state.get("buf")
+        if buf is None or tuple(buf.shape) != tuple(t.shape):
+            buf = state["buf"] = torch.empty(t.shape, dtype=t.dtype, device=device)
+        buf.copy_(t)
+        return int(buf.data_ptr())
+
+    return copy
+
+
+def make_calibrator(calib: CalibrationSet, cache_path, batch_size: int = 8, algorithm: str = "entropy",
+                    base=None, to_device: Callable | None = None, log=print):
+    """An INT8 calibrator instance; the class is created here because its base class comes from tensorrt at run time.
+
+    `base` and `to_device` default to tensorrt's calibrator class and a torch CUDA buffer; tests inject fakes.
+    """
+    if base is None:
+        trt = require("tensorrt", "TensorRT INT8 calibration")
+        bases = {"entropy": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}
+        if algorithm not in bases:
+            raise ArtifactError(f"TensorRT calibrator '{algorithm}' is not available (choose entropy or minmax)")
+        base = bases[algorithm]
+    to_device = to_device or torch_to_device()
+    cache_path = Path(cache_path)
+
+    class Calibrator(base):
+        """Feeds calibration batches of a fixed size; reads and writes the calibration cache file."""
+
+        def __init__(self):
+            base.__init__(self)
+            self.batch_size, self.cache_path = batch_size, cache_path
+            self.batches_served = 0
+            self._batches = calib.batches(batch_size)
+
+        def get_batch_size(self) -> int:
+            return self.batch_size
+
+        def get_batch(self, names, *args):
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self.batches_served += 1
+            return [to_device(batch)]
+
+        def read_calibration_cache(self, *args):
+            if self.cache_path.exists():
+                log(f"TensorRT calibration cache: reading {self.cache_path}")
+                return self.cache_path.read_bytes()
+            return None
+
+        def write_calibration_cache(self, cache) -> None:
+            with atomic_path(self.cache_path) as tmp:
+                tmp.write_bytes(bytes(cache))
+            log(f"TensorRT calibration cache: wrote {self.cache_path}")
+
+    return Calibrator()
+
+
+def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibrator=None, float_layers=(),
+                 workspace_gb: float = 4, log=print) -> Path:
+    """Parse ONNX, set FP16/INT8 flags (and layers pinned to float), build and write the serialized engine."""
+    trt = require("tensorrt", "TensorRT engines")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"{onnx_path}: TensorRT cannot parse this ONNX: {errs.splitlines()[0] if errs else '?'}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
+    pinned = set(float_layers)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.name in pinned:
+                layer.precision = trt.float16 if precision != "fp32" else trt.float32
+    log(f"TensorRT {trt.__version__}: building {precision} engine from {onnx_path.name}")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ArtifactError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the log above)")
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(plan))
+    return engine_path
+
+
+def explicit_quantization(version: str) -> bool:
+    """TensorRT 10 builds INT8 from Q/DQ nodes; implicit (calibrator) INT8 is deprecated there."""
+    return int(version.split(".")[0]) >= 10
+
+
+def run(job: Job) -> None:
+    """INT8 (Q/DQ on TensorRT >= 10, calibrator before), recipe fallbacks, then FP16."""
+    from ..runtime.backends.tensorrt import cuda_index, gpu_info
+    from . import onnxruntime as ortq
+
+    trt = require("tensorrt", "TensorRT engines")
+    cfg = job.recipe.tensorrt
+    dev = gpu_info(cuda_index(job.device))
+    job.sidecar_extra["tensorrt"] = {"version": trt.__version__, **dev, "hardware_compatibility": "none"}
+    ws = float(cfg.get("workspace_gb", 4))
+    method = job.method if job.method != "auto" else str(cfg.get("int8_method", "entropy"))
+    explicit = explicit_quantization(trt.__version__)
+    nodes = ortq.graph_nodes(job.onnx)
+    pre = ortq.preprocess(job.onnx, job.work / "preprocessed.onnx") if explicit else None
+    cache = job.work / f"calibration-{method}.json"
+
+    def int8(scope: Scope):
+        def _build(folder: Path) -> Path:
+            if explicit:
+                qdq = ortq.quantize_qdq(pre, folder / "model_qdq.onnx", job.calib, method, scope.match(nodes),
+                                        list(job.recipe.onnxruntime.get("op_types") or ["Conv", "MatMul"]),
+                                        float(job.recipe.onnxruntime.get("percentile", 99.999)), cache,
+                                        quantize_bias=False)
+                return build_engine(qdq, folder / "model.engine", "int8", workspace_gb=ws, log=job.log)
+            algo = "minmax" if method == "minmax" else "entropy"
+            shared = job.work / "calibration.cache"  # computed by the first attempt, read by the fallbacks
+            cal = make_calibrator(job.calib, shared, int(cfg.get("calib_batch", 8)), algo,
+                                  to_device=torch_to_device(job.device), log=job.log)
+            engine = build_engine(job.onnx, folder / "model.engine", "int8", cal, scope.match(nodes), ws, job.log)
+            if shared.exists():
+                shutil.copy2(shared, folder / "calibration.cache")
+            return engine
+        return _build
+
+    mode = {"quantization": "explicit (Q/DQ)" if explicit else f"implicit ({method} calibrator)"}
+    job.attempt("recipe", int8(job.recipe.keep_float), method, excluded=job.recipe.keep_float.match(nodes), extra=mode)
+    if job.passed:
+        return
+    scope = job.recipe.keep_float
+    for stage, more in job.recipe.fallback:
+        scope = scope + more
+        job.attempt(f"fallback-{stage}", int8(scope), method, excluded=scope.match(nodes), extra=mode)
+        if job.passed:
+            return
+    job.attempt("fp16", lambda f: build_engine(job.onnx, f / "model.engine", "fp16", workspace_gb=ws, log=job.log),
+                "none", precision="fp16")

@@ -1,0 +1,120 @@
+"""TensorRT backend (TensorRT 10 tensor API): .engine files, device buffers through torch, checked before loading."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..._imports import require
+from ...errors import ArtifactError
+from .base import Backend
+
+
+def same_version(built: str, running: str) -> bool:
+    """Engines are tied to major.minor.patch of the TensorRT that built them (the build number may differ)."""
+    return built.split(".")[:3] == running.split(".")[:3]
+
+
+def check_engine(doc: dict, trt_version: str, compute_capability: str, path) -> None:
+    """Raise a one-line ArtifactError when the sidecar says the engine was built for another TensorRT or GPU."""
+    info = (doc or {}).get("tensorrt")
+    if not info:
+        warnings.warn(f"{path}: sidecar has no 'tensorrt' section; cannot check the engine matches this TensorRT/GPU",
+                      stacklevel=3)
+        return
+    built_v, built_cc = str(info.get("version", "")), str(info.get("compute_capability", ""))
+    problems = []
+    if built_v and not same_version(built_v, trt_version):
+        problems.append(f"built with TensorRT {built_v}, this is TensorRT {trt_version}")
+    if built_cc and built_cc != str(compute_capability) and info.get("hardware_compatibility", "none") == "none":
+        gpu = f" ({info['gpu']})" if info.get("gpu") else ""
+        problems.append(f"built for compute capability {built_cc}{gpu}, this GPU is {compute_capability}")
+    if problems:
+        raise ArtifactError(f"{path}: engine {'; '.join(problems)}: rebuild it here with 'edgekit quantize "
+                            f"--backend tensorrt'")
+
+
+def cuda_index(device: str) -> int:
+    d = device.lower()
+    if d in ("cuda", "gpu"):
+        return 0
+    if d.startswith("cuda:"):
+        return int(d.split(":")[1])
+    raise ArtifactError(f"device '{device}' is not a CUDA device: TensorRT engines run on cuda:N")
+
+
+def gpu_info(index: int = 0) -> dict:
+    """Compute capability ('8.9') and name of a CUDA device, through torch."""
+    torch = require("torch", "TensorRT device buffers")
+    if not torch.cuda.is_available():
+        raise ArtifactError("TensorRT needs a CUDA GPU, and torch sees none here")
+    major, minor = torch.cuda.get_device_capability(index)
+    return {"compute_capability": f"{major}.{minor}", "gpu": torch.cuda.get_device_name(index)}
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+
+    def running(self) -> tuple[str, str]:
+        """(TensorRT version, compute capability) of this process and device."""
+        trt = require("tensorrt", "the TensorRT backend")
+        return trt.__version__, gpu_info(cuda_index(self.device))["compute_capability"]
+
+    def load_impl(self) -> None:
+        doc = self.meta.raw if self.meta is not None else {}
+        version, cc = self.running()
+        check_engine(doc, version, cc, self.path)  # before deserializing: a mismatched plan can crash the process
+        trt = require("tensorrt", "the TensorRT backend")
+        torch = require("torch", "TensorRT device buffers")
+        self.torch, self.dev = torch, torch.device("cuda", cuda_index(self.device))
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if engine is None:
+            raise ArtifactError(f"{self.path}: TensorRT {version} could not deserialize this engine")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(self.inputs) != 1:
+            raise ArtifactError(f"{self.path}: expected one input tensor, the engine has {len(self.inputs)}")
+        self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+        b = engine.get_tensor_shape(self.inputs[0])[0]
+        self._batch = int(b) if b > 0 else None
+        self.stream = torch.cuda.Stream(self.dev)
+
+    def infer_impl(self, blob: np.ndarray) -> np.ndarray:
+        torch, ctx = self.torch, self.context
+        name = self.inputs[0]
+        x = torch.from_numpy(np.ascontiguousarray(blob.astype(self.dtypes[name], copy=False))).to(self.dev)
+        ctx.set_input_shape(name, tuple(x.shape))
+        ctx.set_tensor_address(name, x.data_ptr())
+        outs = {}
+        for n in self.outputs:
+            shape = tuple(ctx.get_tensor_shape(n))
+            outs[n] = torch.empty(shape, dtype=_torch_dtype(torch, self.dtypes[n]), device=self.dev)
+            ctx.set_tensor_address(n, outs[n].data_ptr())
+        with torch.cuda.stream(self.stream):
+            if not ctx.execute_async_v3(self.stream.cuda_stream):
+                raise ArtifactError(f"{self.path}: TensorRT execution failed")
+        self.stream.synchronize()
+        return outs[self.outputs[0]].float().cpu().numpy()
+
+    @property
+    def fixed_batch(self):
+        return self._batch
+
+    def info(self) -> dict:
+        d = super().info()
+        d.update({"tensorrt": self.running()[0]})
+        return d
+
+    def close_impl(self) -> None:
+        del self.context, self.engine, self.runtime
+
+
+def _torch_dtype(torch, dt: np.dtype):
+    return {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16, np.dtype(np.int32): torch.int32,
+            np.dtype(np.int64): torch.int64, np.dtype(np.int8): torch.int8, np.dtype(np.uint8): torch.uint8,
+            np.dtype(np.bool_): torch.bool}[np.dtype(dt)]

@@ -1,0 +1,100 @@
+"""PyTorch backend: an Ultralytics .pt on cpu or cuda:N, the baseline beside exported artifacts.
+
+Options: half (FP16; default True on CUDA), cuda_graph (capture a CUDA graph for batch 1; default False).
+The output is the raw (B, 4 + nc, N) tensor as a numpy array, so the shared postprocess applies.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..._imports import require
+from ...errors import ArtifactError
+from .base import Backend
+
+
+def torch_device(device: str) -> str:
+    d = device.lower()
+    if d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
+        return d
+    raise ArtifactError(f"device '{device}' is not supported by the torch backend (use cpu or cuda:N)")
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def load_impl(self) -> None:
+        from ..._ultralytics import ultralytics
+
+        ul = ultralytics()
+        torch = self.torch = require("torch", "the PyTorch backend")
+        self.dev = torch.device(torch_device(self.device))
+        if self.dev.type == "cuda" and not torch.cuda.is_available():
+            raise ArtifactError(f"device {self.device}: torch here has no CUDA (torch {torch.__version__}, "
+                                f"CUDA build {torch.version.cuda})")
+        try:
+            yolo = ul.YOLO(str(self.path))
+        except Exception as e:
+            raise ArtifactError(f"{self.path}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {e})") from None
+        net = yolo.model
+        if hasattr(net, "fuse"):
+            net = net.fuse(verbose=False)
+        self.half = bool(self.options.get("half", self.dev.type == "cuda"))
+        if self.half and self.dev.type != "cuda":
+            raise ArtifactError(f"{self.path}: half precision needs a CUDA device (got {self.device})")
+        net = net.to(self.dev).eval()
+        self.net = net.half() if self.half else net.float()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.graph = None
+        self.use_graph = bool(self.options.get("cuda_graph", False)) and self.dev.type == "cuda"
+
+    def _forward(self, x):
+        y = self.net(x)
+        return y[0] if isinstance(y, (list, tuple)) else y
+
+    def _capture(self, x):
+        """Capture one forward pass at this input shape in a CUDA graph (after a side-stream warm-up)."""
+        torch = self.torch
+        self.static_in = x.clone()
+        s = torch.cuda.Stream(self.dev)
+        s.wait_stream(torch.cuda.current_stream(self.dev))
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                self._forward(self.static_in)
+        torch.cuda.current_stream(self.dev).wait_stream(s)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = self._forward(self.static_in)
+
+    def infer_impl(self, blob: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(blob)).to(self.dev, non_blocking=True)
+        x = x.half() if self.half else x.float()
+        with torch.inference_mode():
+            if self.use_graph and x.shape[0] == 1:
+                try:
+                    if self.graph is None or self.static_in.shape != x.shape:
+                        self._capture(x)
+                    self.static_in.copy_(x)
+                    self.graph.replay()
+                    y = self.static_out
+                except RuntimeError:  # capture unsupported here: run eagerly from now on
+                    self.use_graph, self.graph = False, None
+                    y = self._forward(x)
+            else:
+                y = self._forward(x)
+            return y.float().cpu().numpy()
+
+    @property
+    def fixed_batch(self):
+        return None
+
+    def info(self) -> dict:
+        d = super().info()
+        d.update(torch=self.torch.__version__, half=self.half, cuda_graph=self.graph is not None)
+        return d
+
+    def close_impl(self) -> None:
+        self.net = self.graph = None
+        if self.dev.type == "cuda":
+            self.torch.cuda.empty_cache()

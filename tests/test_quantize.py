@@ -1,0 +1,223 @@
+"""Quantization: recipes, ONNX Runtime Q/DQ structure, an OpenVINO INT8 roundtrip, the accuracy gate and its fallbacks."""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.data import load_dataset
+from edgekit.data.calibration import calibration_set
+from edgekit.errors import ArtifactError, DataError, EdgekitError
+from edgekit.quantize.recipe import Scope, head_index, load_recipe, recipe_for, recipes_dir
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+# recipes ------------------------------------------------------------------------------------------
+def test_every_recipe_loads():
+    paths = sorted(recipes_dir().glob("*.yaml"))
+    assert {p.stem for p in paths} >= {"yolov8", "yolo11", "rtdetr", "default"}
+    for p in paths:
+        r = load_recipe(p)
+        assert r.keep_float.patterns or r.keep_float.types, p
+        assert r.fallback and r.openvino and r.onnxruntime and r.tensorrt
+
+
+@pytest.mark.parametrize("family,name", [("yolov8", "yolov8"), ("yolo11", "yolo11"), ("yolov5", "yolov8"),
+                                         ("rtdetr", "rtdetr"), ("mystery", "default"), (None, "default")])
+def test_recipe_chosen_by_family(family, name):
+    assert recipe_for(family).name == name
+
+
+def test_rtdetr_recipe_is_a_transformer():
+    assert recipe_for("rtdetr").openvino["model_type"] == "transformer"
+
+
+def test_bad_recipe_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: bad\nkeep_float:\n  patterns: ['(unclosed']\n")
+    with pytest.raises(EdgekitError, match=r"bad.yaml: 'keep_float' pattern '\(unclosed' is not a valid regular"):
+        load_recipe(p)
+    p.write_text("name: bad\nkeep_float:\n  layers: [x]\n")
+    with pytest.raises(EdgekitError, match="bad.yaml: 'keep_float' has unknown keys: layers"):
+        load_recipe(p)
+
+
+def test_yolov8_scope_keeps_the_decode_in_float(onnx160):
+    from edgekit.quantize.onnxruntime import graph_nodes
+
+    nodes = graph_nodes(onnx160)
+    assert head_index([n for n, _ in nodes]) == 22
+    r = recipe_for("yolov8")
+    kept = set(r.keep_float.match(nodes))
+    assert "/model.22/Sigmoid" in kept and "/model.22/dfl/conv/Conv" in kept and "/model.22/Concat_3" in kept
+    convs_kept = [n for n, t in nodes if t == "Conv" and n in kept]
+    assert convs_kept == ["/model.22/dfl/conv/Conv"]  # the learned convs, head included, are quantized
+    more = set((r.keep_float + r.fallback[0][1]).match(nodes))
+    assert "/model.22/cv3.0/cv3.0.2/Conv" in more and "/model.22/cv2.2/cv2.2.2/Conv" in more
+    assert Scope(patterns=["^/model\\.{head}/Sigmoid$"]).match(nodes) == ["/model.22/Sigmoid"]
+
+
+# ONNX Runtime Q/DQ ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def qdq_model(onnx160, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from edgekit.quantize.onnxruntime import graph_nodes, preprocess, quantize_qdq
+
+    out = tmp_path_factory.mktemp("qdq")
+    ds = load_dataset(Path(__file__).parent / "assets" / "coco8" / "data.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = calibration_set(ds, (160, 160), size=4, force=True)
+    pre = preprocess(onnx160, out / "pre.onnx")
+    excluded = recipe_for("yolov8").keep_float.match(graph_nodes(pre))
+    q = quantize_qdq(pre, out / "model.onnx", cs, "minmax", excluded, ["Conv", "MatMul"], cache=out / "cache.json")
+    return q, excluded, out / "cache.json"
+
+
+def _producers(graph):
+    return {o: n for n in graph.node for o in n.output}
+
+
+def test_qdq_every_conv_weight_is_per_channel_symmetric_int8(qdq_model):
+    import onnx
+    from onnx import numpy_helper
+
+    path, excluded, _ = qdq_model
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    prod = _producers(m.graph)
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    quantized = []
+    for conv in convs:
+        w = prod.get(conv.input[1])
+        if w is None or w.op_type != "DequantizeLinear":
+            assert conv.name in excluded, f"{conv.name}: unquantized conv not excluded by the recipe"
+            continue
+        quantized.append(conv.name)
+        q_w, scale = inits[w.input[0]], inits[w.input[1]]
+        assert q_w.dtype == np.int8
+        assert scale.ndim == 1 and scale.shape[0] == q_w.shape[0] > 1, f"{conv.name}: weight scale is not per-channel"
+        axis = next((a.i for a in w.attribute if a.name == "axis"), 1)
+        assert axis == 0
+        zp = inits[w.input[2]] if len(w.input) > 2 else np.zeros(1)
+        assert not np.any(zp), f"{conv.name}: weight zero point is not 0 (asymmetric)"
+        x = prod.get(conv.input[0])
+        assert x is not None and x.op_type == "DequantizeLinear", f"{conv.name}: activation has no Q/DQ"
+    assert len(quantized) == len(convs) - 1  # only the fixed DFL conv stays in float
+
+
+def test_qdq_activations_symmetric_int8(qdq_model):
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(qdq_model[0]))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear"]
+    assert qs
+    for q in qs:
+        zp = inits[q.input[2]]
+        assert zp.dtype == np.int8 and not np.any(zp), f"{q.name}: activation zero point {zp} (want symmetric int8)"
+
+
+def test_qdq_calibration_cache_written(qdq_model):
+    cache = json.loads(qdq_model[2].read_text())
+    assert cache  # tensor ranges, reused by the fallbacks instead of recalibrating
+
+
+# the gate ----------------------------------------------------------------------------------------
+def _inflate_baseline(onnx, data, split="val", value=0.99):
+    """Pretend the FP32 model scored `value` mAP50-95: every INT8 attempt must then fail the gate."""
+    from edgekit.quantize.job import split_fingerprint
+    from edgekit.runtime.meta import read_sidecar, write_sidecar
+
+    ds = load_dataset(data)
+    doc = read_sidecar(onnx)
+    key = f"{split}|all|{split_fingerprint(ds, split, None)}"
+    doc["accuracy"] = {key: {"map50": value, "map50_95": value, "images": 8, "backend": "onnxruntime"}}
+    write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
+
+
+def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coco8, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from edgekit.cli.main import main
+
+    _inflate_baseline(onnx160_copy, coco8)
+    out = tmp_path / "out"
+    code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime", "--method",
+                 "minmax", "--calib-size", "16", "--force", "--max-map-drop", "0.01", "-o", str(out),
+                 "--json", str(tmp_path / "res.json")])
+    err = capsys.readouterr().err
+    assert code == 4
+    last = [line for line in err.splitlines() if line.startswith("edgekit quantize: error:")]
+    assert len(last) == 1 and "sidecar marked FAILED" in last[0] and "0.01 mAP50-95 points" in last[0]
+    side = json.loads((out / "model_int8_onnxruntime" / "model.json").read_text())
+    assert side["status"] == "FAILED" and side["precision"] == "int8"
+    gate = side["accuracy_gate"]
+    assert gate["map50_95_fp32"] == 0.99 and 0 <= gate["map50_95"] < 0.99 and gate["drop_points"] > 1
+    tried = [side["quantization"]["attempt"]] + [f["attempt"] for f in side["quantization"]["fallbacks"]]
+    assert set(tried) == {"recipe", "method-entropy", "method-percentile", "fallback-head-output-convs",
+                          "fallback-stem", "fallback-whole-head"}
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["status"] == "FAILED" and len(res["fallbacks"]) == 6
+    assert not list(out.glob(".quantize-*"))  # the attempts' work folder is gone
+
+
+def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
+    pytest.importorskip("nncf")
+    from edgekit.quantize import quantize
+    from edgekit.runtime import Engine
+
+    logs = []
+    res = quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
+                   out_dir=tmp_path / "ov", log=logs.append)
+    for key in ("artifact", "backend", "precision", "method", "map50_fp32", "map50_95_fp32", "map50", "map50_95",
+                "drop_points", "status", "fallbacks", "excluded", "calib"):
+        assert key in res
+    assert res["status"] == "PASSED" and res["precision"] == "int8" and res["backend"] == "openvino"
+    xml = Path(res["artifact"])
+    assert xml == tmp_path / "ov" / "model_int8_openvino" / "model.xml" and xml.with_suffix(".bin").exists()
+    assert "FakeQuantize" in xml.read_text() or "i8" in xml.read_text()
+    side = json.loads(xml.with_suffix(".json").read_text())
+    assert side["precision"] == "int8" and side["backend"] == "openvino" and side["status"] == "PASSED"
+    assert side["names"][0] == "person" and side["imgsz"] == [160, 160] and side["letterbox"]["pad_value"] == 114
+    q = side["quantization"]
+    assert q["calibration"]["size"] == 4 and q["calibration"]["split"] == "train" and len(q["calibration"]["files"]) == 4
+    assert "/model.22/Sigmoid" in q["excluded"] and q["recipe"]["name"] == "yolov8"
+    assert abs(side["accuracy_gate"]["map50_95"] - res["map50_95"]) < 1e-9
+    with Engine(xml) as eng:
+        det = eng(str(next((Path(coco8).parent / "images" / "val").glob("*.jpg"))))
+    assert len(det) > 0
+    # the FP32 baseline is cached in the ONNX sidecar: a second run does not evaluate it again
+    assert "accuracy" in json.loads(onnx160_copy.with_suffix(".json").read_text())
+    logs.clear()
+    quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
+             out_dir=tmp_path / "ov", log=logs.append)
+    assert any("cached" in m for m in logs)
+
+
+def test_errors_are_one_line(onnx160_copy, coco8, demo_data, tmp_path):
+    from edgekit.quantize import quantize
+
+    with pytest.raises(DataError, match="dataset has 5 classes but model.onnx has 80"):
+        quantize(onnx160_copy, demo_data, backend="onnxruntime", log=lambda m: None)
+    with pytest.raises(ArtifactError, match="unknown backend 'tflite'"):
+        quantize(onnx160_copy, coco8, backend="tflite")
+    with pytest.raises(DataError, match="fewer than 16"):
+        quantize(onnx160_copy, coco8, backend="onnxruntime", log=lambda m: None)
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(onnx160_copy.read_bytes())
+    with pytest.raises(ArtifactError, match="no sidecar bare.json"):
+        quantize(bare, coco8, backend="onnxruntime")
+
+
+def test_cli_lists_quantize(capsys):
+    from edgekit.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    out = capsys.readouterr().out
+    assert "--max-map-drop" in out and "--calib-size" in out and "onnxruntime" in out
