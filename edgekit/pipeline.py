@@ -193,8 +193,9 @@ class Pipeline:
 
     # report -----------------------------------------------------------------------------------
     def report(self, rows: list[dict]) -> dict:
-        from .report import recommend, render_markdown, pareto_png
+        from .report import add_speedups, pareto_png, recommend, render_markdown
 
+        add_speedups(rows)
         rec = recommend(rows, min_fps=self.min_fps, max_map_drop=self.max_map_drop, budget_usd=self.budget_usd)
         doc = {"rows": rows, "recommendation": rec,
                "config": {"data": str(self.data), "model": str(self.model), "strategies": self.strategies,
