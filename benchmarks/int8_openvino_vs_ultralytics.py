@@ -31,6 +31,7 @@ def parse():
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--rounds", type=int, default=15, help="interleaving rounds (iters are spread over them)")
     p.add_argument("--skip-ultralytics", action="store_true")
+    p.add_argument("--timing-only", action="store_true", help="re-time the artifacts of a previous run in --out")
     p.add_argument("--out", default="runs/int8_openvino_bench")
     return p.parse_args()
 
@@ -77,16 +78,19 @@ def main() -> int:
     from edgekit.bench.accuracy import evaluate
     from edgekit.bench.device import cpu_info
     from edgekit.data import load_dataset
-    from edgekit.data.images import read_image
     from edgekit.export import export_onnx
     from edgekit.quantize import quantize
-    from edgekit.runtime import Engine
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     weights, data = Path(a.weights).resolve(), Path(a.data).resolve()
     ds = load_dataset(data)
     res = {"machine": cpu_info(), "args": vars(a)}
+    if a.timing_only:
+        res = json.loads((out / "results.json").read_text())
+        artifacts = res["artifacts"]
+        res.setdefault("latency_reruns", []).append(res.get("latency_ms_infer"))
+        return timing(res, artifacts, ds, a, out)
 
     onnx = out / "fp32" / "model.onnx"
     if not onnx.exists():
@@ -110,6 +114,15 @@ def main() -> int:
             res["accuracy"][k] = {"map50": r["map50"], "map50_95": r["map50_95"], "images": r["images"]}
             print(f"{k}: mAP50 {r['map50']:.4f}  mAP50-95 {r['map50_95']:.4f}", flush=True)
 
+    res["artifacts"] = artifacts
+    return timing(res, artifacts, ds, a, out)
+
+
+def timing(res: dict, artifacts: dict, ds, a, out: Path) -> int:
+    from edgekit.data.images import read_image
+    from edgekit.runtime import Engine
+
+    res["timing_args"] = {"iters": a.iters, "warmup": a.warmup, "rounds": a.rounds}
     img = read_image(ds.samples("val")[0].image)
     engines = {k: Engine(p, backend="openvino") for k, p in artifacts.items()}
     blob, _ = engines["fp32_openvino"].preprocess([img])

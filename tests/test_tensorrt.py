@@ -136,8 +136,7 @@ def test_trt_int8_input_is_symmetric_qdq(onnx160, coco8, tmp_path):
         cs = calibration_set(load_dataset(coco8), (160, 160), 4, force=True)
     pre = preprocess(onnx160, tmp_path / "pre.onnx")
     keep = recipe_for("yolov8").keep_float.match(graph_nodes(pre))
-    q = onnx.load(str(quantize_qdq(pre, tmp_path / "q.onnx", cs, "entropy", keep, ["Conv", "MatMul"],
-                                          quantize_bias=False)))
+    q = onnx.load(str(quantize_qdq(pre, tmp_path / "q.onnx", cs, "entropy", keep, ["Conv", "MatMul"])))
     inits = {i.name: numpy_helper.to_array(i) for i in q.graph.initializer}
     for n in q.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
@@ -145,6 +144,8 @@ def test_trt_int8_input_is_symmetric_qdq(onnx160, coco8, tmp_path):
     consumers = {i: n.name for n in q.graph.node for i in n.input}
     dq_outputs = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert not any(consumers.get(o) in keep for o in dq_outputs)  # the DFL conv and decode see no Q/DQ
+    producer = {o: n.op_type for n in q.graph.node for o in n.output}
+    assert not any(producer.get(n.input[0]) == "Conv" for n in q.graph.node if n.op_type == "QuantizeLinear")
 
 
 @pytest.mark.tensorrt

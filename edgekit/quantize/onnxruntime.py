@@ -1,4 +1,4 @@
-"""ONNX Runtime static INT8: QDQ, per-channel symmetric weights, symmetric activations (a placement TensorRT takes)."""
+"""ONNX Runtime static INT8: QDQ, per-channel symmetric weights, symmetric activations, placed as TensorRT wants."""
 from __future__ import annotations
 
 import shutil
@@ -62,11 +62,12 @@ def _stride(n: int, most: int = 16) -> int:
 
 
 def quantize_qdq(model: Path, out: Path, calib: CalibrationSet, method: str, exclude: list[str],
-                 op_types: list[str], percentile: float = 99.999, cache: Path | None = None,
-                 quantize_bias: bool = True) -> Path:
+                 op_types: list[str], percentile: float = 99.999, cache: Path | None = None) -> Path:
     """Static QDQ quantization of a (pre-processed) ONNX model; calibration ranges cached in `cache`.
 
-    quantize_bias=False keeps conv biases in float (TensorRT takes int8 Q/DQ only; ORT CPU fuses int32 biases).
+    Placement as TensorRT wants it: Q/DQ on the inputs of convs/matmuls only, biases left in float, int8 with zero
+    points 0. ORT's default also quantizes conv outputs (before SiLU) and int32 biases: measured on YOLOv8n/coco128
+    that costs 1.0 mAP50-95 points against 0.05 here, and was no faster on an AVX2 CPU.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -76,7 +77,8 @@ def quantize_qdq(model: Path, out: Path, calib: CalibrationSet, method: str, exc
         raise EdgekitError(f"unknown calibration method '{method}' (choose {', '.join(METHODS)})")
     input_name = graph_inputs(model)[0]
     extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": percentile,
-             "CalibStridedMinMax": _stride(len(calib)), "QuantizeBias": quantize_bias}
+             "CalibStridedMinMax": _stride(len(calib)), "QuantizeBias": False,
+             "OpTypesToExcludeOutputQuantization": list(op_types)}
     quantize_static(str(model), str(out), calibration_reader(calib, input_name), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(op_types), per_channel=True, reduce_range=False,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
@@ -136,6 +138,7 @@ def run(job: Job) -> None:
     import logging
 
     from ..bench.accuracy import evaluate
+    from ..runtime.meta import write_sidecar
 
     logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer warns through the root logger
     cfg = job.recipe.onnxruntime
@@ -163,8 +166,6 @@ def run(job: Job) -> None:
             folder = job.work / f"select-{m}"
             folder.mkdir()
             artifact = build(m, base)(folder)
-            from ..runtime.meta import write_sidecar
-
             write_sidecar(artifact, {**{k: job.fp32[k] for k in ("names", "imgsz", "stride", "letterbox", "input",
                                                                "output") if k in job.fp32}, "precision": "int8"})
             r = evaluate(artifact, job.ds, split=job.eval_split, limit=n, backend="onnxruntime", progress=False)

@@ -115,7 +115,7 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
 
     ac = dict(job.recipe.openvino.get("accuracy_control") or {})
     val = job.ds.samples(job.eval_split)[:job.eval_limit] if job.eval_limit else job.ds.samples(job.eval_split)
-    val = val[:int(ac.get("validation_subset", 64))]
+    val = val[:int(ac.get("validation_subset", 300))]
     engine = Engine(job.onnx, backend="openvino")
 
     def validate(compiled, items) -> tuple[float, None]:

@@ -149,8 +149,7 @@ def run(job: Job) -> None:
             if explicit:
                 qdq = ortq.quantize_qdq(pre, folder / "model_qdq.onnx", job.calib, method, scope.match(nodes),
                                         list(job.recipe.onnxruntime.get("op_types") or ["Conv", "MatMul"]),
-                                        float(job.recipe.onnxruntime.get("percentile", 99.999)), cache,
-                                        quantize_bias=False)
+                                        float(job.recipe.onnxruntime.get("percentile", 99.999)), cache)
                 return build_engine(qdq, folder / "model.engine", "int8", workspace_gb=ws, log=job.log)
             algo = "minmax" if method == "minmax" else "entropy"
             shared = job.work / "calibration.cache"  # computed by the first attempt, read by the fallbacks
