@@ -40,8 +40,9 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
     dom = domain_distance(imgs)
     overlap = name_overlap(ds.names)
     dom["class_name_overlap_coco"] = round(overlap, 3)
+    # the embedding distance decides; in its middle band, whether the classes are COCO's tips it either way
     far = dom["band"] == "far" or (dom["band"] == "moderate" and overlap < 0.25)
-    near = dom["band"] == "near" and overlap >= 0.25
+    near = dom["band"] == "near" or (dom["band"] == "moderate" and overlap >= 0.5)
     scratch_h, ft_h = gpu_hours(n_train, SCRATCH_EPOCHS, imgsz), gpu_hours(n_train, FINETUNE_EPOCHS, imgsz)
     scratch_usd, ft_usd = scratch_h * gpu_hour_usd, ft_h * gpu_hour_usd
     reasons = []
@@ -63,7 +64,7 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
         strategies = ["scratch", "full", "schedule:0:backbone,10:none"]
         verdict = "Training from scratch could pay off: the domain is far, the data are large and budget and deadline allow."
     else:
-        why = [w for w, bad in (("the domain is close to COCO", not far), (f"the data are small ({n_train} images)", not big),
+        why = [w for w, bad in ((f"the domain is {'close to' if near else 'not far from'} COCO", not far), (f"the data are small ({n_train} images)", not big),
                                 ("the budget does not cover it", not affordable), ("the deadline is too short", not in_time)) if bad]
         verdict = "Do not train from scratch: " + ", ".join(why) + ". Fine-tune the COCO weights."
         if near and small:
@@ -76,7 +77,8 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
             strategies = ["full", "schedule:0:backbone,2:none", "freeze:4"]
         strategies.append("scratch")  # kept as the measured reference
         reasons.append("freeze depth: " + ("deep (backbone frozen first) since pretrained features transfer well" if near
-                                           else "shallow (unfreeze early) since the features must adapt to the new domain"))
+                                           else "shallow (unfreeze early) since the features must adapt to the new domain"
+                                           if far else "medium: freeze the early layers, let the rest adapt"))
     return {"data": str(ds.source), "profile": prof, "domain": dom, "scratch_worth_it": scratch_ok, "verdict": verdict,
             "strategies": strategies, "train_export_args": "--strategies " + ",".join(strategies), "reasons": reasons,
             "estimates": {"scratch_gpu_hours": round(scratch_h, 3), "finetune_gpu_hours": round(ft_h, 3),
