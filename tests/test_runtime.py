@@ -139,3 +139,34 @@ def test_engine_falls_back_to_ultralytics_onnx_metadata(onnx320, tmp_path):
     shutil.copy(onnx320, bare)  # no sidecar beside it: names/imgsz come from Ultralytics' metadata_props
     eng = Engine(bare)
     assert eng.meta.imgsz == (320, 320) and eng.meta.names[0] == "person" and eng.meta.nc == 80
+
+
+def test_help_and_engine_work_without_torch_and_ultralytics(onnx320, bus_jpg):
+    """An environment with only the runtime extra: torch and ultralytics cannot be imported."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['ultralytics'] = None  # any import of them now fails\n"
+        "from edgekit import Engine\n"
+        f"d = Engine({str(onnx320)!r})({str(bus_jpg)!r}); assert 'bus' in d.labels, d\n"
+        "from edgekit.cli.main import main\n"
+        "main(['--help'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for cmd in ("advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"):
+        assert f"    {cmd}" in r.stdout, cmd
+
+
+def test_commands_needing_torch_say_which_extra(weights, demo_data):
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None; sys.modules['ultralytics'] = None\n"
+        "from edgekit.cli.main import main\n"
+        f"codes = [main(['train', {str(weights)!r}, '--data', {str(demo_data)!r}, '--strategy', 'full']),\n"
+        f"         main(['export', {str(weights)!r}])]\n"
+        "print(codes)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "[3, 3]", r.stderr
+    lines = [l for l in r.stderr.splitlines() if "error:" in l]
+    assert len(lines) == 2 and all("pip install 'edgekit[train]'" in l for l in lines), r.stderr
