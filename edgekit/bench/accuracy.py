@@ -70,7 +70,8 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
     t0 = time.perf_counter()
     from tqdm import tqdm
 
-    bar = tqdm(total=len(samples), desc=f"eval {engine.path.name}", unit="img", disable=not progress, leave=False)
+    bar = tqdm(total=len(samples), desc=f"eval {engine.path.name}", unit="img", leave=False,
+               disable=None if progress else True)  # None: shown on a terminal only, not in logs
     try:
         for s0 in range(0, len(samples), batch):
             chunk, arrays = [], []
