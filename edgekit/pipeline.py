@@ -156,7 +156,7 @@ class Pipeline:
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
                                                                      iters=self.bench_iters, warmup=5, log=self.log))
                 e2e = bench["latency_ms"]["e2e"]
-                row.update({"map50": acc["map50"], "map50_95": acc["map50_95"],
+                row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "eval_images": acc["images"],
                             "latency_p50_ms": round(bench["latency_ms"]["infer"]["p50"], 3),
                             "e2e_p50_ms": round(e2e["p50"], 3), "fps_e2e": round(bench["fps_e2e"], 2),
                             "model_mb": bench.get("model_mb"), "artifact": artifact, "status": "ok"})

@@ -88,9 +88,12 @@ def render_table(rows: list[dict]) -> str:
 
 def render_markdown(doc: dict, png: Path | None) -> str:
     c, rec = doc["config"], doc["recommendation"]
+    n_eval = next((r["eval_images"] for r in doc["rows"] if r.get("eval_images")), None)
     parts = ["# edgekit train-export report", "",
              f"data `{c['data']}`, model `{c['model']}`, {c['epochs']} epochs at {c['imgsz']} px, target `{c['target']}`, "
-             f"max mAP drop {c['max_map_drop']} points" + (f", min FPS {c['min_fps']}" if c.get("min_fps") else "") + ".", "",
+             f"max mAP drop {c['max_map_drop']} points" + (f", min FPS {c['min_fps']}" if c.get("min_fps") else "") + "."
+             + (f" mAP on {n_eval} val images: with few images, differences of a point or two are noise." if n_eval else ""),
+             "",
              render_table(doc["rows"]), "",
              "FPS e2e: images/s through the whole pipeline (decode and letterbox in worker threads overlapping the "
              "backend's own concurrent inference, then decode + NMS), batch 1. infer p50: inference-only latency of one "
