@@ -61,3 +61,16 @@ def require(module: str, purpose: str = ""):
         if available(top) and not isinstance(e, ModuleNotFoundError):
             raise MissingDependency(f"{module} is installed but failed to import{what}: {e}") from e
         raise MissingDependency(f"{module} is not installed{what}: {install_hint(top)}") from e
+
+
+def tool_versions(*modules: str) -> dict:
+    """edgekit, python, numpy and the installed versions of these modules, for a sidecar or train.json."""
+    import platform
+
+    import numpy as np
+
+    from . import __version__
+
+    v = {"edgekit": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    v.update({m: version_of(m) for m in modules if version_of(m)})
+    return v

@@ -4,15 +4,10 @@ from __future__ import annotations
 import random
 
 from .data import load_dataset
+from .data.coco_names import coco_overlap
 from .data.domain import domain_distance
 from .data.profile import profile
 
-COCO_NAMES = set("""person bicycle car motorcycle airplane bus train truck boat traffic_light fire_hydrant stop_sign
-parking_meter bench bird cat dog horse sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase
-frisbee skis snowboard sports_ball kite baseball_bat baseball_glove skateboard surfboard tennis_racket bottle wine_glass
-cup fork knife spoon bowl banana apple sandwich orange broccoli carrot hot_dog pizza donut cake chair couch potted_plant
-bed dining_table toilet tv laptop mouse remote keyboard cell_phone microwave oven toaster sink refrigerator book clock
-vase scissors teddy_bear hair_drier toothbrush""".split())
 SCRATCH_MIN_IMAGES = 200_000
 # Training-cost model (documented assumptions): a YOLOv8n-class model trains at ~250 images/s at 640 px on one
 # current data-centre GPU; scratch needs ~300 epochs, fine-tuning ~50 (Ultralytics' defaults and common practice).
@@ -24,11 +19,6 @@ def gpu_hours(images: int, epochs: int, imgsz: int = 640) -> float:
     return images * epochs / (GPU_IMAGES_PER_S_640 * (640 / imgsz) ** 2) / 3600
 
 
-def name_overlap(names: list[str]) -> float:
-    norm = [n.lower().strip().replace(" ", "_") for n in names]
-    return sum(n in COCO_NAMES for n in norm) / max(len(norm), 1)
-
-
 def advise(data, budget_usd: float | None = None, deadline_days: float | None = None, target: str = "cpu",
            gpu_hour_usd: float = 2.0, imgsz: int = 640, sample: int = 128, log=print) -> dict:
     ds = load_dataset(data)
@@ -38,7 +28,7 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
     imgs = [s.image for s in random.Random(0).sample(train, min(sample, len(train)))]
     log(f"embedding {len(imgs)} train images with the COCO YOLOv8n backbone ...")
     dom = domain_distance(imgs)
-    overlap = name_overlap(ds.names)
+    overlap = coco_overlap(ds.names)
     dom["class_name_overlap_coco"] = round(overlap, 3)
     # the embedding distance decides; in its middle band, whether the classes are COCO's tips it either way
     far = dom["band"] == "far" or (dom["band"] == "moderate" and overlap < 0.25)

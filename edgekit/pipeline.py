@@ -144,13 +144,15 @@ class Pipeline:
                    "train_wall_s": tinfo.get("wall_s"), "gpu_hours": tinfo.get("gpu_hours"),
                    "cost_usd": tinfo.get("cost_usd"), "epochs": tinfo.get("epochs")}
             try:
-                artifact = self.stage(f"{strategy}: {name} build", sdir / "stages" / f"{name}.build.json",
-                                      {**base, "variant": name, "max_map_drop": self.max_map_drop},
-                                      lambda v=v: self.build(onnx_path, v, sdir))
+                built = self.stage(f"{strategy}: {name} build", sdir / "stages" / f"{name}.build.json",
+                                   {**base, "variant": name, "max_map_drop": self.max_map_drop},
+                                   lambda v=v: self.build(onnx_path, v, sdir))
+                artifact = built["artifact"]
+                # a quantized artifact was already evaluated on the val split by its accuracy gate: reuse that
                 acc = self.stage(f"{strategy}: {name} eval", sdir / "stages" / f"{name}.eval.json",
                                  {**base, "artifact": artifact},
-                                 lambda a=artifact, v=v: evaluate(a, self.data, backend=v.backend, device=self.target,
-                                                                  progress=False))
+                                 lambda a=artifact, v=v, b=built: b["accuracy"] or evaluate(
+                                     a, self.data, backend=v.backend, device=self.target, progress=False))
                 bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
                                    {**base, "artifact": artifact, "iters": self.bench_iters},
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
@@ -171,25 +173,28 @@ class Pipeline:
             rows.append(row)
         return rows
 
-    def build(self, onnx_path: Path, v: Variant, sdir: Path) -> str:
-        """The deployable artifact of one backend/precision."""
+    def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
+        """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
         if v.backend == "onnxruntime" and v.precision == "fp32":
-            return str(onnx_path)
+            return {"artifact": str(onnx_path), "accuracy": None}
         if v.backend == "openvino" and v.precision in ("fp32", "fp16"):
             from .export.openvino import onnx_to_openvino
 
-            return str(onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
-                                        log=self.log))
+            folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
+                                      log=self.log)
+            return {"artifact": str(folder), "accuracy": None}
         from .quantize import quantize
 
         if v.backend == "tensorrt" and v.precision == "fp16":
             from .quantize.tensorrt import build_engine
 
-            return str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16"))
+            return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
         res = quantize(onnx_path, self.data, backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
-                       calib_size=self.calib_size, max_map_drop=self.max_map_drop,
+                       calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
                        out_dir=sdir / f"{v.backend}_int8", force=True, log=self.log)
-        return str(res["artifact"])
+        return {"artifact": str(res["artifact"]),
+                "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
+                             "split": "val", "source": "accuracy gate of edgekit quantize"}}
 
     # report -----------------------------------------------------------------------------------
     def report(self, rows: list[dict]) -> dict:

@@ -2,28 +2,17 @@
 from __future__ import annotations
 
 import datetime as _dt
-import platform
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
-from .. import __version__
-from .._imports import require, version_of
+from .._imports import require, tool_versions
 from .._ultralytics import arch_of, ultralytics
 from ..errors import ArtifactError, EdgekitError
 from ..io import atomic_path, sha256_file
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
-
-
-def tool_versions(*modules: str) -> dict:
-    v = {"edgekit": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for m in modules:
-        if version_of(m):
-            v[m] = version_of(m)
-    return v
 
 
 def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 from .._imports import require
 from ..io import atomic_dir
 from ..runtime.meta import read_sidecar, write_sidecar
-from .onnx import tool_versions
+from .._imports import tool_versions
 
 
 def onnx_to_openvino(onnx_path, out_dir=None, fp16: bool = False, log=print) -> Path:

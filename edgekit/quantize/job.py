@@ -175,7 +175,7 @@ class Job:
 
     # output -----------------------------------------------------------------------------------
     def sidecar(self, a: Attempt, status: str) -> dict:
-        from ..export.onnx import tool_versions
+        from .._imports import tool_versions
 
         doc = {k: self.fp32[k] for k in CARRY if k in self.fp32}
         doc.update({
@@ -214,7 +214,7 @@ class Job:
         res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
                "method": best.method, "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
                "map50": best.map50, "map50_95": best.map50_95, "drop_points": round(best.drop_points, 3),
-               "max_map_drop": self.max_map_drop, "status": status, "attempt": best.label,
+               "images": self.baseline.get("images"), "max_map_drop": self.max_map_drop, "status": status, "attempt": best.label,
                "fallbacks": [a.summary() for a in self.attempts], "excluded": best.excluded,
                "reverted": best.reverted, "calib": {k: v for k, v in self.manifest.items() if k != "files"},
                "recipe": self.recipe.name}

@@ -224,7 +224,7 @@ def export_nas_onnx(weights, out_dir, imgsz: int = 640, opset: int = 17, log=pri
     """edgekit YOLO-NAS best.pt -> out_dir/model.onnx + model.json (layout 'nas')."""
     import torch
 
-    from ..export.onnx import tool_versions
+    from .._imports import tool_versions
     from ..io import sha256_file
     from ..runtime.meta import write_sidecar
 

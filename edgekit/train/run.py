@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..errors import ArtifactError, DataError, EdgekitError
+from .._imports import tool_versions
 from ..io import atomic_path, atomic_write_json
 from .strategy import parse_strategy
 
@@ -150,7 +151,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
                "trainable_params": [r["trainable_params"] for r in recs],
                "epoch_s": [r["train_s"] for r in recs], "epoch_total_s": [r["epoch_s"] for r in recs],
                "best": str(out / "best.pt") if status == "done" else None,
-               "epoch_records": recs, "versions": _versions()}
+               "epoch_records": recs, "versions": tool_versions("torch", "ultralytics")}
         doc["device_name"] = _device_name(device)
         return doc
 
@@ -219,12 +220,6 @@ def _schedule(prior: list, applied: list) -> list:
     if keep and keep[-1]["frozen_modules"] == applied[0]["frozen_modules"]:
         applied = applied[1:]
     return keep + applied
-
-
-def _versions() -> dict:
-    from .._imports import version_of
-
-    return {m: version_of(m) for m in ("torch", "ultralytics") if version_of(m)}
 
 
 def _device_name(device) -> str:
