@@ -35,6 +35,8 @@ def add_arguments(p):
     p.add_argument("--compare", nargs="+", metavar="RESULT.json", default=None,
                    help="compare earlier --json results side by side instead of benchmarking")
     p.add_argument("--png", default=None, help="with --compare: write a chart (stage latency bars and FPS)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="load an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
 
 def _compare(args) -> int:
@@ -67,6 +69,8 @@ def run(args):
     from ._common import emit_json, log
 
     opts = {"imgsz": args.imgsz} if args.imgsz else {}
+    if args.allow_failed:
+        opts["allow_failed"] = True
     res = run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
                     iters=args.iters, images=args.images, data=args.data, streams=args.streams,
                     workers=args.workers, log=log, **opts)

@@ -12,14 +12,21 @@ def add_arguments(p):
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="report bad samples and go on")
     p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="load an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
 
 def run(args):
     from ..bench.accuracy import evaluate
     from ._common import emit_json, log
 
+    engine = None
+    if args.allow_failed:
+        from ..runtime import Engine
+
+        engine = Engine(args.artifact, device=args.device, backend=args.backend, allow_failed=True)
     r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
-                 batch=args.batch, limit=args.limit, skip_bad=args.skip_bad)
+                 batch=args.batch, limit=args.limit, skip_bad=args.skip_bad, engine=engine)
     for s in r["skipped"]:
         log(f"skipped: {s}")
     print(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")

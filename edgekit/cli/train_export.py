@@ -21,7 +21,11 @@ def add_arguments(p):
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--bench-iters", type=int, default=30)
     p.add_argument("-o", "--output", default="runs/train-export")
-    p.add_argument("--resume", action="store_true", help="skip stages already finished with the same inputs")
+    p.add_argument("--resume", action="store_true",
+                   help="skip stages already finished with the same inputs (by content) and an intact output")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: build again the artifacts that failed their accuracy gate (skipped otherwise)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
 
 def run(args):
@@ -40,7 +44,7 @@ def run(args):
                     precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
                     max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
-                    resume=args.resume, log=log)
+                    seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log)
     doc = pipe.run()
     print(render_table(doc["rows"]))
     print()

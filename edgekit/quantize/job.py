@@ -22,6 +22,7 @@ from ..runtime.meta import read_sidecar, write_sidecar
 from .recipe import Recipe, recipe_for
 
 # sidecar fields of the FP32 export that describe the network's interface and carry over unchanged
+FAILED_SUFFIX = ".FAILED"  # folder suffix of an artifact kept after failing its gate (Engine refuses it)
 CARRY = ("task", "arch", "family", "names", "nc", "imgsz", "stride", "letterbox", "input", "output", "opset", "dynamic")
 
 
@@ -160,8 +161,11 @@ class Job:
         a.build_s = time.perf_counter() - t0
         write_sidecar(artifact, self.sidecar(a, status="EVALUATING"))
         t0 = time.perf_counter()
-        r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, backend=self.engine_backend,
-                     device=self.device)
+        from ..runtime import Engine
+
+        with Engine(artifact, device=self.device, backend=self.engine_backend, allow_failed=True) as eng:  # the gate
+            r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, device=self.device,
+                         engine=eng)
         a.eval_s = time.perf_counter() - t0
         a.map50, a.map50_95 = r["map50"], r["map50_95"]
         a.drop_points = (self.baseline["map50_95"] - a.map50_95) * 100
@@ -197,18 +201,25 @@ class Job:
         })
         return doc
 
+    def final_name(self, precision: str, passed: bool) -> Path:
+        """model_int8_openvino for a passing artifact; model_int8_openvino.FAILED for one that failed its gate."""
+        name = f"{self.onnx.stem}_{precision}_{self.backend}"
+        return self.out_dir / (name if passed else f"{name}{FAILED_SUFFIX}")
+
     def finish(self) -> dict:
-        """Keep the first passing attempt (else the least bad), move it into place, write its sidecar."""
+        """Keep the first passing attempt (else the least bad, under a .FAILED name), move it into place."""
         if not self.attempts:
             raise ArtifactError(f"{self.onnx}: no {self.backend} artifact was built")
         ok = [a for a in self.attempts if a.passed]
         best = ok[0] if ok else min(self.attempts, key=lambda a: a.drop_points)
         status = "PASSED" if ok else "FAILED"
-        final = self.out_dir / f"{self.onnx.stem}_{best.precision}_{self.backend}"
+        final = self.final_name(best.precision, bool(ok))
         write_sidecar(best.artifact, self.sidecar(best, status))
         with atomic_dir(final) as tmp:
             for p in best.folder.iterdir():
                 shutil.move(str(p), tmp / p.name)
+        if ok:  # a failure from an earlier run is superseded (a passing artifact is never removed by a failure)
+            shutil.rmtree(self.final_name(best.precision, False), ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
         artifact = final / best.artifact.name
         res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
@@ -222,7 +233,8 @@ class Job:
                  f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
         if not ok:
             err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
-                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED")
+                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED, kept "
+                                    f"for inspection only (Engine refuses it without allow_failed=True)")
             err.result = res
             raise err
         return res

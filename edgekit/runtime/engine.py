@@ -7,6 +7,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from ..data.images import read_image
+from ..errors import ArtifactError
 from .backends import get_backend, pick_backend
 from .detections import Detections
 from .meta import ModelMeta, load_meta
@@ -16,16 +17,35 @@ from .preprocess import preprocess
 Source = Union[str, Path, np.ndarray]
 
 
+def refuse_unfinished(path: Path, sidecar: dict) -> None:
+    """ArtifactError for an artifact whose sidecar says it failed its accuracy gate or was never judged."""
+    status = sidecar.get("status") if isinstance(sidecar, dict) else None
+    if status not in ("FAILED", "EVALUATING"):
+        return
+    gate = sidecar.get("accuracy_gate") or {}
+    if status == "FAILED":
+        why = (f"failed its accuracy gate (mAP50-95 drop {gate.get('drop_points', '?')} points, "
+               f"allowed {gate.get('max_map_drop', '?')})")
+    else:
+        why = "is half-finished (sidecar status EVALUATING: its accuracy gate never completed)"
+    raise ArtifactError(f"{path}: artifact {why}; to load it anyway pass Engine(..., allow_failed=True) "
+                        f"or --allow-failed")
+
+
 class Engine:
     """Detector runtime: Engine("model.onnx")("bus.jpg") -> Detections.
 
-    The same preprocess/postprocess serve calibration, eval, bench and apps.
+    The same preprocess/postprocess serve calibration, eval, bench and apps. An artifact whose sidecar status is
+    FAILED (accuracy gate) or EVALUATING (gate never finished) is refused unless `allow_failed=True`.
     """
 
     def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
-                 iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False, **options):
+                 iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
+                 allow_failed: bool = False, **options):
         self.path = Path(path)
         self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None))  # imgsz: .pt only
+        if not allow_failed:
+            refuse_unfinished(self.path, self.meta.raw)
         self.device = device
         self.backend_name = backend or pick_backend(self.path, device)
         self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic

@@ -127,7 +127,7 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
     from ..data.dataset import load_dataset
     from .lora import apply_lora, merge_lora
 
-    s = parse_strategy(strategy)
+    s = parse_strategy(strategy).resolve(epochs)
     if s.kind == "auto":
         from .auto import auto_strategy
 

@@ -108,7 +108,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
 
     reasons = list(prev.get("reasons", [])) if resume else []
-    resolved = requested
+    resolved = requested.resolve(epochs)  # the bare 'schedule' depends on the epoch count
     if requested.kind == "auto":
         if resume and prev.get("resolved_strategy"):
             resolved = parse_strategy(prev["resolved_strategy"])
