@@ -109,8 +109,10 @@ class Pipeline:
         return self._hashes[key]
 
     def content_hash(self, path) -> str:
-        """sha256 of a file, or of a folder's files (relative names and contents)."""
+        """sha256 of a file (an OpenVINO .xml with its .bin), or of a folder's files (relative names and contents)."""
         p = Path(path)
+        if p.suffix.lower() == ".xml" and p.with_suffix(".bin").exists():
+            return hashlib.sha256(f"{self.file_hash(p)}\0{self.file_hash(p.with_suffix('.bin'))}".encode()).hexdigest()
         if not p.is_dir():
             return self.file_hash(p)
         h = hashlib.sha256()
