@@ -6,7 +6,8 @@ def add_arguments(p):
     p.add_argument("--data", default=None, help="data.yaml (default: the bundled vehicles demo set)")
     p.add_argument("--model", default=None, help="pretrained weights (default: the bundled COCO YOLOv8n)")
     p.add_argument("--strategies", default=None,
-                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full)")
+                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full); a bare 'schedule' "
+                        "freezes the backbone for the first third of the epochs (at least 1), then trains everything")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
