@@ -80,6 +80,7 @@ class Pipeline:
     calib_size: int = 300
     bench_iters: int = 30
     resume: bool = False
+    trust_checkpoint: bool = False  # --model loads without the restricted-unpickler check
     log: object = print
 
     # stage records ----------------------------------------------------------------------------
@@ -132,10 +133,12 @@ class Pipeline:
                            {**base, "epochs": self.epochs, "batch": self.batch},
                            lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
                                          batch=self.batch, device="cpu" if not self.target.startswith("cuda") else self.target,
-                                         out_dir=sdir / "train", gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log))
+                                         out_dir=sdir / "train", gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log,
+                                         trust_checkpoint=self.trust_checkpoint))
         best = sdir / "train" / "best.pt"
         onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json", base,
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, log=self.log))))
+                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, log=self.log,
+                                                                          trust_checkpoint=self.trust_checkpoint))))
         rows = []
         fp32_map = None
         for v in variants_for(self.target, self.backends, self.precisions):

@@ -25,7 +25,8 @@ class Engine:
     def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
                  iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False, **options):
         self.path = Path(path)
-        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None))  # imgsz: .pt only
+        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None),  # imgsz, trust: .pt only
+                                         trust_checkpoint=bool(options.get("trust_checkpoint", False)))
         self.device = device
         self.backend_name = backend or pick_backend(self.path, device)
         self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
