@@ -176,7 +176,7 @@ def pickle_globals(data: bytes, path="checkpoint") -> dict[str, set[str]]:
                 if pickletools.markobject in op.stack_after:
                     marks.append(len(stack))
     except (ValueError, IndexError, KeyError) as e:
-        raise ArtifactError(f"{path}: not a readable PyTorch checkpoint (pickle: {type(e).__name__}: {e})") from None
+        raise ArtifactError(f"{path}: not a loadable Ultralytics checkpoint (pickle: {type(e).__name__}: {e})") from None
     return uses
 
 
@@ -257,6 +257,13 @@ def _pickles(path, shown) -> list[bytes]:
                 raise ArtifactError(f"{shown}: not a PyTorch checkpoint (expected one data.pkl, found {len(names)})")
             return [z.read(names[0])]
     except zipfile.BadZipFile:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"PK":
+            raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint (damaged or truncated zip archive)")
+        if head[:1] != b"\x80":
+            raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint (neither a torch zip archive nor a "
+                                f"pickle)") from None
         return []  # legacy (pre-1.6) format: torch's weights_only unpickler alone, with its default globals
 
 
@@ -335,10 +342,13 @@ def load_checkpoint(path, trust: bool = False, map_location="cpu", shown=None):
         with _lock, torch.serialization.safe_globals(extra):
             ckpt = torch.load(str(path), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
-            raise UnsafeCheckpoint(f"{shown}: refused to load: {first[:200]}; {OPT_IN}") from None
-        raise ArtifactError(f"{shown}: not a loadable PyTorch checkpoint ({type(e).__name__}: {first[:200]})") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
+        refused = [ln for ln in lines if "GLOBAL" in ln or "global" in ln or "unrecognized function" in ln
+                   or "allowlisted" in ln]
+        if refused:  # torch's own check (legacy-format files only reach it without ours)
+            raise UnsafeCheckpoint(f"{shown}: refused to load: {refused[0][:200]}; {OPT_IN}") from None
+        why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])
+        raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {why[:200]})") from None
     check_model_yaml(shown, ckpt)
     return ckpt
 

@@ -82,6 +82,17 @@ def test_bad_input_malicious_checkpoint_engine(evil):
     assert not marker.exists() and str(pt) in str(e.value)
 
 
+def test_bad_input_malicious_checkpoint_legacy_format(capsys, tmp_path):
+    """The pre-1.6 (non-zip) torch format goes through torch's weights_only unpickler: refused too."""
+    import torch
+
+    marker, pt = tmp_path / "PWNED", tmp_path / "legacy.pt"
+    torch.save({"model": _Marker(marker)}, pt, _use_new_zipfile_serialization=False)
+    code, _, err = run_cli(capsys, "export", pt, "-o", tmp_path / "o")
+    assert code == 2 and not marker.exists()
+    assert "legacy.pt: refused to load: " in err and "posix.system" in err and OPT_IN in err
+
+
 def test_trust_checkpoint_opt_in_really_unpickles(evil):
     """The opt-in is what it says: the same file, trusted, runs its code (so the refusal above is the check's doing)."""
     from edgekit.checkpoint import load_checkpoint
