@@ -18,6 +18,7 @@ opt-in: --trust-checkpoint on the command line, trust_checkpoint=True in Python.
 """
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 import zipfile
@@ -176,7 +177,8 @@ def pickle_globals(data: bytes, path="checkpoint") -> dict[str, set[str]]:
                 if pickletools.markobject in op.stack_after:
                     marks.append(len(stack))
     except (ValueError, IndexError, KeyError) as e:
-        raise ArtifactError(f"{path}: not a loadable Ultralytics checkpoint (pickle: {type(e).__name__}: {e})") from None
+        raise ArtifactError(f"{path}: not a loadable Ultralytics checkpoint (pickle: {type(e).__name__}: {e})"
+                            ) from None
     return uses
 
 
@@ -248,17 +250,17 @@ def check_globals(path, uses: dict[str, set[str]]) -> list:
     return extra
 
 
-def _pickles(path, shown) -> list[bytes]:
+def _pickles(f, shown) -> list[bytes]:
     """The data.pkl of a zip-format torch checkpoint (the only pickle torch.load runs in that format)."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(f) as z:
             names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             if len(names) != 1:
                 raise ArtifactError(f"{shown}: not a PyTorch checkpoint (expected one data.pkl, found {len(names)})")
             return [z.read(names[0])]
     except zipfile.BadZipFile:
-        with open(path, "rb") as f:
-            head = f.read(2)
+        f.seek(0)
+        head = f.read(2)
         if head == b"PK":
             raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint (damaged or truncated zip archive)")
         if head[:1] != b"\x80":
@@ -335,12 +337,13 @@ def load_checkpoint(path, trust: bool = False, map_location="cpu", shown=None):
         raise ArtifactError(f"{shown}: checkpoint file not found")
     if trust:
         return torch.load(str(path), map_location=map_location, weights_only=False)
+    blob = path.read_bytes()  # scan and load the same bytes, whatever happens to the file meanwhile
     extra = []
-    for data in _pickles(path, shown):
+    for data in _pickles(io.BytesIO(blob), shown):
         extra += check_globals(shown, pickle_globals(data, shown))
     try:
         with _lock, torch.serialization.safe_globals(extra):
-            ckpt = torch.load(str(path), map_location=map_location, weights_only=True)
+            ckpt = torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for a bad file
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()] or [type(e).__name__]
         refused = [ln for ln in lines if "GLOBAL" in ln or "global" in ln or "unrecognized function" in ln
@@ -348,7 +351,8 @@ def load_checkpoint(path, trust: bool = False, map_location="cpu", shown=None):
         if refused:  # torch's own check (legacy-format files only reach it without ours)
             raise UnsafeCheckpoint(f"{shown}: refused to load: {refused[0][:200]}; {OPT_IN}") from None
         why = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0])
-        raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {why[:200]})") from None
+        raise ArtifactError(f"{shown}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {why[:200]})"
+                            ) from None
     check_model_yaml(shown, ckpt)
     return ckpt
 
