@@ -94,6 +94,7 @@ class Pipeline:
     opset: int | None = None
     resume: bool = False
     retry_failed: bool = False
+    trust_checkpoint: bool = False  # --model loads without the restricted-unpickler check
     log: object = print
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -233,13 +234,14 @@ class Pipeline:
                             "versions": tool_versions("ultralytics", "torch")},
                            lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
                                          batch=self.batch, device=device, out_dir=sdir / "train", seed=self.seed,
-                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log),
+                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log,
+                                         trust_checkpoint=self.trust_checkpoint),
                            output=lambda r: best)
         onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json",
                                     {"weights": self.file_hash(best), "imgsz": self.imgsz, "opset": self.opset,
                                      "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
                                     lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, opset=self.opset,
-                                                            log=self.log)),
+                                                            log=self.log, trust_checkpoint=self.trust_checkpoint)),
                                     output=Path))
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []

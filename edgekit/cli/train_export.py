@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--gpu-hour-usd", type=float, default=2.0)
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--bench-iters", type=int, default=30)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("-o", "--output", default="runs/train-export")
     p.add_argument("--resume", action="store_true",
                    help="skip stages already finished with the same inputs (by content) and an intact output")
@@ -45,7 +47,8 @@ def run(args):
                     precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
                     max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
-                    seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log)
+                    seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
+                    trust_checkpoint=args.trust_checkpoint)
     doc = pipe.run()
     print(render_table(doc["rows"]))
     print()

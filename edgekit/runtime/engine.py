@@ -43,7 +43,8 @@ class Engine:
                  iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
                  allow_failed: bool = False, **options):
         self.path = Path(path)
-        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None))  # imgsz: .pt only
+        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None),  # imgsz, trust: .pt only
+                                         trust_checkpoint=bool(options.get("trust_checkpoint", False)))
         if not allow_failed:
             refuse_unfinished(self.path, self.meta.raw)
         self.device = device

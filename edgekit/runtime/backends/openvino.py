@@ -23,6 +23,13 @@ def ov_device(device: str) -> str:
     return device.upper()
 
 
+def ov_reason(e: Exception) -> str:
+    """The meaningful line of an OpenVINO error, not its 'Exception from src/...cpp:N:' header."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from src", "Check '")) and not ln.endswith(".cpp")]
+    return (useful or lines or [type(e).__name__])[0][:300]
+
+
 class OpenVINOBackend(Backend):
     name = "openvino"
 
@@ -39,7 +46,7 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ArtifactError(f"{path}: OpenVINO cannot read this model: {str(e).splitlines()[0]}") from None
+            raise ArtifactError(f"{path}: OpenVINO cannot read this model: {ov_reason(e)}") from None
         shape = model.inputs[0].get_partial_shape()
         self._batch = shape[0].get_length() if shape[0].is_static else None
         hint = self.options.get("hint", "LATENCY")

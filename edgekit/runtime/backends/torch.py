@@ -1,6 +1,7 @@
 """PyTorch backend: an Ultralytics .pt on cpu or cuda:N, the baseline beside exported artifacts.
 
-Options: half (FP16; default True on CUDA), cuda_graph (capture a CUDA graph for batch 1; default False).
+Options: half (FP16; default True on CUDA), cuda_graph (capture a CUDA graph for batch 1; default False),
+trust_checkpoint (skip the restricted-unpickler check; default False: see edgekit.checkpoint).
 The output is the raw (B, 4 + nc, N) tensor as a numpy array, so the shared postprocess applies.
 """
 from __future__ import annotations
@@ -31,10 +32,17 @@ class TorchBackend(Backend):
         if self.dev.type == "cuda" and not torch.cuda.is_available():
             raise ArtifactError(f"device {self.device}: torch here has no CUDA (torch {torch.__version__}, "
                                 f"CUDA build {torch.version.cuda})")
-        try:
-            yolo = ul.YOLO(str(self.path))
-        except Exception as e:
-            raise ArtifactError(f"{self.path}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {e})") from None
+        from ...checkpoint import checked_copy
+        from ...io import private_tempdir
+
+        with private_tempdir("load") as tmp:  # Ultralytics unpickles fully: hand it the copy that was checked
+            local = checked_copy(self.path, tmp, trust=bool(self.options.get("trust_checkpoint", False)))
+            try:
+                yolo = ul.YOLO(str(local))
+            except Exception as e:
+                raise ArtifactError(f"{self.path}: not a loadable Ultralytics checkpoint "
+                                    f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+                                    ) from None
         net = yolo.model
         if hasattr(net, "fuse"):
             net = net.fuse(verbose=False)
