@@ -71,8 +71,9 @@ def execution_hint(core, dev: str, artifact_precision: str, requested: str | Non
     if want == "fp16" and not requested:
         return "f32"
     if requested or want == "bf16":
-        raise ArtifactError(f"{path}: {want} execution was asked for, but OpenVINO {dev} here cannot run it "
-                            f"(its capabilities: {', '.join(caps)}){' (this CPU has no bf16)' if want == 'bf16' else ''}")
+        no_bf16 = " (this CPU has no bf16)" if want == "bf16" and dev == "CPU" else ""
+        raise ArtifactError(f"{path}: {want} execution was asked for, but OpenVINO {dev} here cannot run it"
+                            f"{no_bf16}; its capabilities: {', '.join(caps)}")
     warnings.warn(f"{path}: OpenVINO {dev} does not list {CAPABILITY[want]}; it runs its own default precision",
                   stacklevel=3)
     return None
