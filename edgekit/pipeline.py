@@ -51,10 +51,25 @@ class Variant:
     precision: str
 
 
-def variants_for(target: str, backends: list[str], precisions: list[str]) -> list[Variant]:
-    """Backend x precision pairs that make sense on the target device."""
+DEFAULT_PRECISIONS = ("fp32", "bf16", "int8")  # bf16: only where the target runs it (else the row is left out)
+
+
+def bf16_supported(target: str) -> bool:
+    """OpenVINO runs bf16 on this target (a CPU with AVX512_BF16 or AMX)."""
+    from .bench.device import openvino_capabilities
+
+    return "BF16" in (openvino_capabilities(target) or [])
+
+
+def variants_for(target: str, backends: list[str], precisions: list[str] | None = None) -> list[Variant]:
+    """Backend x precision pairs that make sense on the target device (None: the default precisions).
+
+    An explicitly asked bf16 stays even where the target lacks it: its row then says why it was not built.
+    """
     from ._imports import available
 
+    explicit = precisions is not None
+    precisions = list(precisions) if explicit else list(DEFAULT_PRECISIONS)
     out = []
     gpu = target.lower().startswith("cuda")
     if not gpu and "onnxruntime" not in backends and available("onnxruntime"):
@@ -63,9 +78,11 @@ def variants_for(target: str, backends: list[str], precisions: list[str]) -> lis
         for p in precisions:
             if b == "onnxruntime" and p in ("fp32", "int8") and available("onnxruntime"):
                 out.append(Variant(b, p))
-            elif b == "openvino" and not gpu and p in ("fp32", "fp16", "int8") and available("openvino"):
+            elif b == "openvino" and not gpu and p in ("fp32", "fp16", "bf16", "int8") and available("openvino"):
                 if p == "fp16" and target.lower() == "cpu":
                     continue  # FP16 weights run as FP32 on CPU: nothing to learn
+                if p == "bf16" and not explicit and not bf16_supported(target):
+                    continue
                 out.append(Variant(b, p))
             elif b == "tensorrt" and gpu and p in ("fp16", "int8") and available("tensorrt"):
                 out.append(Variant(b, p))
@@ -83,7 +100,7 @@ class Pipeline:
     batch: int = 16
     target: str = "cpu"
     backends: list[str] = field(default_factory=lambda: ["openvino"])
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
     min_fps: float | None = None
     budget_usd: float | None = None
@@ -300,6 +317,8 @@ class Pipeline:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
         if v.backend == "onnxruntime" and v.precision == "fp32":
             return {"artifact": str(onnx_path), "accuracy": None}
+        if v.backend == "openvino" and v.precision == "bf16":
+            return self.build_bf16(onnx_path, sdir)
         if v.backend == "openvino" and v.precision in ("fp32", "fp16"):
             from .export.openvino import onnx_to_openvino
 
@@ -318,6 +337,39 @@ class Pipeline:
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
+
+    def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
+        """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
+        from .bench.accuracy import evaluate
+        from .data import load_dataset
+        from .export.openvino import onnx_to_openvino
+        from .quantize.job import fp32_baseline
+        from .runtime.meta import read_sidecar, write_sidecar
+
+        folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
+                                  log=self.log)
+        ds = load_dataset(self.data)
+        base = fp32_baseline(onnx_path, ds, "val", None, self.log, "openvino", self.target)
+        acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
+        drop = (base["map50_95"] - acc["map50_95"]) * 100
+        passed = drop <= self.max_map_drop + 1e-9
+        doc = read_sidecar(folder)
+        baseline = {k: base.get(k) for k in ("backend", "device", "precision_executed")}
+        doc["accuracy_gate"] = {"split": "val", "data": str(ds.source), "images": acc["images"],
+                                "max_map_drop": self.max_map_drop, "map50_fp32": base["map50"],
+                                "map50_95_fp32": base["map50_95"], "map50": acc["map50"], "map50_95": acc["map50_95"],
+                                "drop_points": round(drop, 3), "baseline": baseline}
+        doc["status"] = "PASSED" if passed else "FAILED"
+        write_sidecar(folder, {k: v for k, v in doc.items() if k != "format"})
+        self.log(f"bf16 gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on OpenVINO: "
+                 f"drop {drop:+.2f} points (max {self.max_map_drop:g}) -> {doc['status']}")
+        if not passed:
+            raise AccuracyGateError(f"{folder}: bf16 loses {drop:.2f} mAP50-95 points against FP32 on OpenVINO "
+                                    f"(max {self.max_map_drop:g}); sidecar marked FAILED")
+        return {"artifact": str(folder),
+                "accuracy": {"map50": acc["map50"], "map50_95": acc["map50_95"], "images": acc["images"],
+                             "split": "val", "precision_executed": acc["precision_executed"],
+                             "source": "bf16 accuracy gate"}}
 
     # report -----------------------------------------------------------------------------------
     def report(self, rows: list[dict]) -> dict:

@@ -131,12 +131,12 @@ def test_qdq_calibration_cache_written(qdq_model):
 # the gate ----------------------------------------------------------------------------------------
 def _inflate_baseline(onnx, data, split="val", value=0.99):
     """Pretend the FP32 model scored `value` mAP50-95: every INT8 attempt must then fail the gate."""
-    from edgekit.quantize.job import split_fingerprint
+    from edgekit.quantize.job import baseline_key
     from edgekit.runtime.meta import read_sidecar, write_sidecar
 
     ds = load_dataset(data)
     doc = read_sidecar(onnx)
-    key = f"{split}|all|{split_fingerprint(ds, split, None)}"
+    key = baseline_key("onnxruntime", "cpu", ds, split, None)
     doc["accuracy"] = {key: {"map50": value, "map50_95": value, "images": 8, "backend": "onnxruntime"}}
     write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
 

@@ -14,7 +14,8 @@ def add_arguments(p):
     p.add_argument("--target", default="cpu", help="cpu or cuda:0")
     p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
                    "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
-    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--precisions", default=None,
+                   help="fp32,bf16,fp16,int8 (default fp32,bf16,int8; bf16 only where the target runs it)")
     p.add_argument("--min-fps", type=float, default=None)
     p.add_argument("--max-map-drop", type=float, default=0.5, help="mAP50-95 points (0.5 = half a point)")
     p.add_argument("--budget-usd", type=float, default=None)
@@ -44,7 +45,8 @@ def run(args):
                     strategies=split_strategies(args.strategies or DEFAULT_STRATEGIES), epochs=args.epochs,
                     imgsz=args.imgsz, batch=args.batch, target=args.target,
                     backends=[b.strip() for b in args.backends.split(",") if b.strip()],
-                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions
+                    else None,
                     max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
                     seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,

@@ -6,6 +6,8 @@ The output is the raw (B, 4 + nc, N) tensor as a numpy array, so the shared post
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..._imports import require
@@ -22,6 +24,10 @@ def torch_device(device: str) -> str:
 
 class TorchBackend(Backend):
     name = "torch"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()  # one model (and one CUDA graph) shared by every calling thread
 
     def load_impl(self) -> None:
         from ..._ultralytics import ultralytics
@@ -78,7 +84,7 @@ class TorchBackend(Backend):
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(blob)).to(self.dev, non_blocking=True)
         x = x.half() if self.half else x.float()
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             if self.use_graph and x.shape[0] == 1:
                 try:
                     if self.graph is None or self.static_in.shape != x.shape:
@@ -96,6 +102,13 @@ class TorchBackend(Backend):
     @property
     def fixed_batch(self):
         return None
+
+    @property
+    def precision_executed(self) -> str:
+        if self.half:
+            return "fp16"
+        tf32 = self.dev.type == "cuda" and self.torch.backends.cudnn.allow_tf32
+        return "tf32" if tf32 else "fp32"
 
     def info(self) -> dict:
         d = super().info()
