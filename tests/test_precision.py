@@ -162,7 +162,12 @@ def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_pa
     import edgekit.train
     from edgekit.pipeline import Pipeline
 
-    monkeypatch.setattr(edgekit.train, "train", lambda *a, **k: {"wall_s": 0.0, "epochs": 0})
+    def fake_train(*a, out_dir, **k):  # the export stage keys on best.pt's content: leave one
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "best.pt").write_bytes(b"not used")
+        return {"wall_s": 0.0, "epochs": 0}
+
+    monkeypatch.setattr(edgekit.train, "train", fake_train)
     monkeypatch.setattr(edgekit.export, "export_onnx", lambda *a, **k: onnx160)
     pipe = Pipeline(out=tmp_path / "run", data=coco8, model=tmp_path / "unused.pt", strategies=["head"],
                     imgsz=160, backends=["openvino"], precisions=["bf16"], bench_iters=2, log=lambda *a: None)
