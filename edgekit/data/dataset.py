@@ -258,9 +258,8 @@ def load_coco_json(path: Path, skip_bad: bool = False) -> Dataset:
     for j, a in enumerate(anns):
         iid = _coco_id(a, "image_id", f"annotations[{j}]", path)
         if iid not in by_image:
-            kinds = {type(i).__name__ for i in image_ids}
-            hint = f" (image ids are {kinds.pop()})" if len(kinds) == 1 and type(iid).__name__ not in kinds else ""
-            raise DataError(path, f"annotations[{j}]: image_id {iid!r} is not the id of any image{hint}")
+            raise DataError(path, f"annotations[{j}]: image_id {iid!r} is not the id of any image"
+                                  + _id_type_hint(iid, image_ids))
         by_image[iid].append(j)
     split = "val" if "val" in path.stem else "train" if "train" in path.stem else "test" if "test" in path.stem else "val"
     ds = Dataset(path, names, {split: []}, skip_bad=skip_bad)
@@ -274,6 +273,16 @@ def load_coco_json(path: Path, skip_bad: bool = False) -> Dataset:
         raise DataError(path, f"split '{split}' has no usable images")
     ds._cache[split] = samples
     return ds
+
+
+_ID_KIND = {int: "an integer", str: "a string"}
+
+
+def _id_type_hint(iid, image_ids: list) -> str:
+    """' (image ids are strings)' when an annotation's image_id has another type than the image ids."""
+    if not image_ids or type(iid) is type(image_ids[0]):
+        return ""
+    return f" (image ids are {_ID_KIND[type(image_ids[0])].split()[-1]}s)"
 
 
 def _coco_list(doc: dict, key: str, path: Path) -> list[dict]:
@@ -307,8 +316,8 @@ def _coco_ids(items: list[dict], key: str, field_: str, path: Path) -> list:
     for i, x in enumerate(items):
         v = _coco_id(x, field_, f"{key}[{i}]", path)
         if ids and type(v) is not type(ids[0]):
-            raise DataError(path, f"{key}[{i}]: {field_} {v!r} is a {type(v).__name__} but {key}[0].{field_} is a "
-                                  f"{type(ids[0]).__name__} (mixed id types)")
+            raise DataError(path, f"{key}[{i}]: {field_} {v!r} is {_ID_KIND[type(v)]} but {key}[0].{field_} is "
+                                  f"{_ID_KIND[type(ids[0])]} (mixed id types)")
         if v in seen:
             raise DataError(path, f"{key}[{i}]: duplicate {field_} {v}")
         seen.add(v)
