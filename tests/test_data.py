@@ -10,6 +10,7 @@ import yaml
 
 from edgekit.cli.main import main
 from edgekit.data import load_dataset
+from edgekit.data.dataset import LabelWarning
 
 
 def run_cli(capsys, *argv):
@@ -215,7 +216,7 @@ def test_duplicate_label_lines_removed_with_a_warning(coco8, copy_dataset, onnx3
     lbl = first_label(y)
     lines = lbl.read_text().splitlines()
     lbl.write_text("\n".join(lines + lines[:2] + lines[:1]) + "\n")
-    with pytest.warns(UserWarning) as warned:  # the warnings path (stderr from the CLI), never stdout
+    with pytest.warns(LabelWarning) as warned:  # the warnings path (stderr from the CLI), never stdout
         code, out, err = run_cli(capsys, "eval", onnx320, "--data", y, "--json", tmp_path / "dup.json")
     assert code == 0 and "duplicate" not in out
     assert [str(w.message) for w in warned] == [f"{lbl}: 3 duplicate label lines removed"]

@@ -15,6 +15,10 @@ from ..errors import DataError
 from .images import IMAGE_SUFFIXES, list_images, verify_image
 
 
+class LabelWarning(UserWarning):
+    """A label file was repaired on reading (exact duplicate lines removed, as Ultralytics does)."""
+
+
 @dataclass
 class Sample:
     """One image with its labels: classes (n,) and boxes (n, 4) as normalized cx, cy, w, h."""
@@ -126,7 +130,7 @@ def parse_label_file(path: Path, nc: int):
         lines += 1
         rows.setdefault(_label_row(parts, nc, path, n))
     if lines > len(rows):  # as Ultralytics does: an exact duplicate would count twice in training and in mAP
-        warnings.warn(f"{path}: {lines - len(rows)} duplicate label lines removed", stacklevel=2)
+        warnings.warn(f"{path}: {lines - len(rows)} duplicate label lines removed", LabelWarning, stacklevel=2)
     if not rows:
         return _empty()
     return np.asarray([r[0] for r in rows], np.int64), np.asarray([r[1:] for r in rows], np.float32)
