@@ -114,7 +114,7 @@ def _label_path(img: Path) -> Path:
 
 
 def parse_label_file(path: Path, nc: int):
-    """Parse a YOLO label file: 'class cx cy w h' per line, normalized to [0, 1]; duplicate lines dropped with a warning."""
+    """Parse a YOLO label file: 'class cx cy w h' per line, normalized to [0, 1]; duplicates dropped with a warning."""
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -254,9 +254,9 @@ def load_coco_json(path: Path, skip_bad: bool = False) -> Dataset:
     if not cats:
         raise DataError(path, "'categories' is empty")
     cat_ids = _coco_ids(cats, "categories", "id", path)
-    cat_index = {c: i for i, c in enumerate(sorted(cat_ids))}
-    names = [str(_coco_field(c, "name", f"categories[{i}]", path)) for i, c in sorted(
-        enumerate(cats), key=lambda ic: cat_index[cat_ids[ic[0]]])]
+    order = sorted(range(len(cats)), key=lambda i: cat_ids[i])  # class index = rank of the category id
+    cat_index = {cat_ids[i]: k for k, i in enumerate(order)}
+    names = [str(_coco_field(cats[i], "name", f"categories[{i}]", path)) for i in order]
     image_ids = _coco_ids(images, "images", "id", path)
     by_image: dict = {i: [] for i in image_ids}
     for j, a in enumerate(anns):
