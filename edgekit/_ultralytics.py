@@ -1,13 +1,33 @@
-"""Import Ultralytics offline: no downloads, no auto-installs, settings kept out of the user's home if unwritable."""
+"""Import Ultralytics offline: no downloads, no auto-installs, its settings.json in the temp dir, not the user's home."""
 from __future__ import annotations
 
 import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
 
 from ._imports import require
 
 
+def config_dir() -> str:
+    """A folder for Ultralytics' settings under the system temp dir, owned by this user only (created 0700)."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    p = Path(tempfile.gettempdir()) / f"edgekit-ultralytics-uid{user}"
+    try:
+        p.mkdir(mode=0o700, exist_ok=True)
+        st = p.lstat()
+        if stat.S_ISDIR(st.st_mode) and (not hasattr(os, "getuid") or st.st_uid == os.getuid()):
+            return str(p)
+    except OSError:
+        pass
+    return tempfile.mkdtemp(prefix="edgekit-ultralytics-")  # someone else holds that name: a fresh private one
+
+
 def ultralytics():
-    """Import ultralytics with YOLO_OFFLINE and YOLO_AUTOINSTALL=False set first."""
+    """Import ultralytics with YOLO_OFFLINE, YOLO_AUTOINSTALL=False and YOLO_CONFIG_DIR (unless the user set it) first."""
+    if "YOLO_CONFIG_DIR" not in os.environ and "ultralytics" not in sys.modules:
+        os.environ["YOLO_CONFIG_DIR"] = config_dir()  # read once, when ultralytics.utils is first imported
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     os.environ.setdefault("YOLO_ANALYTICS", "False")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -77,3 +78,49 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while b := f.read(chunk):
             h.update(b)
     return h.hexdigest()
+
+
+_OWNED_TMP = re.compile(r"^edgekit-[a-z]+-(\d+)-")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill would terminate the process on Windows
+        try:
+            import psutil
+
+            return psutil.pid_exists(pid)
+        except ImportError:
+            return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def clean_stale_tempdirs(root=None) -> int:
+    """Remove edgekit-<kind>-<pid>-* folders in the temp dir whose process is gone (after a kill); returns how many."""
+    root = Path(root or tempfile.gettempdir())
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    n = 0
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return 0
+    for p in entries:
+        m = _OWNED_TMP.match(p.name)
+        if not m or int(m.group(1)) == os.getpid() or p.is_symlink() or not p.is_dir():
+            continue
+        if (uid is not None and p.stat().st_uid != uid) or _pid_alive(int(m.group(1))):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += 1
+    return n
+
+
+def private_tempdir(kind: str) -> tempfile.TemporaryDirectory:
+    """A TemporaryDirectory edgekit-<kind>-<pid>-XXXX (mode 0700); stale ones left by killed runs go first."""
+    clean_stale_tempdirs()
+    return tempfile.TemporaryDirectory(prefix=f"edgekit-{kind}-{os.getpid()}-")

@@ -1,18 +1,29 @@
 """train-export: for each strategy, train -> export -> quantize/convert -> eval -> bench; then the table and the choice.
 
-Every stage writes its output atomically and a small `<stage>.json` record holding the stage's inputs; with
-`resume=True` a stage whose record exists with the same inputs is skipped.
+Every stage writes its output atomically and a small `<stage>.json` record of its inputs, keyed by content: the
+sha256 of every upstream file it consumes (dataset files, weights, best.pt, the ONNX, the artifact) and every option
+that changes its output (epochs, imgsz, seed, recipe, calibration size, tool versions). A changed input therefore
+invalidates everything downstream. With `resume=True` a stage is skipped only when its record has the same inputs
+and the file it produced still exists with the recorded sha256. A failed accuracy gate is recorded too (status
+FAILED) and is not retried on resume unless `retry_failed=True`.
+
+The dataset key hashes the content of the data yaml/json and of every train/val image and label file (by name
+relative to the dataset folder): names+sizes+mtimes would change on a plain copy or checkout (retraining for
+nothing) and stay the same when a tool rewrites a file in place keeping its size and mtime (resuming on stale
+results); content is portable and never stale, and sha256 reads about a GB/s, so it is small next to any training.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, sha256_file
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
 
@@ -40,10 +51,25 @@ class Variant:
     precision: str
 
 
-def variants_for(target: str, backends: list[str], precisions: list[str]) -> list[Variant]:
-    """Backend x precision pairs that make sense on the target device."""
+DEFAULT_PRECISIONS = ("fp32", "bf16", "int8")  # bf16: only where the target runs it (else the row is left out)
+
+
+def bf16_supported(target: str) -> bool:
+    """OpenVINO runs bf16 on this target (a CPU with AVX512_BF16 or AMX)."""
+    from .bench.device import openvino_capabilities
+
+    return "BF16" in (openvino_capabilities(target) or [])
+
+
+def variants_for(target: str, backends: list[str], precisions: list[str] | None = None) -> list[Variant]:
+    """Backend x precision pairs that make sense on the target device (None: the default precisions).
+
+    An explicitly asked bf16 stays even where the target lacks it: its row then says why it was not built.
+    """
     from ._imports import available
 
+    explicit = precisions is not None
+    precisions = list(precisions) if explicit else list(DEFAULT_PRECISIONS)
     out = []
     gpu = target.lower().startswith("cuda")
     if not gpu and "onnxruntime" not in backends and available("onnxruntime"):
@@ -52,9 +78,11 @@ def variants_for(target: str, backends: list[str], precisions: list[str]) -> lis
         for p in precisions:
             if b == "onnxruntime" and p in ("fp32", "int8") and available("onnxruntime"):
                 out.append(Variant(b, p))
-            elif b == "openvino" and not gpu and p in ("fp32", "fp16", "int8") and available("openvino"):
+            elif b == "openvino" and not gpu and p in ("fp32", "fp16", "bf16", "int8") and available("openvino"):
                 if p == "fp16" and target.lower() == "cpu":
                     continue  # FP16 weights run as FP32 on CPU: nothing to learn
+                if p == "bf16" and not explicit and not bf16_supported(target):
+                    continue
                 out.append(Variant(b, p))
             elif b == "tensorrt" and gpu and p in ("fp16", "int8") and available("tensorrt"):
                 out.append(Variant(b, p))
@@ -72,43 +100,128 @@ class Pipeline:
     batch: int = 16
     target: str = "cpu"
     backends: list[str] = field(default_factory=lambda: ["openvino"])
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"])
+    precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
     min_fps: float | None = None
     budget_usd: float | None = None
     gpu_hour_usd: float = 2.0
     calib_size: int = 300
     bench_iters: int = 30
+    seed: int = 0
+    opset: int | None = None
     resume: bool = False
+    retry_failed: bool = False
+    trust_checkpoint: bool = False  # --model loads without the restricted-unpickler check
     log: object = print
+    _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    # content keys -----------------------------------------------------------------------------
+    def file_hash(self, path) -> str:
+        """sha256 of a file, read once per (path, size, mtime) in this run."""
+        p = Path(path).resolve()
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(p)
+        return self._hashes[key]
+
+    def content_hash(self, path) -> str:
+        """sha256 of a file (an OpenVINO .xml with its .bin), or of a folder's files (relative names and contents)."""
+        p = Path(path)
+        if p.suffix.lower() == ".xml" and p.with_suffix(".bin").exists():
+            return hashlib.sha256(f"{self.file_hash(p)}\0{self.file_hash(p.with_suffix('.bin'))}".encode()).hexdigest()
+        if not p.is_dir():
+            return self.file_hash(p)
+        h = hashlib.sha256()
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            h.update(f"{f.relative_to(p).as_posix()}\0{self.file_hash(f)}\n".encode())
+        return h.hexdigest()
+
+    def data_key(self) -> str:
+        """Content of the dataset: its yaml/json and every train/val image and label file, by relative name."""
+        if self._data_key is None:
+            from .data import load_dataset
+
+            ds = load_dataset(self.data)
+            root = ds.source.parent
+            h = hashlib.sha256(f"{ds.source.name}\0{self.file_hash(ds.source)}\n".encode())
+            for split in ("train", "val"):
+                for s in ds.samples(split):
+                    label = self.file_hash(s.label) if s.label else "-"
+                    h.update(f"{split}\0{os.path.relpath(s.image, root)}\0{self.file_hash(s.image)}\0{label}\n"
+                             .encode())
+            self._data_key = h.hexdigest()
+        return self._data_key
+
+    def model_key(self) -> str:
+        """sha256 of the starting weights (or architecture yaml) file, else its name (an Ultralytics yaml name)."""
+        return self.file_hash(self.model) if Path(self.model).is_file() else str(self.model)
 
     # stage records ----------------------------------------------------------------------------
-    def _done(self, record: Path, inputs: dict) -> dict | None:
+    def _done(self, name: str, record: Path, inputs: dict) -> dict | None:
+        """The record to reuse on resume: same inputs, and an intact output (or a recorded gate failure)."""
         if not (self.resume and record.exists()):
             return None
         try:
             doc = json.loads(record.read_text())
         except json.JSONDecodeError:
             return None
-        return doc if doc.get("inputs") == inputs else None
+        if not isinstance(doc, dict) or doc.get("inputs") != inputs:
+            return None
+        if doc.get("status") == "FAILED":
+            return None if self.retry_failed else doc
+        produced = doc.get("produced")
+        if produced:
+            p = Path(produced["path"])
+            if not p.exists() or self.content_hash(p) != produced["sha256"]:
+                self.log(f"[resume] {name}: {p} is missing or changed since it was recorded: running again")
+                return None
+        return doc if doc.get("status") == "done" else None
 
-    def stage(self, name: str, record: Path, inputs: dict, fn):
-        """Run fn() unless a finished record with the same inputs exists (resume)."""
-        prev = self._done(record, inputs)
+    def stage(self, name: str, record: Path, inputs: dict, fn, output=None):
+        """Run fn() unless a finished record with the same inputs and an intact output exists (resume).
+
+        output(result) -> the file or folder the stage produced; its sha256 goes into the record. A failed accuracy
+        gate is recorded (status FAILED, the error and the gate figures) and raised again on resume.
+        """
+        prev = self._done(name, record, inputs)
+        if prev is not None and prev.get("status") == "FAILED":
+            self.log(f"[resume] {name}: failed its accuracy gate before, skipped (--retry-failed to try again)")
+            err = AccuracyGateError(prev["error"])
+            err.result = prev.get("gate")
+            raise err
         if prev is not None:
             self.log(f"[resume] {name}: done, skipped")
             return prev["result"]
         self.log(f"[stage] {name} ...")
         t = time.perf_counter()
-        result = fn()
-        atomic_write_json(record, {"stage": name, "inputs": inputs, "result": result,
-                                   "seconds": round(time.perf_counter() - t, 2)})
+        try:
+            result = fn()
+        except AccuracyGateError as e:
+            atomic_write_json(record, {"stage": name, "status": "FAILED", "inputs": inputs, "error": str(e),
+                                       "gate": gate_figures(getattr(e, "result", None)),
+                                       "seconds": round(time.perf_counter() - t, 2)})
+            raise
+        doc = {"stage": name, "status": "done", "inputs": inputs, "result": result,
+               "seconds": round(time.perf_counter() - t, 2)}
+        if output is not None:
+            p = Path(output(result))
+            doc["produced"] = {"path": str(p), "sha256": self.content_hash(p)}
+        atomic_write_json(record, doc)
         return result
 
     # stages -----------------------------------------------------------------------------------
+    def check_model(self) -> None:
+        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now)."""
+        if str(self.model).startswith("yolo_nas"):
+            raise EdgekitError(f"{self.model}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
+                               f"is 'edgekit train {self.model} --data DATA.yaml' (it exports the ONNX too)")
+
     def run(self) -> dict:
         from .data import load_dataset
 
+        self.check_model()
         ds = load_dataset(self.data)  # validate before spending any time
         for split in ("train", "val"):
             ds.samples(split)
@@ -126,16 +239,28 @@ class Pipeline:
         from .export import export_onnx
         from .train import train
 
+        from ._imports import tool_versions
+
         sdir = self.out / slug(strategy)
-        base = {"data": str(self.data), "model": str(self.model), "strategy": strategy, "imgsz": self.imgsz}
-        tinfo = self.stage(f"{strategy}: train", sdir / "stages" / "train.json",
-                           {**base, "epochs": self.epochs, "batch": self.batch},
-                           lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
-                                         batch=self.batch, device="cpu" if not self.target.startswith("cuda") else self.target,
-                                         out_dir=sdir / "train", gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log))
+        device = "cpu" if not self.target.startswith("cuda") else self.target
         best = sdir / "train" / "best.pt"
-        onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json", base,
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, log=self.log))))
+        tinfo = self.stage(f"{strategy}: train", sdir / "stages" / "train.json",
+                           {"data": self.data_key(), "weights": self.model_key(), "strategy": strategy,
+                            "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch, "seed": self.seed,
+                            "device": device, "gpu_hour_usd": self.gpu_hour_usd,
+                            "versions": tool_versions("ultralytics", "torch")},
+                           lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
+                                         batch=self.batch, device=device, out_dir=sdir / "train", seed=self.seed,
+                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log,
+                                         trust_checkpoint=self.trust_checkpoint),
+                           output=lambda r: best)
+        onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json",
+                                    {"weights": self.file_hash(best), "imgsz": self.imgsz, "opset": self.opset,
+                                     "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
+                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, opset=self.opset,
+                                                            log=self.log, trust_checkpoint=self.trust_checkpoint)),
+                                    output=Path))
+        run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
         fp32_map = None
         for v in variants_for(self.target, self.backends, self.precisions):
@@ -145,16 +270,18 @@ class Pipeline:
                    "cost_usd": tinfo.get("cost_usd"), "epochs": tinfo.get("epochs")}
             try:
                 built = self.stage(f"{strategy}: {name} build", sdir / "stages" / f"{name}.build.json",
-                                   {**base, "variant": name, "max_map_drop": self.max_map_drop},
-                                   lambda v=v: self.build(onnx_path, v, sdir))
+                                   self.build_inputs(onnx_path, v), lambda v=v: self.build(onnx_path, v, sdir),
+                                   output=lambda r: r["artifact"])
                 artifact = built["artifact"]
+                used = {"artifact": self.content_hash(artifact), "backend": v.backend, "target": self.target,
+                        "versions": run_versions}
                 # a quantized artifact was already evaluated on the val split by its accuracy gate: reuse that
                 acc = self.stage(f"{strategy}: {name} eval", sdir / "stages" / f"{name}.eval.json",
-                                 {**base, "artifact": artifact},
+                                 {**used, "data": self.data_key()},
                                  lambda a=artifact, v=v, b=built: b["accuracy"] or evaluate(
                                      a, self.data, backend=v.backend, device=self.target, progress=False))
                 bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
-                                   {**base, "artifact": artifact, "iters": self.bench_iters},
+                                   {**used, "iters": self.bench_iters},
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
                                                                      iters=self.bench_iters, warmup=5, log=self.log))
                 e2e = bench["latency_ms"]["e2e"]
@@ -165,7 +292,8 @@ class Pipeline:
                 if v.precision == "fp32" and fp32_map is None:
                     fp32_map = acc["map50_95"]
             except AccuracyGateError as e:
-                row.update({"status": "FAILED", "error": str(e), "artifact": None})
+                row.update({"status": "FAILED", "error": str(e), "artifact": None,
+                            "gate": gate_figures(getattr(e, "result", None))})
                 self.log(f"  {name}: accuracy gate failed: {e}")
             except EdgekitError as e:
                 row.update({"status": "error", "error": str(e), "artifact": None})
@@ -173,10 +301,24 @@ class Pipeline:
             rows.append(row)
         return rows
 
+    def build_inputs(self, onnx_path: Path, v: Variant) -> dict:
+        """What a build's output depends on: the ONNX's content, the variant, the gate, the data and the recipe."""
+        from ._imports import tool_versions
+        from .quantize.recipe import recipe_for
+        from .runtime.meta import read_sidecar
+
+        recipe = recipe_for(read_sidecar(onnx_path).get("family")).path
+        return {"onnx": self.file_hash(onnx_path), "variant": f"{v.backend}-{v.precision}", "target": self.target,
+                "max_map_drop": self.max_map_drop, "calib_size": self.calib_size, "data": self.data_key(),
+                "recipe": self.file_hash(recipe) if recipe else None,
+                "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt")}
+
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
         if v.backend == "onnxruntime" and v.precision == "fp32":
             return {"artifact": str(onnx_path), "accuracy": None}
+        if v.backend == "openvino" and v.precision == "bf16":
+            return self.build_bf16(onnx_path, sdir)
         if v.backend == "openvino" and v.precision in ("fp32", "fp16"):
             from .export.openvino import onnx_to_openvino
 
@@ -196,6 +338,39 @@ class Pipeline:
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
 
+    def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
+        """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
+        from .bench.accuracy import evaluate
+        from .data import load_dataset
+        from .export.openvino import onnx_to_openvino
+        from .quantize.job import fp32_baseline
+        from .runtime.meta import read_sidecar, write_sidecar
+
+        folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
+                                  log=self.log)
+        ds = load_dataset(self.data)
+        base = fp32_baseline(onnx_path, ds, "val", None, self.log, "openvino", self.target)
+        acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
+        drop = (base["map50_95"] - acc["map50_95"]) * 100
+        passed = drop <= self.max_map_drop + 1e-9
+        doc = read_sidecar(folder)
+        baseline = {k: base.get(k) for k in ("backend", "device", "precision_executed")}
+        doc["accuracy_gate"] = {"split": "val", "data": str(ds.source), "images": acc["images"],
+                                "max_map_drop": self.max_map_drop, "map50_fp32": base["map50"],
+                                "map50_95_fp32": base["map50_95"], "map50": acc["map50"], "map50_95": acc["map50_95"],
+                                "drop_points": round(drop, 3), "baseline": baseline}
+        doc["status"] = "PASSED" if passed else "FAILED"
+        write_sidecar(folder, {k: v for k, v in doc.items() if k != "format"})
+        self.log(f"bf16 gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on OpenVINO: "
+                 f"drop {drop:+.2f} points (max {self.max_map_drop:g}) -> {doc['status']}")
+        if not passed:
+            raise AccuracyGateError(f"{folder}: bf16 loses {drop:.2f} mAP50-95 points against FP32 on OpenVINO "
+                                    f"(max {self.max_map_drop:g}); sidecar marked FAILED")
+        return {"artifact": str(folder),
+                "accuracy": {"map50": acc["map50"], "map50_95": acc["map50_95"], "images": acc["images"],
+                             "split": "val", "precision_executed": acc["precision_executed"],
+                             "source": "bf16 accuracy gate"}}
+
     # report -----------------------------------------------------------------------------------
     def report(self, rows: list[dict]) -> dict:
         from .report import add_speedups, pareto_png, recommend, render_markdown
@@ -206,8 +381,16 @@ class Pipeline:
                "config": {"data": str(self.data), "model": str(self.model), "strategies": self.strategies,
                           "epochs": self.epochs, "imgsz": self.imgsz, "target": self.target, "backends": self.backends,
                           "precisions": self.precisions, "max_map_drop": self.max_map_drop, "min_fps": self.min_fps,
-                          "budget_usd": self.budget_usd}}
+                          "budget_usd": self.budget_usd, "seed": self.seed}}
         atomic_write_json(self.out / "report.json", doc)
         png = pareto_png(rows, self.out / "pareto.png", rec)
         atomic_write_text(self.out / "report.md", render_markdown(doc, png))
         return doc
+
+
+def gate_figures(result: dict | None) -> dict | None:
+    """The accuracy gate's figures from a quantize result: what a FAILED row and record keep."""
+    if not result:
+        return None
+    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop")
+    return {k: result[k] for k in keys if k in result}

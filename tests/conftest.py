@@ -121,3 +121,28 @@ def onnx160_copy(onnx160, tmp_path) -> Path:
     for p in onnx160.parent.glob("model.*"):
         shutil.copy2(p, dst / p.name)
     return dst / onnx160.name
+
+
+@pytest.fixture(scope="session")
+def int8_ir160(onnx160, tmp_path_factory) -> Path:
+    """A tiny OpenVINO INT8 IR of the 160 export: nncf.quantize on 4 coco8 images, no accuracy gate."""
+    pytest.importorskip("nncf")
+    import json
+    import warnings
+
+    import nncf
+    import openvino as ov
+
+    from edgekit.data import load_dataset
+    from edgekit.data.calibration import calibration_set
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = calibration_set(load_dataset(COCO8), (160, 160), size=4, force=True)
+        q = nncf.quantize(ov.convert_model(str(onnx160)), cs.to_nncf(), subset_size=len(cs))
+    out = tmp_path_factory.mktemp("int8_ir160")
+    ov.save_model(q, str(out / "model.xml"), compress_to_fp16=False)
+    doc = json.loads(onnx160.with_suffix(".json").read_text())
+    doc["precision"] = "int8"
+    (out / "model.json").write_text(json.dumps(doc))
+    return out

@@ -64,6 +64,7 @@ def test_json_schema(bench_result):
     assert set(r["throughput"]) == {"1", "2"} and all(v > 0 for v in r["throughput"].values())
     assert r["fps_e2e"] == r["throughput"]["1"]
     assert r["backend"] == "onnxruntime" and r["warmup"] == 1 and r["iters"] == 4
+    assert r["precision"] == "fp32" and r["precision_executed"] == "fp32"
     assert r["mode"]["latency"]["batch"] == 1 and r["mode"]["throughput"]["streams"] >= 1
     assert isinstance(r["device"], dict) and r["device"]["cpu"]["cores"] >= 1
     assert 1 < r["model_mb"] < 30 and r["peak_rss_mb"] > 10 and r["cold_start_ms"] > 0
@@ -108,6 +109,17 @@ def test_import_bench_pulls_no_torch():
     code = "import edgekit, edgekit.bench, edgekit.bench.harness, edgekit.cli.bench, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_openvino_bench_records_fp32_execution(onnx320):
+    """The AsyncInferQueue runner and the latency Engine both run the FP32 ONNX in f32, and the JSON says so."""
+    pytest.importorskip("openvino")
+    from edgekit.bench import run_bench
+
+    r = run_bench(onnx320, backend="openvino", batches=(1,), warmup=1, iters=3, log=None)
+    assert r["precision_executed"] == "fp32" and r["throughput"]["1"] > 0
+    assert "FP32" in r["device"]["openvino_capabilities"]
+    assert r["mode"]["throughput"]["infer_requests"] >= 1
 
 
 # --- Engine.stream -----------------------------------------------------------------------------

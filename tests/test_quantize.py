@@ -131,12 +131,12 @@ def test_qdq_calibration_cache_written(qdq_model):
 # the gate ----------------------------------------------------------------------------------------
 def _inflate_baseline(onnx, data, split="val", value=0.99):
     """Pretend the FP32 model scored `value` mAP50-95: every INT8 attempt must then fail the gate."""
-    from edgekit.quantize.job import split_fingerprint
+    from edgekit.quantize.job import baseline_key
     from edgekit.runtime.meta import read_sidecar, write_sidecar
 
     ds = load_dataset(data)
     doc = read_sidecar(onnx)
-    key = f"{split}|all|{split_fingerprint(ds, split, None)}"
+    key = baseline_key("onnxruntime", "cpu", ds, split, None)
     doc["accuracy"] = {key: {"map50": value, "map50_95": value, "images": 8, "backend": "onnxruntime"}}
     write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
 
@@ -154,7 +154,9 @@ def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coc
     assert code == 4
     last = [line for line in err.splitlines() if line.startswith("edgekit quantize: error:")]
     assert len(last) == 1 and "sidecar marked FAILED" in last[0] and "0.01 mAP50-95 points" in last[0]
-    side = json.loads((out / "model_int8_onnxruntime" / "model.json").read_text())
+    failed = out / "model_int8_onnxruntime.FAILED" / "model.onnx"  # the name says what it is
+    assert not (out / "model_int8_onnxruntime").exists()
+    side = json.loads(failed.with_suffix(".json").read_text())
     assert side["status"] == "FAILED" and side["precision"] == "int8"
     gate = side["accuracy_gate"]
     assert gate["map50_95_fp32"] == 0.99 and 0 <= gate["map50_95"] < 0.99 and gate["drop_points"] > 1
@@ -164,6 +166,48 @@ def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coc
     res = json.loads((tmp_path / "res.json").read_text())
     assert res["status"] == "FAILED" and len(res["fallbacks"]) == 6
     assert not list(out.glob(".quantize-*"))  # the attempts' work folder is gone
+    # Engine refuses the failed artifact in one line naming the file, its drop and the opt-in; the opt-in loads it
+    from edgekit.runtime import Engine
+
+    with pytest.raises(ArtifactError) as e:
+        Engine(failed)
+    msg = str(e.value)
+    assert "\n" not in msg and str(failed) in msg and "allow_failed=True" in msg
+    assert f"drop {gate['drop_points']} points" in msg
+    with Engine(failed, allow_failed=True) as eng:
+        assert eng.meta.precision == "int8"
+        eng(str(next((Path(coco8).parent / "images" / "val").glob("*.jpg"))))
+
+
+def _mark(onnx, status: str) -> None:
+    """Give an exported model the sidecar status a quantization run leaves behind."""
+    from edgekit.runtime.meta import read_sidecar, write_sidecar
+
+    doc = read_sidecar(onnx)
+    doc.update(status=status, accuracy_gate={"max_map_drop": 0.5, "drop_points": 3.25})
+    write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
+
+
+@pytest.mark.parametrize("command, status, message", [
+    ("eval", "FAILED", "artifact failed its accuracy gate (mAP50-95 drop 3.25 points, allowed 0.5)"),
+    ("eval", "EVALUATING", "artifact is half-finished (sidecar status EVALUATING"),
+    ("bench", "FAILED", "artifact failed its accuracy gate (mAP50-95 drop 3.25 points, allowed 0.5)"),
+    ("bench", "EVALUATING", "artifact is half-finished (sidecar status EVALUATING"),
+])
+def test_bad_input_failed_artifact_refused_without_allow_failed(onnx160_copy, coco8, tmp_path, capsys, command,
+                                                                status, message):
+    pytest.importorskip("onnxruntime")
+    from edgekit.cli.main import main
+
+    _mark(onnx160_copy, status)
+    extra = ["--data", str(coco8)] if command == "eval" else ["--iters", "2", "--warmup", "0", "--images",
+                                                              str(Path(coco8).parent / "images" / "val")]
+    capsys.readouterr()
+    assert main([command, str(onnx160_copy), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"edgekit {command}: error: {onnx160_copy}: {message}")
+    assert "\n" not in err and "--allow-failed" in err and "allow_failed=True" in err
+    assert main([command, str(onnx160_copy), *extra, "--allow-failed"]) == 0
 
 
 def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):

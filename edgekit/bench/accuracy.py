@@ -59,12 +59,16 @@ def coco_map(gt_images: list[dict], gt_anns: list[dict], dets: np.ndarray, nc: i
 
 def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: str | None = None,
              batch: int = 1, limit: int | None = None, skip_bad: bool = False, progress: bool = True,
-             engine: Engine | None = None) -> dict:
-    """Run an artifact over a split through Engine and return {"map50", "map50_95", "images", ...}."""
+             engine: Engine | None = None, precision: str | None = None) -> dict:
+    """Run an artifact over a split through Engine and return {"map50", "map50_95", "images", ...}.
+
+    precision: execution precision to ask the backend for (default: the artifact's own, fp32 for fp32/int8).
+    """
     ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
     samples = ds.samples(split)[:limit] if limit else ds.samples(split)
     own = engine is None
-    engine = engine or Engine(artifact, device=device, backend=backend)
+    engine = engine or Engine(artifact, device=device, backend=backend,
+                              **({"precision": precision} if precision else {}))
     check_classes(engine, ds)
     images, anns, rows = [], [], []
     t0 = time.perf_counter()
@@ -108,6 +112,7 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
             bar.update(len(chunk))
     finally:
         bar.close()
+        precision_done = engine.precision_executed
         if own:
             engine.close()
     if not images:
@@ -116,5 +121,6 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
     res = coco_map(images, anns, np.concatenate(rows) if rows else np.zeros((0, 7)), ds.nc)
     return {"map50": round(res["map50"], 5), "map50_95": round(res["map50_95"], 5), "images": len(images),
             "boxes": len(anns), "split": split, "data": str(ds.source), "artifact": str(engine.path),
-            "backend": engine.backend_name, "device": device, "evaluator": res["evaluator"],
+            "backend": engine.backend_name, "device": device, "precision": engine.meta.precision,
+            "precision_executed": precision_done, "evaluator": res["evaluator"],
             "wall_s": round(wall, 2), "skipped": list(ds.skipped)}

@@ -126,6 +126,20 @@ def openvino_device_name(device: str) -> str | None:
         return None
 
 
+def openvino_capabilities(device: str) -> list[str] | None:
+    """OPTIMIZATION_CAPABILITIES of an OpenVINO device (BF16, FP16, INT8, ...); None when unknown; never raises."""
+    if not available("openvino"):
+        return None
+    try:
+        import openvino as ov
+
+        from ..runtime.backends.openvino import capabilities, ov_device
+
+        return capabilities(ov.Core(), ov_device(device)) or None
+    except Exception:
+        return None
+
+
 def device_info(device: str = "cpu", backend: str | None = None) -> dict:
     """The machine a benchmark ran on: CPU (model, cores, ISA), GPUs, driver, CUDA and TensorRT versions."""
     d = {"requested": device, "cpu": cpu_info(), "platform": platform.platform(), "python": platform.python_version()}
@@ -146,6 +160,8 @@ def device_info(device: str = "cpu", backend: str | None = None) -> dict:
         d["name"] = openvino_device_name(device)
     else:
         d["name"] = d["cpu"]["model"]
+    if backend == "openvino":
+        d["openvino_capabilities"] = openvino_capabilities(device)
     if backend:
         mod = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}.get(backend)
         d["backend_version"] = version_of(mod) if mod else None

@@ -125,7 +125,8 @@ def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches
 
     res: dict = {
         "artifact": str(artifact), "backend": bname, "device": device_info(device, bname),
-        "precision": engine.meta.precision, "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
+        "precision": engine.meta.precision, "precision_executed": engine.precision_executed,
+        "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
         "warmup": warmup, "iters": iters,
         "images": {"source": str(images) if images is not None else "edgekit demo val images", "count": len(paths)},
         "cold_start_ms": _r((t2 - t0) * 1e3), "load_ms": _r((t1 - t0) * 1e3), "first_inference_ms": _r((t2 - t1) * 1e3),
@@ -183,9 +184,10 @@ def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches
         from .accuracy import evaluate
 
         log(f"accuracy: {data}")
-        acc = evaluate(artifact, data, device=device, backend=bname, progress=False)
+        acc = evaluate(artifact, data, device=device, backend=bname, progress=False,
+                       precision=options.get("precision"))
         res["map50"], res["map50_95"] = acc["map50"], acc["map50_95"]
-        res["accuracy"] = {k: acc[k] for k in ("images", "boxes", "split", "data", "evaluator")}
+        res["accuracy"] = {k: acc[k] for k in ("images", "boxes", "split", "data", "evaluator", "precision_executed")}
 
     from .. import __version__
 

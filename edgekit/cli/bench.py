@@ -29,12 +29,16 @@ def add_arguments(p):
     p.add_argument("--iters", type=int, default=100, help="timed iterations (default 100)")
     p.add_argument("--images", default=None, help="folder of images (default: the bundled demo images)")
     p.add_argument("--imgsz", type=int, default=None, help="input size for a .pt checkpoint (default 640)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("--data", default=None, help="data.yaml: add the artifact's mAP50 and mAP50-95 to the report")
     p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
     p.add_argument("--md", default=None, help="write a markdown table to this file")
     p.add_argument("--compare", nargs="+", metavar="RESULT.json", default=None,
                    help="compare earlier --json results side by side instead of benchmarking")
     p.add_argument("--png", default=None, help="with --compare: write a chart (stage latency bars and FPS)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="load an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
 
 def _compare(args) -> int:
@@ -67,6 +71,10 @@ def run(args):
     from ._common import emit_json, log
 
     opts = {"imgsz": args.imgsz} if args.imgsz else {}
+    if args.allow_failed:
+        opts["allow_failed"] = True
+    if args.trust_checkpoint:
+        opts["trust_checkpoint"] = True
     res = run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
                     iters=args.iters, images=args.images, data=args.data, streams=args.streams,
                     workers=args.workers, log=log, **opts)

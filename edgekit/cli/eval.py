@@ -3,7 +3,7 @@ HELP = "mAP50 and mAP50-95 of an artifact, run through edgekit's runtime"
 
 
 def add_arguments(p):
-    p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine")
+    p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine, or Ultralytics .pt")
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="cpu")
@@ -11,15 +11,29 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="report bad samples and go on")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="load an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
 
 def run(args):
     from ..bench.accuracy import evaluate
     from ._common import emit_json, log
 
-    r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
-                 batch=args.batch, limit=args.limit, skip_bad=args.skip_bad)
+    engine = None
+    if args.trust_checkpoint or args.allow_failed:  # else evaluate() builds its Engine, checking any .pt
+        from ..runtime import Engine
+
+        engine = Engine(args.artifact, device=args.device, backend=args.backend,
+                        trust_checkpoint=args.trust_checkpoint, allow_failed=args.allow_failed)
+    try:
+        r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
+                     batch=args.batch, limit=args.limit, skip_bad=args.skip_bad, engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
     for s in r["skipped"]:
         log(f"skipped: {s}")
     print(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")

@@ -11,6 +11,8 @@ def add_arguments(p):
     p.add_argument("--parity-images", default=None, help="folder of images for the PyTorch parity check (default: demo)")
     p.add_argument("--parity-tol", type=float, default=1e-3, help="max abs difference of class scores (default 1e-3)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("-o", "--output", default=".", help="output folder (default: current folder)")
 
 
@@ -21,5 +23,5 @@ def run(args):
     imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
     export_onnx(args.weights, args.output, imgsz=imgsz, opset=args.opset, dynamic=args.dynamic,
                 simplify=not args.no_simplify, parity_images=False if args.no_parity else args.parity_images,
-                parity_tol=args.parity_tol, log=log)
+                parity_tol=args.parity_tol, log=log, trust_checkpoint=args.trust_checkpoint)
     return 0

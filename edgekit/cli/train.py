@@ -21,6 +21,8 @@ def add_arguments(p):
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt with the same strategy")
     p.add_argument("--gpu-hour-usd", type=float, default=2.0, help="price of one GPU-hour for cost_usd (default 2.0)")
     p.add_argument("--cpu-hour-usd", type=float, default=0.0, help="price of one CPU machine-hour (default 0)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("-o", "--output", default="runs/train", help="output folder DIR (default runs/train)")
 
 
@@ -31,5 +33,6 @@ def run(args):
     train(args.weights, args.data, strategy=args.strategy, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
           device=args.device, out_dir=args.output, patience=args.patience, resume=args.resume,
           gpu_hour_usd=args.gpu_hour_usd, cpu_hour_usd=args.cpu_hour_usd, workers=args.workers,
-          backbone_lr_mult=args.backbone_lr_mult, skip_bad=args.skip_bad, log=log)
+          backbone_lr_mult=args.backbone_lr_mult, skip_bad=args.skip_bad, log=log,
+          trust_checkpoint=args.trust_checkpoint)
     return 0

@@ -6,22 +6,30 @@ def add_arguments(p):
     p.add_argument("--data", default=None, help="data.yaml (default: the bundled vehicles demo set)")
     p.add_argument("--model", default=None, help="pretrained weights (default: the bundled COCO YOLOv8n)")
     p.add_argument("--strategies", default=None,
-                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full)")
+                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full); a bare 'schedule' "
+                        "freezes the backbone for the first third of the epochs (at least 1), then trains everything")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--target", default="cpu", help="cpu or cuda:0")
     p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
                    "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
-    p.add_argument("--precisions", default="fp32,int8")
+    p.add_argument("--precisions", default=None,
+                   help="fp32,bf16,fp16,int8 (default fp32,bf16,int8; bf16 only where the target runs it)")
     p.add_argument("--min-fps", type=float, default=None)
     p.add_argument("--max-map-drop", type=float, default=0.5, help="mAP50-95 points (0.5 = half a point)")
     p.add_argument("--budget-usd", type=float, default=None)
     p.add_argument("--gpu-hour-usd", type=float, default=2.0)
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--bench-iters", type=int, default=30)
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("-o", "--output", default="runs/train-export")
-    p.add_argument("--resume", action="store_true", help="skip stages already finished with the same inputs")
+    p.add_argument("--resume", action="store_true",
+                   help="skip stages already finished with the same inputs (by content) and an intact output")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: build again the artifacts that failed their accuracy gate (skipped otherwise)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
 
 def run(args):
@@ -37,10 +45,12 @@ def run(args):
                     strategies=split_strategies(args.strategies or DEFAULT_STRATEGIES), epochs=args.epochs,
                     imgsz=args.imgsz, batch=args.batch, target=args.target,
                     backends=[b.strip() for b in args.backends.split(",") if b.strip()],
-                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()],
+                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions
+                    else None,
                     max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
-                    resume=args.resume, log=log)
+                    seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
+                    trust_checkpoint=args.trust_checkpoint)
     doc = pipe.run()
     print(render_table(doc["rows"]))
     print()

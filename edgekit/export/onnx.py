@@ -3,41 +3,49 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import tempfile
 from pathlib import Path
-
 
 from .._imports import require, tool_versions
 from .._ultralytics import arch_of, ultralytics
 from ..errors import ArtifactError, EdgekitError
-from ..io import atomic_path, sha256_file
+from ..checkpoint import checked_copy
+from ..io import atomic_path, private_tempdir, sha256_file
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
 
 
 def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,
                 dynamic: bool = False, simplify: bool = True, parity_images=None, parity_tol: float = 1e-3,
-                name: str = "model", log=print) -> Path:
-    """weights (.pt) -> out_dir/model.onnx + out_dir/model.json; returns the ONNX path."""
+                name: str = "model", log=print, trust_checkpoint: bool = False) -> Path:
+    """weights (.pt) -> out_dir/model.onnx + out_dir/model.json; returns the ONNX path.
+
+    The weights are copied into a private temp folder and that copy is checked with the restricted unpickler
+    (edgekit.checkpoint) before Ultralytics loads it, unless `trust_checkpoint`.
+    """
     weights = Path(weights)
     if not weights.exists():
         raise ArtifactError(f"{weights}: weights file not found")
     ul = ultralytics()
     onnx = require("onnx", "ONNX export")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
-    try:
-        model = ul.YOLO(str(weights))
-    except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{weights}: not a loadable Ultralytics checkpoint ({reason})") from None
-    if model.task != "detect":
-        raise ArtifactError(f"{weights}: task is '{model.task}', edgekit handles detection models only")
-    arch, family = arch_of(model)
-    with tempfile.TemporaryDirectory(prefix="edgekit-export-") as tmp:
-        local = Path(tmp) / weights.name  # Ultralytics writes next to the weights: keep that out of the user's folders
-        shutil.copy2(weights, local)
+    with private_tempdir("export") as tmp:
+        # Ultralytics writes next to the weights, so it gets a copy; the copy is what was checked and what loads
+        local = Path(tmp) / weights.name
+        if trust_checkpoint:
+            shutil.copyfile(weights, local)
+        else:
+            checked_copy(weights, tmp)
+        source_sha = sha256_file(local)  # the bytes that were checked and exported
+        try:
+            model = ul.YOLO(str(local))
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ArtifactError(f"{weights}: not a loadable Ultralytics checkpoint ({reason})") from None
+        if model.task != "detect":
+            raise ArtifactError(f"{weights}: task is '{model.task}', edgekit handles detection models only")
+        arch, family = arch_of(model)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
         m = ul.YOLO(str(local))
         kw = dict(format="onnx", imgsz=list(imgsz), dynamic=dynamic, simplify=simplify, batch=1, verbose=False)
         if opset:
@@ -74,7 +82,7 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
         "dynamic": dynamic,
         "precision": "fp32",
         "backend": "onnx",
-        "source": {"path": str(weights.resolve()), "sha256": sha256_file(weights)},
+        "source": {"path": str(weights.resolve()), "sha256": source_sha},
         "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "size_mb": round(target.stat().st_size / 1e6, 3),

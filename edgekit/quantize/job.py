@@ -22,6 +22,7 @@ from ..runtime.meta import read_sidecar, write_sidecar
 from .recipe import Recipe, recipe_for
 
 # sidecar fields of the FP32 export that describe the network's interface and carry over unchanged
+FAILED_SUFFIX = ".FAILED"  # folder suffix of an artifact kept after failing its gate (Engine refuses it)
 CARRY = ("task", "arch", "family", "names", "nc", "imgsz", "stride", "letterbox", "input", "output", "opset", "dynamic")
 
 
@@ -41,6 +42,7 @@ class Attempt:
     passed: bool = False
     build_s: float = 0.0
     eval_s: float = 0.0
+    precision_executed: str | None = None
 
     def summary(self) -> dict:
         return {"attempt": self.label, "method": self.method, "precision": self.precision,
@@ -66,21 +68,36 @@ def subset(ds: Dataset, samples: list, name: str = "subset") -> Dataset:
     return sub
 
 
-def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, log=print) -> dict:
-    """mAP of the FP32 ONNX through Engine, cached in the ONNX sidecar under 'accuracy'."""
+# the backend whose FP32 run is a quantized artifact's baseline: its own (TensorRT: no FP32 engine is built, so the
+# FP32 ONNX on ONNX Runtime CPU stands in)
+BASELINE_BACKEND = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "onnxruntime"}
+
+
+def baseline_key(backend: str, device: str, ds: Dataset, split: str, limit: int | None) -> str:
+    """Cache key of an FP32 baseline: backend, device, split, limit and the split's content."""
+    return f"{backend}@{device}|{split}|{limit or 'all'}|{split_fingerprint(ds, split, limit)}"
+
+
+def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, log=print,
+                  backend: str = "onnxruntime", device: str = "cpu") -> dict:
+    """mAP of the FP32 ONNX through Engine on `backend` in FP32, cached in the ONNX sidecar under 'accuracy'."""
     doc = read_sidecar(onnx_path)
-    key = f"{split}|{limit or 'all'}|{split_fingerprint(ds, split, limit)}"
+    key = baseline_key(backend, device, ds, split, limit)
     cached = doc.get("accuracy", {}).get(key)
     if cached:
-        log(f"FP32 baseline (cached in {onnx_path.with_suffix('.json').name}): mAP50-95 {cached['map50_95']:.4f}")
+        log(f"FP32 baseline on {backend} (cached in {onnx_path.with_suffix('.json').name}): "
+            f"mAP50-95 {cached['map50_95']:.4f}")
         return cached
-    log(f"FP32 baseline: evaluating {onnx_path.name} on '{split}'")
-    r = evaluate(onnx_path, ds, split=split, limit=limit)
-    res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "evaluator")}
+    log(f"FP32 baseline: evaluating {onnx_path.name} on '{split}' with {backend} ({device})")
+    r = evaluate(onnx_path, ds, split=split, limit=limit, backend=backend, device=device, precision="fp32",
+                 progress=False)
+    res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "device", "precision_executed",
+                             "evaluator")}
     res["data"] = str(ds.source)
     doc.setdefault("accuracy", {})[key] = res
     write_sidecar(onnx_path, {k: v for k, v in doc.items() if k != "format"})
-    log(f"FP32 baseline: mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f} ({res['images']} images)")
+    log(f"FP32 baseline: mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f} ({res['images']} images, "
+        f"{backend} {res['precision_executed']})")
     return res
 
 
@@ -119,7 +136,9 @@ class Job:
         log(f"calibration: {len(self.calib)} images from '{calib_split}' "
             f"({self.calib.info['classes_covered']}/{self.calib.info['classes_in_split']} classes), seed {seed}, "
             f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
-        self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, eval_limit, log)
+        base_backend = BASELINE_BACKEND.get(backend, "onnxruntime")
+        self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, eval_limit, log, base_backend,
+                                      device if base_backend == backend else "cpu")
         self.work = self.out_dir / f".quantize-{backend}.work"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
@@ -160,10 +179,13 @@ class Job:
         a.build_s = time.perf_counter() - t0
         write_sidecar(artifact, self.sidecar(a, status="EVALUATING"))
         t0 = time.perf_counter()
-        r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, backend=self.engine_backend,
-                     device=self.device)
+        from ..runtime import Engine
+
+        with Engine(artifact, device=self.device, backend=self.engine_backend, allow_failed=True) as eng:  # the gate
+            r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, device=self.device,
+                         engine=eng)
         a.eval_s = time.perf_counter() - t0
-        a.map50, a.map50_95 = r["map50"], r["map50_95"]
+        a.map50, a.map50_95, a.precision_executed = r["map50"], r["map50_95"], r.get("precision_executed")
         a.drop_points = (self.baseline["map50_95"] - a.map50_95) * 100
         a.passed = self.gate_ok(a.drop_points)
         self.attempts.append(a)
@@ -180,6 +202,7 @@ class Job:
         doc = {k: self.fp32[k] for k in CARRY if k in self.fp32}
         doc.update({
             "precision": a.precision,
+            "precision_executed": a.precision_executed,
             "backend": self.backend,
             "source": {"onnx": str(self.onnx.resolve()), "sha256": sha256_file(self.onnx),
                        "weights": self.fp32.get("source")},
@@ -189,6 +212,8 @@ class Job:
             "accuracy_gate": {"split": self.eval_split, "limit": self.eval_limit, "data": str(self.ds.source),
                               "images": self.baseline.get("images"), "max_map_drop": self.max_map_drop,
                               "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
+                              "baseline": {k: self.baseline.get(k)
+                                           for k in ("backend", "device", "precision_executed")},
                               "map50": a.map50, "map50_95": a.map50_95, "drop_points": round(a.drop_points, 3)},
             **self.sidecar_extra,
             "status": status,
@@ -197,18 +222,25 @@ class Job:
         })
         return doc
 
+    def final_name(self, precision: str, passed: bool) -> Path:
+        """model_int8_openvino for a passing artifact; model_int8_openvino.FAILED for one that failed its gate."""
+        name = f"{self.onnx.stem}_{precision}_{self.backend}"
+        return self.out_dir / (name if passed else f"{name}{FAILED_SUFFIX}")
+
     def finish(self) -> dict:
-        """Keep the first passing attempt (else the least bad), move it into place, write its sidecar."""
+        """Keep the first passing attempt (else the least bad, under a .FAILED name), move it into place."""
         if not self.attempts:
             raise ArtifactError(f"{self.onnx}: no {self.backend} artifact was built")
         ok = [a for a in self.attempts if a.passed]
         best = ok[0] if ok else min(self.attempts, key=lambda a: a.drop_points)
         status = "PASSED" if ok else "FAILED"
-        final = self.out_dir / f"{self.onnx.stem}_{best.precision}_{self.backend}"
+        final = self.final_name(best.precision, bool(ok))
         write_sidecar(best.artifact, self.sidecar(best, status))
         with atomic_dir(final) as tmp:
             for p in best.folder.iterdir():
                 shutil.move(str(p), tmp / p.name)
+        if ok:  # a failure from an earlier run is superseded (a passing artifact is never removed by a failure)
+            shutil.rmtree(self.final_name(best.precision, False), ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
         artifact = final / best.artifact.name
         res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
@@ -222,7 +254,8 @@ class Job:
                  f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
         if not ok:
             err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
-                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED")
+                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED, kept "
+                                    f"for inspection only (Engine refuses it without allow_failed=True)")
             err.result = res
             raise err
         return res

@@ -94,7 +94,10 @@ class _CompiledBackend:
     fixed_batch = 1
 
     def __init__(self, compiled):
+        from ..runtime.backends.openvino import executed_precision
+
         self.request = compiled.create_infer_request()
+        self.precision_executed = f"int8+{executed_precision(compiled)}"  # NNCF compiles with f32 for the float part
 
     def infer(self, blob):
         self.request.infer({0: blob})

@@ -7,6 +7,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 
 from ..data.images import read_image
+from ..errors import ArtifactError
 from .backends import get_backend, pick_backend
 from .detections import Detections
 from .meta import ModelMeta, load_meta
@@ -16,20 +17,60 @@ from .preprocess import preprocess
 Source = Union[str, Path, np.ndarray]
 
 
+def refuse_unfinished(path: Path, sidecar: dict) -> None:
+    """ArtifactError for an artifact whose sidecar says it failed its accuracy gate or was never judged."""
+    status = sidecar.get("status") if isinstance(sidecar, dict) else None
+    if status not in ("FAILED", "EVALUATING"):
+        return
+    gate = sidecar.get("accuracy_gate") or {}
+    if status == "FAILED":
+        why = (f"failed its accuracy gate (mAP50-95 drop {gate.get('drop_points', '?')} points, "
+               f"allowed {gate.get('max_map_drop', '?')})")
+    else:
+        why = "is half-finished (sidecar status EVALUATING: its accuracy gate never completed)"
+    raise ArtifactError(f"{path}: artifact {why}; to load it anyway pass Engine(..., allow_failed=True) "
+                        f"or --allow-failed")
+
+
+def check_precision(engine: "Engine", requested: str | None) -> None:
+    """Refuse an Engine whose backend runs another float precision than the one asked for."""
+    done = engine.precision_executed
+    if not requested or done is None:
+        return
+    if requested.lower() not in done.split("+"):
+        engine.close()
+        raise ArtifactError(f"{engine.path}: {requested} execution was asked for, but the {engine.backend_name} "
+                            f"backend runs this model in {done}")
+
+
 class Engine:
     """Detector runtime: Engine("model.onnx")("bus.jpg") -> Detections.
 
-    The same preprocess/postprocess serve calibration, eval, bench and apps.
+    The same preprocess/postprocess serve calibration, eval, bench and apps. An artifact whose sidecar status is
+    FAILED (accuracy gate) or EVALUATING (gate never finished) is refused unless `allow_failed=True`.
+
+    Precision: an artifact runs in the precision its sidecar names (fp32 and int8 artifacts in FP32 floats, on
+    every backend); `precision="bf16"` (or "fp16") asks for another one, which the backend runs or refuses with
+    ArtifactError. `precision_executed` says what the backend actually runs.
+
+    Threads: one Engine may be called from several threads at once on every backend (OpenVINO: one infer request
+    per call from a pool; ONNX Runtime: its session is thread-safe; torch and TensorRT: calls are serialized).
+    For throughput, use bench.concurrency's runners (OpenVINO AsyncInferQueue, parallel sessions).
     """
 
     def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
-                 iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False, **options):
+                 iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
+                 allow_failed: bool = False, **options):
         self.path = Path(path)
-        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None))  # imgsz: .pt only
+        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None),  # imgsz, trust: .pt only
+                                         trust_checkpoint=bool(options.get("trust_checkpoint", False)))
+        if not allow_failed:
+            refuse_unfinished(self.path, self.meta.raw)
         self.device = device
         self.backend_name = backend or pick_backend(self.path, device)
         self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
         self.backend = get_backend(self.backend_name)(self.path, device, self.meta, **options).load()
+        check_precision(self, options.get("precision"))
 
     # stages -----------------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +151,11 @@ class Engine:
         if isinstance(source, (list, tuple)):
             return self.predict(source, **overrides)
         return self.predict([source], **overrides)[0]
+
+    @property
+    def precision_executed(self) -> str | None:
+        """'fp32', 'bf16', 'fp16', 'int8+fp32', ...: what the backend runs (None when it cannot tell)."""
+        return self.backend.precision_executed
 
     @property
     def names(self) -> list[str]:

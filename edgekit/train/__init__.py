@@ -19,7 +19,7 @@ def train(weights_or_arch, data, strategy=None, **kwargs) -> dict:
     if w.startswith("yolo_nas_s"):
         from .nas import train_nas
 
-        keep = ("epochs", "imgsz", "batch", "device", "out_dir", "gpu_hour_usd", "log")
+        keep = ("epochs", "imgsz", "batch", "device", "out_dir", "gpu_hour_usd", "log", "trust_checkpoint")
         return train_nas(w.partition(":")[2] or None, data, strategy or "full",
                          **{k: v for k, v in kwargs.items() if k in keep})
     from .run import train as _train

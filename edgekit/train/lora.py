@@ -84,11 +84,12 @@ def has_lora(model) -> bool:
     return any(isinstance(m, LoRAConv2d) for m in model.modules())
 
 
-def merge_checkpoint(path) -> int:
+def merge_checkpoint(path, trust_checkpoint: bool = False) -> int:
     """Merge the LoRA adapters of an Ultralytics checkpoint's model/ema in place (atomic rewrite)."""
+    from ..checkpoint import load_checkpoint
     from ..io import atomic_path
 
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path, trust=trust_checkpoint)
     n = 0
     for key in ("ema", "model"):
         m = ckpt.get(key)

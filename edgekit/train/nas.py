@@ -36,15 +36,21 @@ def super_gradients():
         raise MissingDependency(f"super_gradients is not importable (needed for YOLO-NAS): {INSTALL}") from e
 
 
-def build(nc: int, weights=None, arch: str = "yolo_nas_s"):
-    """A YOLO-NAS model with nc classes, from a user checkpoint (edgekit best.pt or super-gradients ckpt) or random."""
+def build(nc: int, weights=None, arch: str = "yolo_nas_s", trust_checkpoint: bool = False):
+    """A YOLO-NAS model with nc classes, from a user checkpoint (edgekit best.pt or super-gradients ckpt) or random.
+
+    The checkpoint is loaded with edgekit's restricted unpickler unless `trust_checkpoint`.
+    """
     super_gradients()
-    import torch
     from super_gradients.training import models
+
+    from ..checkpoint import load_checkpoint
 
     model = models.get(arch, num_classes=nc)
     if weights:
-        ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(weights, trust=trust_checkpoint)
+        if not isinstance(ckpt, dict):
+            raise ArtifactError(f"{weights}: expected a checkpoint dict with a state_dict, got {type(ckpt).__name__}")
         sd = ckpt.get("state_dict") or ckpt.get("net") or ckpt.get("ema_net") or ckpt
         own = model.state_dict()
         sd = {k.removeprefix("module."): v for k, v in sd.items()}
@@ -120,14 +126,15 @@ def _batches(samples, imgsz: int, batch: int, train: bool):
 
 
 def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320, batch: int = 8, device="cpu",
-              out_dir="runs/nas", lr: float = 2e-4, gpu_hour_usd: float = 2.0, log=print, export: bool = True) -> dict:
+              out_dir="runs/nas", lr: float = 2e-4, gpu_hour_usd: float = 2.0, log=print, export: bool = True,
+              trust_checkpoint: bool = False) -> dict:
     """Train YOLO-NAS S with an edgekit strategy; writes out_dir/best.pt, model.onnx + model.json, train.json."""
     import torch
 
     from ..data.dataset import load_dataset
     from .lora import apply_lora, merge_lora
 
-    s = parse_strategy(strategy)
+    s = parse_strategy(strategy).resolve(epochs)
     if s.kind == "auto":
         from .auto import auto_strategy
 
@@ -137,7 +144,7 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     random.seed(0)
-    model = build(ds.nc, weights if s.pretrained else None).to(device)
+    model = build(ds.nc, weights if s.pretrained else None, trust_checkpoint=trust_checkpoint).to(device)
     if s.kind == "lora":
         apply_lora(model.backbone, None, s.lora_rank, s.lora_alpha)
     from super_gradients.training.losses import PPYoloELoss
@@ -220,16 +227,20 @@ class _Flat:
         return Flat(model).eval()
 
 
-def export_nas_onnx(weights, out_dir, imgsz: int = 640, opset: int = 17, log=print) -> Path:
+def export_nas_onnx(weights, out_dir, imgsz: int = 640, opset: int = 17, log=print,
+                    trust_checkpoint: bool = False) -> Path:
     """edgekit YOLO-NAS best.pt -> out_dir/model.onnx + model.json (layout 'nas')."""
     import torch
 
     from .._imports import tool_versions
+    from ..checkpoint import load_checkpoint
     from ..io import sha256_file
     from ..runtime.meta import write_sidecar
 
     onnx = require("onnx", "ONNX export")
-    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(weights, trust=trust_checkpoint)
+    if not (isinstance(ckpt, dict) and "names" in ckpt and "state_dict" in ckpt):
+        raise ArtifactError(f"{weights}: not an edgekit YOLO-NAS best.pt (expected keys 'names' and 'state_dict')")
     names = ckpt["names"]
     model = build(len(names))
     model.load_state_dict(ckpt["state_dict"])

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import ArtifactError, DataError, EdgekitError
 from .._imports import tool_versions
-from ..io import atomic_path, atomic_write_json
+from ..checkpoint import check_checkpoint, checked_copy
+from ..io import atomic_path, atomic_write_json, private_tempdir
 from .strategy import parse_strategy
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "yolov8n_coco.pt"
@@ -80,12 +81,14 @@ def _read_json(path: Path) -> dict:
 def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 640, batch: int = 16,
           device="cpu", out_dir="runs/train", patience: int = 50, resume: bool = False,
           gpu_hour_usd: float = 2.0, cpu_hour_usd: float = 0.0, workers: int = 0, backbone_lr_mult: float = 1.0,
-          log=print, callbacks: dict | None = None, skip_bad: bool = False, **overrides) -> dict:
+          log=print, callbacks: dict | None = None, skip_bad: bool = False, trust_checkpoint: bool = False,
+          **overrides) -> dict:
     """Train one strategy with Ultralytics; returns the train.json dict (also written to out_dir/train.json).
 
     strategy: see edgekit.train.strategy (None: 'full', or the recorded one when resuming).
     resume: continue from out_dir/last.pt with the same strategy; the schedule state follows from the epoch.
     callbacks: extra Ultralytics callbacks {event: fn(trainer)}; overrides: extra Ultralytics train arguments.
+    trust_checkpoint: hand the .pt to Ultralytics unchecked (default: a private copy that passed edgekit.checkpoint).
     skip_bad: report bad samples (log and train.json "skipped") and train without them, instead of stopping.
     The dataset is validated before training and never written to: Ultralytics works on a view in out_dir/.data.
     """
@@ -114,7 +117,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
 
     reasons = list(prev.get("reasons", [])) if resume else []
-    resolved = requested
+    resolved = requested.resolve(epochs)  # the bare 'schedule' depends on the epoch count
     if requested.kind == "auto":
         if resume and prev.get("resolved_strategy"):
             resolved = parse_strategy(prev["resolved_strategy"])
@@ -170,6 +173,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
                 shutil.copy2(trainer.last, tmp)
 
     plan.on_epoch = on_epoch
+    ckpt_tmp = None
     args = dict(data=str(yaml_path), epochs=epochs, imgsz=int(imgsz), batch=int(batch), device=str(device),
                 patience=int(patience), workers=int(workers), project=str(out.parent), name=out.name, exist_ok=True,
                 plots=False, pretrained=pretrained, val=True, verbose=True)
@@ -179,9 +183,13 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     if resume:
         args = {k: args[k] for k in ("data", "device", "workers", "patience", "plots", "imgsz", "batch")}
         args.update(resume=str(last), save_dir=str(out))
+        check_checkpoint(last, trust=trust_checkpoint)
         log(f"edgekit: resuming {out} from {last.name} (strategy {resolved.spec})")
     else:
         args["model"] = model
+        if model.endswith(".pt") and not trust_checkpoint:  # Ultralytics unpickles fully: give it a checked copy
+            ckpt_tmp = private_tempdir("train")
+            args["model"] = str(checked_copy(model, ckpt_tmp.name))
         for stale in (last, out / "best.pt", out / "weights" / "last.pt", out / "weights" / "best.pt"):
             stale.unlink(missing_ok=True)
         log(f"edgekit: training {Path(str(weights_or_arch)).name} on {Path(str(data)).name} with strategy "
@@ -200,6 +208,9 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     except BaseException:
         atomic_write_json(json_path, snapshot("interrupted"))
         raise
+    finally:
+        if ckpt_tmp is not None:
+            ckpt_tmp.cleanup()
     if not Path(trainer.best).exists():
         raise ArtifactError(f"{trainer.best}: Ultralytics wrote no best checkpoint")
     with atomic_path(out / "best.pt") as tmp:

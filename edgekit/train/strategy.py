@@ -7,6 +7,9 @@ Syntax (`edgekit train --strategy`):
     freeze:N           the first N modules (model.0 .. model.N-1) frozen
     schedule:E:G,...   staged unfreezing: from epoch E (0-based) group G and every group before it is frozen;
                        G is backbone | neck | none | N (first N modules), e.g. "0:neck,3:backbone,6:none"
+    schedule           the default schedule: backbone frozen for the first third of the run, then everything
+                       trains: "0:backbone,K:none" with K = round(epochs / 3), at least 1 (resolved at train time
+                       against --epochs; with 1 epoch the backbone stays frozen throughout)
     lora[:R[:ALPHA]]   backbone frozen, low-rank adapters (rank R, default 8; scale ALPHA/R, ALPHA default R)
                        on its convolutions, merged into the conv weights before best.pt is written
     auto               chosen from the dataset (see edgekit.train.auto), reasons go into train.json
@@ -46,14 +49,26 @@ class Strategy:
         """Canonical text, parseable again."""
         if self.kind == "freeze":
             return f"freeze:{self.stages[0].freeze}"
+        if self.kind == "schedule" and not self.stages:
+            return "schedule"
         if self.kind == "schedule":
             return "schedule:" + ",".join(map(str, self.stages))
         if self.kind == "lora":
             return f"lora:{self.lora_rank}" + (f":{self.lora_alpha:g}" if self.lora_alpha != self.lora_rank else "")
         return self.kind
 
+    def resolve(self, epochs: int) -> "Strategy":
+        """This strategy for a run of `epochs`: the bare 'schedule' becomes 0:backbone,K:none, the rest is as is."""
+        if self.kind != "schedule" or self.stages:
+            return self
+        k = default_unfreeze_epoch(epochs)
+        return Strategy("schedule", (Stage(0, "backbone"), Stage(k, "none")), text=self.text)
+
     def stage_at(self, epoch: int) -> Stage:
         """The stage in force at a 0-based epoch (before the first stage: nothing frozen)."""
+        if self.kind == "schedule" and not self.stages:
+            raise EdgekitError("strategy 'schedule': the default schedule depends on the epoch count; "
+                               "call resolve(epochs) first")
         cur = Stage(0, "none")
         for s in self.stages:
             if s.epoch <= epoch:
@@ -64,8 +79,13 @@ class Strategy:
         return self.spec
 
 
+def default_unfreeze_epoch(epochs: int) -> int:
+    """Epoch at which the bare 'schedule' unfreezes the backbone: a third of the run, rounded, at least 1."""
+    return max(1, round(int(epochs) / 3))
+
+
 def _bad(text: str, why: str, hint: bool = False) -> EdgekitError:
-    more = (" (expected scratch, full, head, freeze:N, schedule:\"0:backbone,5:none\", lora[:R[:ALPHA]] or auto)"
+    more = (" (expected scratch, full, head, freeze:N, schedule[:\"0:backbone,5:none\"], lora[:R[:ALPHA]] or auto)"
             if hint else "")
     return EdgekitError(f"strategy '{text}': {why}{more}")
 
@@ -91,7 +111,7 @@ def parse_strategy(text) -> Strategy:
         return text
     raw = str(text).strip()
     s = raw.strip("\"'")
-    kind, _, arg = s.partition(":")
+    kind, colon, arg = s.partition(":")
     kind, arg = kind.strip().lower(), arg.strip().strip("\"'")
     if kind not in KINDS:
         raise _bad(raw, f"unknown strategy '{kind}'", hint=True)
@@ -118,6 +138,8 @@ def parse_strategy(text) -> Strategy:
             raise _bad(raw, "LoRA rank must be >= 1 and alpha > 0")
         return Strategy(kind, (Stage(0, "backbone"),), lora_rank=r, lora_alpha=alpha, text=raw)
     # schedule
+    if not colon:
+        return Strategy(kind, (), text=raw)  # the default schedule, resolved against the epoch count
     if not arg:
         raise _bad(raw, "'schedule' needs stages, e.g. schedule:\"0:backbone,5:none\"")
     stages = []

@@ -50,8 +50,14 @@ class Backend:
         """Batch size the loaded model requires, or None when the batch is dynamic."""
         return 1
 
+    @property
+    def precision_executed(self) -> str | None:
+        """Precision the loaded model actually runs in: 'fp32', 'fp16', 'bf16', or 'int8+<float part>'."""
+        fp = "fp16" if np.dtype(self.input_dtype) == np.float16 else "fp32"
+        return f"int8+{fp}" if self.meta is not None and self.meta.precision == "int8" else fp
+
     def info(self) -> dict:
-        return {"backend": self.name, "device": self.device}
+        return {"backend": self.name, "device": self.device, "precision_executed": self.precision_executed}
 
     # to implement -----------------------------------------------------------------------------
     def load_impl(self) -> None:

@@ -41,6 +41,10 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load this model: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
+        if self.meta is not None:
+            from ..meta import check_io
+
+            check_io(self.path, self.meta, inp.shape, self.session.get_outputs()[0].shape)
         self.input_name = inp.name
         self._dtype = np.float16 if "float16" in inp.type else np.float32
         b = inp.shape[0]

@@ -1,6 +1,17 @@
-"""OpenVINO backend: IR (.xml/.bin or its folder) or ONNX on CPU, GPU, NPU, AUTO."""
+"""OpenVINO backend: IR (.xml/.bin or its folder) or ONNX on CPU, GPU, NPU, AUTO.
+
+Precision: the plugin's own default is not FP32 everywhere (the CPU plugin runs bf16 wherever the CPU has
+AVX512_BF16 or AMX; GPU runs f16), so the backend always sets INFERENCE_PRECISION_HINT: f32 for fp32 and int8
+artifacts (the float part of an INT8 IR), bf16 only when asked for (option `precision`, or a sidecar saying
+`precision: bf16`), and reads back what the compiled model executes.
+
+Threads: each call takes its own infer request from a pool sized to OPTIMAL_NUMBER_OF_INFER_REQUESTS (blocking while
+every request is busy) and copies the output before handing the request back.
+"""
 from __future__ import annotations
 
+import queue
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +21,10 @@ from ...errors import ArtifactError
 from .base import Backend
 
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
+# edgekit precision name <-> OpenVINO element type name, and the OPTIMIZATION_CAPABILITIES entry that allows it
+OV_TYPES = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_FROM_OV = {v: k for k, v in OV_TYPES.items()}
+CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}
 
 
 def ov_device(device: str) -> str:
@@ -21,6 +36,68 @@ def ov_device(device: str) -> str:
     if d.startswith("cuda"):
         raise ArtifactError(f"device '{device}' is not an OpenVINO device (use cpu, GPU, NPU or AUTO)")
     return device.upper()
+
+
+def ov_reason(e: Exception) -> str:
+    """The meaningful line of an OpenVINO error, not its 'Exception from src/...cpp:N:' header."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from src", "Check '")) and not ln.endswith(".cpp")]
+    return (useful or lines or [type(e).__name__])[0][:300]
+
+
+def capabilities(core, dev: str) -> list[str]:
+    """OPTIMIZATION_CAPABILITIES of an OpenVINO device ('BF16', 'FP16', 'FP32', 'INT8', ...); [] when unknown."""
+    try:
+        return [str(c).upper() for c in core.get_property(dev, "OPTIMIZATION_CAPABILITIES")]
+    except Exception:  # AUTO/MULTI and some plugins do not report it
+        return []
+
+
+def float_precision(precision: str | None) -> str:
+    """The floating-point part of an artifact precision: int8 -> fp32, fp32/bf16/fp16 unchanged."""
+    p = (precision or "fp32").lower()
+    if p in ("int8", "fp32"):
+        return "fp32"
+    if p not in OV_TYPES:
+        raise ArtifactError(f"unknown precision '{precision}' (choose fp32, bf16 or fp16)")
+    return p
+
+
+def execution_hint(core, dev: str, artifact_precision: str, requested: str | None, path) -> str | None:
+    """The INFERENCE_PRECISION_HINT value for this device, or None to leave the plugin's default (AUTO, NPU).
+
+    An explicit request the device cannot run is an error; so is a bf16 artifact on a device without bf16.
+    An fp16 artifact (FP16 weights) runs f16 where the device has it, else f32.
+    """
+    want = float_precision(requested or artifact_precision)
+    caps = capabilities(core, dev)
+    if not caps:
+        return OV_TYPES[want]  # cannot check here; compile and read back
+    if CAPABILITY[want] in caps:
+        return OV_TYPES[want]
+    if want == "fp16" and not requested:
+        return "f32"
+    if requested or want == "bf16":
+        no_bf16 = " (this CPU has no bf16)" if want == "bf16" and dev == "CPU" else ""
+        raise ArtifactError(f"{path}: {want} execution was asked for, but OpenVINO {dev} here cannot run it"
+                            f"{no_bf16}; its capabilities: {', '.join(caps)}")
+    warnings.warn(f"{path}: OpenVINO {dev} does not list {CAPABILITY[want]}; it runs its own default precision",
+                  stacklevel=3)
+    return None
+
+
+def executed_precision(compiled) -> str | None:
+    """The float precision a compiled model runs in ('fp32', 'bf16', 'fp16'); None when the device won't say."""
+    try:
+        t = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # AUTO does not expose it
+        return None
+    name = t.to_string() if hasattr(t, "to_string") else str(t)
+    return _FROM_OV.get(name, name)
+
+
+def has_fake_quantize(model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
 
 class OpenVINOBackend(Backend):
@@ -39,26 +116,55 @@ class OpenVINOBackend(Backend):
         try:
             model = core.read_model(str(path))
         except Exception as e:
-            raise ArtifactError(f"{path}: OpenVINO cannot read this model: {str(e).splitlines()[0]}") from None
+            raise ArtifactError(f"{path}: OpenVINO cannot read this model: {ov_reason(e)}") from None
         shape = model.inputs[0].get_partial_shape()
         self._batch = shape[0].get_length() if shape[0].is_static else None
-        hint = self.options.get("hint", "LATENCY")
-        config = {"PERFORMANCE_HINT": hint}
+        self.int8 = has_fake_quantize(model) or (self.meta is not None and self.meta.precision == "int8")
+        requested = self.options.get("precision")
+        artifact_precision = self.meta.precision if self.meta is not None else "fp32"
+        config = {"PERFORMANCE_HINT": self.options.get("hint", "LATENCY")}
+        hint = execution_hint(core, dev, artifact_precision, requested, path)
+        if hint:
+            config["INFERENCE_PRECISION_HINT"] = hint
         if self.options.get("streams"):
             config["NUM_STREAMS"] = str(self.options["streams"])
         if self.options.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
         self.compiled = core.compile_model(model, dev, config)
-        self.request = self.compiled.create_infer_request()
+        self.executed = executed_precision(self.compiled)
+        if hint and self.executed and self.executed != _FROM_OV[hint]:  # a plugin may substitute (f16 -> bf16)
+            raise ArtifactError(f"{path}: asked OpenVINO {dev} for {_FROM_OV[hint]} execution, it compiled "
+                                f"{self.executed}: refusing to report {self.executed} figures as {_FROM_OV[hint]}")
         self.core = core
+        self._requests = self._request_pool()
+
+    def _request_pool(self) -> queue.Queue:
+        try:
+            n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        except Exception:
+            n = 1
+        pool: queue.Queue = queue.Queue()
+        for _ in range(max(1, n)):
+            pool.put(self.compiled.create_infer_request())
+        return pool
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
-        self.request.infer({0: blob}, share_inputs=True)
-        return self.request.get_output_tensor(0).data.copy()
+        req = self._requests.get()  # blocks while every request is busy
+        try:
+            req.infer({0: blob}, share_inputs=True)
+            return req.get_output_tensor(0).data.copy()
+        finally:
+            self._requests.put(req)
 
     @property
     def fixed_batch(self):
         return self._batch
+
+    @property
+    def precision_executed(self) -> str | None:
+        if self.executed is None:
+            return None
+        return f"int8+{self.executed}" if self.int8 else self.executed
 
     def info(self) -> dict:
         d = super().info()
@@ -69,4 +175,4 @@ class OpenVINOBackend(Backend):
         return d
 
     def close_impl(self) -> None:
-        del self.request, self.compiled
+        del self._requests, self.compiled

@@ -1,6 +1,11 @@
-"""TensorRT backend (TensorRT 10 tensor API): .engine files, device buffers through torch, checked before loading."""
+"""TensorRT backend (TensorRT 10 tensor API): .engine files, device buffers through torch, checked before loading.
+
+An execution context (its tensor addresses and input shape) is not thread-safe: calls on one Engine are serialized
+by a lock; parallel inference uses one Engine (context and stream) per thread (bench.concurrency.TensorRTRunner).
+"""
 from __future__ import annotations
 
+import threading
 import warnings
 
 import numpy as np
@@ -55,6 +60,10 @@ def gpu_info(index: int = 0) -> dict:
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()
+
     def running(self) -> tuple[str, str]:
         """(TensorRT version, compute capability) of this process and device."""
         trt = require("tensorrt", "the TensorRT backend")
@@ -85,6 +94,10 @@ class TensorRTBackend(Backend):
         self.stream = torch.cuda.Stream(self.dev)
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
+        with self.lock:
+            return self._infer(blob)
+
+    def _infer(self, blob: np.ndarray) -> np.ndarray:
         torch, ctx = self.torch, self.context
         name = self.inputs[0]
         x = torch.from_numpy(np.ascontiguousarray(blob.astype(self.dtypes[name], copy=False))).to(self.dev)
@@ -104,6 +117,17 @@ class TensorRTBackend(Backend):
     @property
     def fixed_batch(self):
         return self._batch
+
+    @property
+    def precision_executed(self) -> str:
+        """From the sidecar: INT8 engines are built with FP16 allowed; FP32 ones use TF32 on compute capability 8+."""
+        p = self.meta.precision if self.meta is not None else "fp32"
+        if p == "int8":
+            return "int8+fp16"
+        cc = str((self.meta.raw if self.meta is not None else {}).get("tensorrt", {}).get("compute_capability", "0"))
+        if p == "fp32" and cc.split(".")[0].isdigit() and int(cc.split(".")[0]) >= 8:
+            return "tf32"
+        return p
 
     def info(self) -> dict:
         d = super().info()

@@ -1,9 +1,12 @@
 """PyTorch backend: an Ultralytics .pt on cpu or cuda:N, the baseline beside exported artifacts.
 
-Options: half (FP16; default True on CUDA), cuda_graph (capture a CUDA graph for batch 1; default False).
+Options: half (FP16; default True on CUDA), cuda_graph (capture a CUDA graph for batch 1; default False),
+trust_checkpoint (skip the restricted-unpickler check; default False: see edgekit.checkpoint).
 The output is the raw (B, 4 + nc, N) tensor as a numpy array, so the shared postprocess applies.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -22,6 +25,10 @@ def torch_device(device: str) -> str:
 class TorchBackend(Backend):
     name = "torch"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()  # one model (and one CUDA graph) shared by every calling thread
+
     def load_impl(self) -> None:
         from ..._ultralytics import ultralytics
 
@@ -31,10 +38,17 @@ class TorchBackend(Backend):
         if self.dev.type == "cuda" and not torch.cuda.is_available():
             raise ArtifactError(f"device {self.device}: torch here has no CUDA (torch {torch.__version__}, "
                                 f"CUDA build {torch.version.cuda})")
-        try:
-            yolo = ul.YOLO(str(self.path))
-        except Exception as e:
-            raise ArtifactError(f"{self.path}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {e})") from None
+        from ...checkpoint import checked_copy
+        from ...io import private_tempdir
+
+        with private_tempdir("load") as tmp:  # Ultralytics unpickles fully: hand it the copy that was checked
+            local = checked_copy(self.path, tmp, trust=bool(self.options.get("trust_checkpoint", False)))
+            try:
+                yolo = ul.YOLO(str(local))
+            except Exception as e:
+                raise ArtifactError(f"{self.path}: not a loadable Ultralytics checkpoint "
+                                    f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+                                    ) from None
         net = yolo.model
         if hasattr(net, "fuse"):
             net = net.fuse(verbose=False)
@@ -70,7 +84,7 @@ class TorchBackend(Backend):
         torch = self.torch
         x = torch.from_numpy(np.ascontiguousarray(blob)).to(self.dev, non_blocking=True)
         x = x.half() if self.half else x.float()
-        with torch.inference_mode():
+        with self.lock, torch.inference_mode():
             if self.use_graph and x.shape[0] == 1:
                 try:
                     if self.graph is None or self.static_in.shape != x.shape:
@@ -88,6 +102,13 @@ class TorchBackend(Backend):
     @property
     def fixed_batch(self):
         return None
+
+    @property
+    def precision_executed(self) -> str:
+        if self.half:
+            return "fp16"
+        tf32 = self.dev.type == "cuda" and self.torch.backends.cudnn.allow_tf32
+        return "tf32" if tf32 else "fp32"
 
     def info(self) -> dict:
         d = super().info()
