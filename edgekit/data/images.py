@@ -88,24 +88,6 @@ def _check_bytes(data: bytes, path: Path) -> str:
     return kind
 
 
-def check_image_file(path: Path) -> None:
-    """Raise DataError unless the file exists, is non-empty and looks like a complete image (no decoding)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(16)
-            f.seek(max(size - 2, 0))
-            tail = f.read(2)
-    except FileNotFoundError:
-        raise DataError(path, "image file not found") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read image file ({e.strerror})") from None
-    if size == 0:
-        raise DataError(path, "image file is empty")
-    if _kind(head, path) == "jpeg" and tail != _EOI:
-        _check_jpeg_end(_read(path), path)
-
-
 def jpeg_ends_with_eoi(path: Path) -> bool:
     """False for a JPEG whose last two bytes are not FFD9 (trailing bytes): a file Ultralytics would re-save."""
     with open(path, "rb") as f:
