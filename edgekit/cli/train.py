@@ -17,6 +17,7 @@ def add_arguments(p):
     p.add_argument("--patience", type=int, default=50, help="early stopping: epochs without improvement (default 50)")
     p.add_argument("--workers", type=int, default=0, help="dataloader workers (default 0)")
     p.add_argument("--backbone-lr-mult", type=float, default=1.0, help="backbone learning-rate multiplier (default 1)")
+    p.add_argument("--skip-bad", action="store_true", help="report bad samples and train without them")
     p.add_argument("--resume", action="store_true", help="continue DIR/last.pt with the same strategy")
     p.add_argument("--gpu-hour-usd", type=float, default=2.0, help="price of one GPU-hour for cost_usd (default 2.0)")
     p.add_argument("--cpu-hour-usd", type=float, default=0.0, help="price of one CPU machine-hour (default 0)")
@@ -32,5 +33,6 @@ def run(args):
     train(args.weights, args.data, strategy=args.strategy, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
           device=args.device, out_dir=args.output, patience=args.patience, resume=args.resume,
           gpu_hour_usd=args.gpu_hour_usd, cpu_hour_usd=args.cpu_hour_usd, workers=args.workers,
-          backbone_lr_mult=args.backbone_lr_mult, log=log, trust_checkpoint=args.trust_checkpoint)
+          backbone_lr_mult=args.backbone_lr_mult, skip_bad=args.skip_bad, log=log,
+          trust_checkpoint=args.trust_checkpoint)
     return 0

@@ -54,17 +54,21 @@ def _resolve_model(weights_or_arch, strategy) -> tuple[str, bool]:
     return str(p.resolve()), strategy.kind != "scratch"
 
 
-def _data_yaml(data, out_dir: Path) -> tuple[Path, object]:
+def _data_yaml(data, out_dir: Path, skip_bad: bool, log) -> tuple[Path, object]:
+    """Validate the train and val samples as eval does, then write the view Ultralytics trains on (out_dir/.data)."""
     from ..data.dataset import load_dataset
 
-    ds = load_dataset(data)
+    ds = load_dataset(data, skip_bad=skip_bad)
     if ds.source.suffix.lower() == ".json":
         raise DataError(ds.source, "training needs an Ultralytics data.yaml (images/ + labels/); "
                                    "a COCO json cannot be handed to the trainer as is")
     for split in ("train", "val"):
         if split not in ds.split_paths:
             raise DataError(ds.source, f"training needs a '{split}' split")
-    return ds.to_ultralytics_yaml(out_dir / "data.yaml"), ds
+    yaml_path = ds.to_ultralytics_yaml(out_dir / "data.yaml", splits=("train", "val"))
+    for s in ds.skipped:
+        log(f"skipped: {s}")
+    return yaml_path, ds
 
 
 def _read_json(path: Path) -> dict:
@@ -77,13 +81,16 @@ def _read_json(path: Path) -> dict:
 def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 640, batch: int = 16,
           device="cpu", out_dir="runs/train", patience: int = 50, resume: bool = False,
           gpu_hour_usd: float = 2.0, cpu_hour_usd: float = 0.0, workers: int = 0, backbone_lr_mult: float = 1.0,
-          log=print, callbacks: dict | None = None, trust_checkpoint: bool = False, **overrides) -> dict:
+          log=print, callbacks: dict | None = None, skip_bad: bool = False, trust_checkpoint: bool = False,
+          **overrides) -> dict:
     """Train one strategy with Ultralytics; returns the train.json dict (also written to out_dir/train.json).
 
     strategy: see edgekit.train.strategy (None: 'full', or the recorded one when resuming).
     resume: continue from out_dir/last.pt with the same strategy; the schedule state follows from the epoch.
     callbacks: extra Ultralytics callbacks {event: fn(trainer)}; overrides: extra Ultralytics train arguments.
     trust_checkpoint: hand the .pt to Ultralytics unchecked (default: a private copy that passed edgekit.checkpoint).
+    skip_bad: report bad samples (log and train.json "skipped") and train without them, instead of stopping.
+    The dataset is validated before training and never written to: Ultralytics works on a view in out_dir/.data.
     """
     from .._ultralytics import ultralytics
 
@@ -106,7 +113,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     model, pretrained = _resolve_model(prev.get("weights_init", weights_or_arch) if resume else weights_or_arch,
                                        requested)
     out.mkdir(parents=True, exist_ok=True)
-    yaml_path, ds = _data_yaml(data, out)
+    yaml_path, ds = _data_yaml(data, out, skip_bad, log)
     epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
 
     reasons = list(prev.get("reasons", [])) if resume else []
@@ -132,7 +139,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
         "weights_init": str(weights_or_arch) if not resume else prev.get("weights_init", str(weights_or_arch)),
         "pretrained": pretrained, "data": str(Path(data).resolve()), "imgsz": int(imgsz), "batch": int(batch),
         "epochs_requested": epochs, "device": str(device), "n_gpus": n_gpus, "backbone_lr_mult": backbone_lr_mult,
-        "reasons": reasons,
+        "reasons": reasons, "skipped": list(ds.skipped),
     }
     wall_before = float(prev.get("wall_s", 0.0)) if resume else 0.0
     t_start = time.time()
