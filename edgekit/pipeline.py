@@ -82,6 +82,11 @@ class Pipeline:
     resume: bool = False
     log: object = print
 
+    @property
+    def _detail(self):
+        """Where each stage's own messages go: the log's `detail` level if it has one (the CLI's), else the log."""
+        return getattr(self.log, "detail", self.log)
+
     # stage records ----------------------------------------------------------------------------
     def _done(self, record: Path, inputs: dict) -> dict | None:
         if not (self.resume and record.exists()):
@@ -132,10 +137,10 @@ class Pipeline:
                            {**base, "epochs": self.epochs, "batch": self.batch},
                            lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
                                          batch=self.batch, device="cpu" if not self.target.startswith("cuda") else self.target,
-                                         out_dir=sdir / "train", gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log))
+                                         out_dir=sdir / "train", gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail))
         best = sdir / "train" / "best.pt"
         onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json", base,
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, log=self.log))))
+                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, log=self._detail))))
         rows = []
         fp32_map = None
         for v in variants_for(self.target, self.backends, self.precisions):
@@ -156,7 +161,7 @@ class Pipeline:
                 bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
                                    {**base, "artifact": artifact, "iters": self.bench_iters},
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
-                                                                     iters=self.bench_iters, warmup=5, log=self.log))
+                                                                     iters=self.bench_iters, warmup=5, log=self._detail))
                 e2e = bench["latency_ms"]["e2e"]
                 row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "eval_images": acc["images"],
                             "latency_p50_ms": round(bench["latency_ms"]["infer"]["p50"], 3),
@@ -181,7 +186,7 @@ class Pipeline:
             from .export.openvino import onnx_to_openvino
 
             folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
-                                      log=self.log)
+                                      log=self._detail)
             return {"artifact": str(folder), "accuracy": None}
         from .quantize import quantize
 
@@ -191,7 +196,7 @@ class Pipeline:
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
         res = quantize(onnx_path, self.data, backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
                        calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
-                       out_dir=sdir / f"{v.backend}_int8", force=True, log=self.log)
+                       out_dir=sdir / f"{v.backend}_int8", force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}

@@ -61,6 +61,7 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
              batch: int = 1, limit: int | None = None, skip_bad: bool = False, progress: bool = True,
              engine: Engine | None = None) -> dict:
     """Run an artifact over a split through Engine and return {"map50", "map50_95", "images", ...}."""
+    _evaluator()  # a missing evaluator fails here, before any inference
     ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
     samples = ds.samples(split)[:limit] if limit else ds.samples(split)
     own = engine is None

@@ -16,13 +16,13 @@ def add_arguments(p):
 
 def run(args):
     from ..bench.accuracy import evaluate
-    from ._common import emit_json, log
+    from ._common import emit_json, log, say
 
     r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
                  batch=args.batch, limit=args.limit, skip_bad=args.skip_bad)
     for s in r["skipped"]:
         log(f"skipped: {s}")
-    print(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
-    print(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
+    say(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
+    say(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
     emit_json(r, args.json)
     return 0
