@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PKG = Path(__import__("edgekit").__file__).resolve().parent  # the installed package (a wheel in the Docker test stage)
 
 
 def _mode(p: Path) -> int:
@@ -75,6 +76,8 @@ OPTIONAL_ALTERNATIVES = {"pycocotools"}  # accuracy.py's fallback when faster-co
 
 def _pyproject() -> dict:
     tomllib = pytest.importorskip("tomllib")
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("no pyproject.toml beside the tests")
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -117,7 +120,7 @@ def _sibling_closure(rel: str) -> list[Path]:
     """The file plus the same-package modules it imports relatively ('from . import x', 'from .x import y')."""
     import ast
 
-    pkg = ROOT / "edgekit" / Path(rel).parent
+    pkg = PKG / Path(rel).parent
     todo, seen = [pkg / Path(rel).name], []
     while todo:
         p = todo.pop()
@@ -138,7 +141,7 @@ def test_extras_cover_each_backend_modules_imports(rel):
     have = {_dist_name(r) for r in project["dependencies"]}
     for extra in EXTRAS_FOR[rel]:
         have |= _extra_dists(project, extra)
-    files = _sibling_closure(rel) + ([ROOT / "edgekit" / GATE] if rel.startswith("quantize/") else [])
+    files = _sibling_closure(rel) + ([PKG / GATE] if rel.startswith("quantize/") else [])
     need = set().union(*(_third_party_imports(f) for f in files)) - OPTIONAL_ALTERNATIVES
     missing = sorted(m for m in need if DIST.get(m, m).lower().replace("_", "-") not in have)
     assert not missing, f"{rel}: imports {missing} that [{','.join(EXTRAS_FOR[rel])}] does not install"
@@ -161,3 +164,120 @@ def test_missing_nncf_names_the_quantize_extra():
 
     assert install_hint("nncf") == "pip install 'edgekit[openvino-quantize]'"
     assert install_hint("pynvml") == "pip install 'edgekit[gpu]'"
+
+
+def test_recipes_ship_inside_the_package(monkeypatch, tmp_path):
+    """The recipes are package data read through importlib.resources; EDGEKIT_RECIPES still overrides them."""
+    from edgekit.quantize.recipe import recipe_for, recipes_dir
+
+    monkeypatch.delenv("EDGEKIT_RECIPES", raising=False)
+    assert Path(str(recipes_dir())).resolve() == PKG / "recipes"
+    assert recipe_for("yolov8").name == "yolov8" and recipe_for("no-such-family").name == "default"
+    (tmp_path / "default.yaml").write_text("name: mine\nkeep_float: {types: [Sigmoid]}\n")
+    monkeypatch.setenv("EDGEKIT_RECIPES", str(tmp_path))
+    assert recipe_for("yolov8").name == "mine"
+    assert "recipes/*.yaml" in _pyproject()["tool"]["setuptools"]["package-data"]["edgekit"]
+
+
+def test_install_nas_script_installs_the_nas_extra():
+    """docker/install_nas.sh and edgekit[nas] list the same packages (jsonschema was missing from both)."""
+    import re
+
+    script = ROOT / "docker" / "install_nas.sh"
+    if not script.exists():
+        pytest.skip("docker/ not beside the tests")
+    text = script.read_text().replace("\\\n", " ")
+    listed = set()
+    for line in text.splitlines():
+        if re.search(r"pip install (?!--no-deps)", line):
+            listed |= {_dist_name(w) for w in line.split("pip install", 1)[1].split() if not w.startswith("-")}
+    nas = _extra_dists(_pyproject()["project"], "nas") - {"setuptools"}
+    assert "jsonschema" in listed and nas <= listed, sorted(nas - listed)
+
+
+# --- Docker -----------------------------------------------------------------------------------------------------------
+
+DOCKERFILES = ["cpu", "cuda", "jetson"]
+
+
+def _dockerfile(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
+    path = ROOT / "docker" / name / "Dockerfile"
+    if not path.exists():
+        pytest.skip("docker/ not beside the tests")
+    out, cur = [], ""
+    for line in path.read_text().splitlines():
+        if line.lstrip().startswith("#") and not cur:
+            continue
+        cur += line.rstrip("\\").strip() + " " if line.rstrip().endswith("\\") else line.strip()
+        if not line.rstrip().endswith("\\"):
+            if cur.strip():
+                op, _, rest = cur.strip().partition(" ")
+                out.append((op.upper(), rest.strip()))
+            cur = ""
+    return out
+
+
+def _dockerignored() -> list[str]:
+    path = ROOT / ".dockerignore"
+    return [l.strip() for l in path.read_text().splitlines() if l.strip() and not l.startswith("#")] if path.exists() else []
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_builds_a_wheel_and_has_a_test_stage(name):
+    import fnmatch
+    import re
+
+    ins = _dockerfile(name)
+    stages, args = [], {}
+    for op, rest in ins:
+        if op == "ARG" and "=" in rest:
+            k, v = rest.split("=", 1)
+            args[k] = v
+        if op == "FROM":
+            m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?$", rest, re.I)
+            assert m, f"{name}: bad FROM {rest!r}"
+            base = re.sub(r"\$\{(\w+)\}", lambda g: args.get(g.group(1), g.group(0)), m.group(1))
+            assert "${" not in base, f"{name}: FROM {rest!r} uses an ARG without a default"
+            stages.append(m.group(2) or "")
+    assert "test" in stages and stages[0] == "wheel", stages
+    assert stages[-1] == name, f"{name}: the default (last) stage must be the runtime, not {stages[-1]}"
+    text = " ".join(r for _, r in ins)
+    assert "pip wheel" in text or "pip3 wheel" in text
+    assert not re.search(r"pip3? install[^&]*\s-e\s", text), f"{name}: editable install"
+    assert "/wheels/edgekit-*.whl" in text
+    test_stage = ins[[i for i, (op, r) in enumerate(ins) if op == "FROM" and r.endswith(" AS test")][0]:]
+    assert any(op == "RUN" and "-m pytest -q" in r for op, r in test_stage), f"{name}: test stage runs no pytest"
+    ignored = _dockerignored()
+    for op, rest in ins:
+        if op == "COPY" and "--from" not in rest:
+            *srcs, _dst = [w for w in rest.split() if not w.startswith("--")]
+            for src in srcs:
+                assert (ROOT / src).exists(), f"{name}: COPY {src}: not in the repository"
+                assert not any(fnmatch.fnmatch(src, pat) for pat in ignored), f"{name}: COPY {src} is .dockerignored"
+        if "from=" in rest:
+            ref = re.search(r"from=(\w[\w-]*)", rest).group(1)
+            assert ref in stages, f"{name}: --from={ref} names no stage"
+    assert ins[-1][0] == "CMD" and "edgekit" in ins[-1][1]
+
+
+def test_cuda_image_tensorrt_major_matches_the_pip_pin():
+    import re
+
+    args = dict(r.split("=", 1) for op, r in _dockerfile("cuda") if op == "ARG" and "=" in r)
+    pin = [r for r in _pyproject()["project"]["optional-dependencies"]["tensorrt"] if r.startswith("tensorrt")][0]
+    lo, hi = (int(x) for x in re.match(r"tensorrt>=(\d+),<(\d+)$", pin.replace(" ", "")).groups())
+    assert hi == lo + 1 and args["TENSORRT_MAJOR"] == str(lo)
+    assert "TENSORRT_MAJOR" in " ".join(r for op, r in _dockerfile("cuda") if op == "RUN")  # asserted at build
+
+
+def test_compose_names_the_three_images():
+    yaml = pytest.importorskip("yaml")
+    path = ROOT / "docker" / "compose.yaml"
+    if not path.exists():
+        pytest.skip("docker/ not beside the tests")
+    services = yaml.safe_load(path.read_text())["services"]
+    assert sorted(services) == sorted(DOCKERFILES)
+    for name, svc in services.items():
+        assert (path.parent / svc["build"]["context"] / svc["build"]["dockerfile"]).exists(), name
+        assert svc["build"]["target"] == name
