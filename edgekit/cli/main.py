@@ -13,7 +13,7 @@ from ..errors import EdgekitError
 
 # the order commands are listed in --help; modules not listed here are appended
 ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"]
-# commands whose full log (edgekit and third-party, DEBUG) is kept in their output folder
+# commands whose full log (edgekit at DEBUG, third-party at INFO) is kept in their output folder
 RUN_LOGS = {"train-export": "train-export.log"}
 
 
