@@ -17,10 +17,11 @@ PY="${PYTHON:-python}"
 "$PY" -m pip install --no-deps "super-gradients==3.7.1"
 # the real imports, unpinned (edgekit[nas] lists the same); data-gradients and onnxsim without their own pins
 "$PY" -m pip install omegaconf hydra-core pycocotools einops treelib termcolor stringcase rapidfuzz json-tricks \
-    boto3 Deprecated torchmetrics tensorboard imagesize pandas seaborn
+    jsonschema boto3 Deprecated torchmetrics tensorboard imagesize pandas seaborn
 "$PY" -m pip install --no-deps data-gradients "onnxsim<1.0"
 "$PY" -m pip install --no-deps "setuptools<81"   # super_gradients imports pkg_resources (gone in setuptools 81)
-"$PY" - <<'PY'
+# super-gradients writes ~/sg_logs at import: keep this check's logs out of the home folder, as edgekit does
+HOME="${TMPDIR:-/tmp}/edgekit-super-gradients" CRASH_HANDLER=FALSE UPLOAD_LOGS=FALSE "$PY" - <<'PY'
 import torch
 from super_gradients.training import models
 m = models.get("yolo_nas_s", num_classes=3).eval()

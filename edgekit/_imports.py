@@ -12,7 +12,7 @@ from .errors import MissingDependency
 KNOWN = {
     "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")),
     "openvino": ("openvino", ("openvino", "openvino-nightly")),
-    "nncf": ("openvino", ("nncf",)),
+    "nncf": ("openvino-quantize", ("nncf",)),
     "onnx": ("onnxruntime", ("onnx",)),
     "tensorrt": ("tensorrt", ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt_lean", "tensorrt-dispatch")),
     "torch": ("train", ("torch",)),
@@ -21,7 +21,7 @@ KNOWN = {
     "pycocotools": ("eval", ("pycocotools",)),
     "matplotlib": ("dev", ("matplotlib",)),
     "super_gradients": ("nas", ("super-gradients",)),
-    "cuda": ("tensorrt", ("cuda-python", "cuda-bindings")),
+    "pynvml": ("gpu", ("nvidia-ml-py",)),
 }
 
 
@@ -54,13 +54,25 @@ def available(module: str) -> bool:
 def require(module: str, purpose: str = ""):
     """Import a module or raise MissingDependency naming the extra to install."""
     try:
-        return importlib.import_module(module)
+        mod = importlib.import_module(module)
     except ImportError as e:
         what = f" (needed for {purpose})" if purpose else ""
         top = module.split(".")[0]
         if available(top) and not isinstance(e, ModuleNotFoundError):
             raise MissingDependency(f"{module} is installed but failed to import{what}: {e}") from e
         raise MissingDependency(f"{module} is not installed{what}: {install_hint(top)}") from e
+    from ._log import adopt_third_party
+
+    adopt_third_party()  # inside a CLI command: route the new package's logger (its own handlers print to stdout)
+    return mod
+
+
+def require_any(modules: tuple[str, ...], purpose: str = ""):
+    """Import the first of these modules that imports, or raise MissingDependency with the first one's hint."""
+    for m in modules:
+        if available(m.split(".")[0]):
+            return require(m, purpose)
+    return require(modules[0], purpose)
 
 
 def tool_versions(*modules: str) -> dict:

@@ -158,6 +158,11 @@ class Pipeline:
         """sha256 of the starting weights (or architecture yaml) file, else its name (an Ultralytics yaml name)."""
         return self.file_hash(self.model) if Path(self.model).is_file() else str(self.model)
 
+    @property
+    def _detail(self):
+        """Where each stage's own messages go: the log's `detail` level if it has one (the CLI's), else the log."""
+        return getattr(self.log, "detail", self.log)
+
     # stage records ----------------------------------------------------------------------------
     def _done(self, name: str, record: Path, inputs: dict) -> dict | None:
         """The record to reuse on resume: same inputs, and an intact output (or a recorded gate failure)."""
@@ -251,14 +256,14 @@ class Pipeline:
                             "versions": tool_versions("ultralytics", "torch")},
                            lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
                                          batch=self.batch, device=device, out_dir=sdir / "train", seed=self.seed,
-                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self.log,
+                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
                                          trust_checkpoint=self.trust_checkpoint),
                            output=lambda r: best)
         onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json",
                                     {"weights": self.file_hash(best), "imgsz": self.imgsz, "opset": self.opset,
                                      "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
                                     lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, opset=self.opset,
-                                                            log=self.log, trust_checkpoint=self.trust_checkpoint)),
+                                                            log=self._detail, trust_checkpoint=self.trust_checkpoint)),
                                     output=Path))
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
@@ -283,7 +288,7 @@ class Pipeline:
                 bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
                                    {**used, "iters": self.bench_iters},
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
-                                                                     iters=self.bench_iters, warmup=5, log=self.log))
+                                                                     iters=self.bench_iters, warmup=5, log=self._detail))
                 e2e = bench["latency_ms"]["e2e"]
                 row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "eval_images": acc["images"],
                             "latency_p50_ms": round(bench["latency_ms"]["infer"]["p50"], 3),
@@ -323,7 +328,7 @@ class Pipeline:
             from .export.openvino import onnx_to_openvino
 
             folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
-                                      log=self.log)
+                                      log=self._detail)
             return {"artifact": str(folder), "accuracy": None}
         from .quantize import quantize
 
@@ -333,7 +338,7 @@ class Pipeline:
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
         res = quantize(onnx_path, self.data, backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
                        calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
-                       out_dir=sdir / f"{v.backend}_int8", force=True, log=self.log)
+                       out_dir=sdir / f"{v.backend}_int8", force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
@@ -347,9 +352,9 @@ class Pipeline:
         from .runtime.meta import read_sidecar, write_sidecar
 
         folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
-                                  log=self.log)
+                                  log=self._detail)
         ds = load_dataset(self.data)
-        base = fp32_baseline(onnx_path, ds, "val", None, self.log, "openvino", self.target)
+        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target)
         acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         passed = drop <= self.max_map_drop + 1e-9
@@ -361,7 +366,7 @@ class Pipeline:
                                 "drop_points": round(drop, 3), "baseline": baseline}
         doc["status"] = "PASSED" if passed else "FAILED"
         write_sidecar(folder, {k: v for k, v in doc.items() if k != "format"})
-        self.log(f"bf16 gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on OpenVINO: "
+        self._detail(f"bf16 gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on OpenVINO: "
                  f"drop {drop:+.2f} points (max {self.max_map_drop:g}) -> {doc['status']}")
         if not passed:
             raise AccuracyGateError(f"{folder}: bf16 loses {drop:.2f} mAP50-95 points against FP32 on OpenVINO "

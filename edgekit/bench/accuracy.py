@@ -64,6 +64,7 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
 
     precision: execution precision to ask the backend for (default: the artifact's own, fp32 for fp32/int8).
     """
+    _evaluator()  # a missing evaluator fails here, before any inference
     ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
     samples = ds.samples(split)[:limit] if limit else ds.samples(split)
     own = engine is None

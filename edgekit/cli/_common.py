@@ -1,20 +1,36 @@
-"""Small helpers shared by command modules."""
+"""Small helpers shared by command modules: the command's result on stdout, progress through the edgekit logger."""
 from __future__ import annotations
 
 import json
-import sys
 
+from .._log import LOG, adopt_third_party, out, text_out
 from ..io import atomic_write_json
 
 
 def emit_json(obj, path=None) -> None:
-    """Write JSON to a file atomically, or print it when path is '-'."""
+    """Write JSON to a file atomically, or print it on stdout (and nothing else there) when path is '-'."""
     if path == "-":
-        json.dump(obj, sys.stdout, indent=2, default=str)
-        print()
+        json.dump(obj, out(), indent=2, default=str)
+        print(file=out())
     elif path:
         atomic_write_json(path, obj)
 
 
+def say(*parts) -> None:
+    """Print part of the command's readable result: stdout, or stderr when stdout carries its JSON (--json -)."""
+    print(*parts, file=text_out(), flush=True)
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Progress for the user: the edgekit logger at INFO (stderr; hidden by -q)."""
+    adopt_third_party()
+    LOG.info(msg)
+
+
+def detail(msg: str) -> None:
+    """What a stage says about its own steps: shown with -v and kept in a run log, not on the default console."""
+    adopt_third_party()
+    LOG.debug(msg)
+
+
+log.detail = detail  # a caller running many stages (the pipeline) passes log.detail to each stage's functions

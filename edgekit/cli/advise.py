@@ -14,26 +14,26 @@ def add_arguments(p):
 
 def run(args):
     from ..advise import advise
-    from ._common import emit_json, log
+    from ._common import emit_json, log, say
 
     r = advise(args.data, args.budget_usd, args.deadline_days, args.target, args.gpu_hour_usd, args.imgsz, log=log)
     p = r["profile"]
-    print(f"dataset: {r['data']}  ({p['nc']} classes)")
+    say(f"dataset: {r['data']}  ({p['nc']} classes)")
     for split, s in p["splits"].items():
-        print(f"  {split:<5} {s['images']:>7} images {s['boxes']:>8} boxes  {s['classes_present']} classes present")
+        say(f"  {split:<5} {s['images']:>7} images {s['boxes']:>8} boxes  {s['classes_present']} classes present")
     if p["box_size_px"]:
         b = p["box_size_px"]
-        print(f"  box size (sqrt area, px): p10 {b['p10']:.0f}  median {b['median']:.0f}  p90 {b['p90']:.0f}  "
-              f"small<32px {b['small_frac']:.0%}")
+        say(f"  box size (sqrt area, px): p10 {b['p10']:.0f}  median {b['median']:.0f}  p90 {b['p90']:.0f}  "
+            f"small<32px {b['small_frac']:.0%}")
     if p["imbalance"]:
-        print(f"  imbalance: {p['imbalance']:.1f}:1")
+        say(f"  imbalance: {p['imbalance']:.1f}:1")
     for prob in p["problems"]:
-        print(f"  problem: {prob}")
-    print(f"domain: Fréchet distance {r['domain']['frechet_distance']:.2f} to COCO ({r['domain']['band']}), "
-          f"{r['domain']['class_name_overlap_coco']:.0%} COCO class names")
-    print(r["verdict"])
+        say(f"  problem: {prob}")
+    say(f"domain: Fréchet distance {r['domain']['frechet_distance']:.2f} to COCO ({r['domain']['band']}), "
+        f"{r['domain']['class_name_overlap_coco']:.0%} COCO class names")
+    say(r["verdict"])
     for reason in r["reasons"]:
-        print(f"  - {reason}")
-    print(f"try: edgekit train-export --data {args.data} {r['train_export_args']}")
+        say(f"  - {reason}")
+    say(f"try: edgekit train-export --data {args.data} {r['train_export_args']}")
     emit_json(r, args.json)
     return 0

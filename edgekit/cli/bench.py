@@ -43,10 +43,10 @@ def add_arguments(p):
 
 def _compare(args) -> int:
     from ..bench.compare import compare_markdown, compare_table, load_results, plot_compare, write_markdown
-    from ._common import log
+    from ._common import log, say
 
     results = load_results(args.compare)
-    print(compare_table(results))
+    say(compare_table(results))
     if args.md:
         write_markdown(args.md, compare_markdown(results))
         log(f"wrote {args.md}")
@@ -68,7 +68,7 @@ def run(args):
     from ..bench.compare import write_markdown
     from ..bench.harness import run_bench
     from ..bench.report import format_table, to_markdown
-    from ._common import emit_json, log
+    from ._common import emit_json, log, say
 
     opts = {"imgsz": args.imgsz} if args.imgsz else {}
     if args.allow_failed:
@@ -78,7 +78,7 @@ def run(args):
     res = run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
                     iters=args.iters, images=args.images, data=args.data, streams=args.streams,
                     workers=args.workers, log=log, **opts)
-    print(format_table(res))
+    say(format_table(res))
     emit_json(res, args.json)
     if args.md:
         write_markdown(args.md, to_markdown(res))

@@ -8,22 +8,22 @@ def add_arguments(p):
 
 def run(args):
     from ..bench.device import doctor_report
-    from ._common import emit_json
+    from ._common import emit_json, say
 
     r = doctor_report()
-    print(f"edgekit {r['edgekit']}  python {r['python']}  {r['platform']}")
-    print(f"cpu: {r['cpu']['model']} ({r['cpu']['cores']} cores; {', '.join(r['cpu']['isa']) or 'no AVX flags found'})")
-    print("backends:")
+    say(f"edgekit {r['edgekit']}  python {r['python']}  {r['platform']}")
+    say(f"cpu: {r['cpu']['model']} ({r['cpu']['cores']} cores; {', '.join(r['cpu']['isa']) or 'no AVX flags found'})")
+    say("backends:")
     for name, b in r["backends"].items():
         state = b["version"] if b["installed"] else f"missing: {b['install']}"
         devs = f"  devices: {', '.join(b['devices'])}" if b.get("devices") else ""
         err = f"  ({b['error']})" if b.get("error") else ""
-        print(f"  {name:<12} {state}{devs}{err}")
-    print("packages: " + ", ".join(f"{k} {v}" for k, v in r["packages"].items()))
+        say(f"  {name:<12} {state}{devs}{err}")
+    say("packages: " + ", ".join(f"{k} {v}" for k, v in r["packages"].items()))
     if r["gpus"]:
         for g in r["gpus"]:
-            print(f"gpu: {g}")
+            say(f"gpu: {g}")
     else:
-        print("gpu: none found")
+        say("gpu: none found")
     emit_json(r, args.json)
     return 0

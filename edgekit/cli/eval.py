@@ -20,7 +20,7 @@ def add_arguments(p):
 
 def run(args):
     from ..bench.accuracy import evaluate
-    from ._common import emit_json, log
+    from ._common import emit_json, log, say
 
     engine = None
     if args.trust_checkpoint or args.allow_failed:  # else evaluate() builds its Engine, checking any .pt
@@ -36,7 +36,7 @@ def run(args):
             engine.close()
     for s in r["skipped"]:
         log(f"skipped: {s}")
-    print(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
-    print(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
+    say(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
+    say(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
     emit_json(r, args.json)
     return 0

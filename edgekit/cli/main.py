@@ -5,13 +5,16 @@ import argparse
 import importlib
 import pkgutil
 import sys
-import warnings
+from contextlib import ExitStack
+from pathlib import Path
 
 from .. import __version__
 from ..errors import EdgekitError
 
 # the order commands are listed in --help; modules not listed here are appended
 ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"]
+# commands whose full log (edgekit at DEBUG, third-party at INFO) is kept in their output folder
+RUN_LOGS = {"train-export": "train-export.log"}
 
 
 def _commands():
@@ -28,13 +31,23 @@ def _commands():
     return sorted(mods, key=lambda m: (rank.get(m.NAME, len(ORDER)), m.NAME))
 
 
+def _verbosity_flags(p: argparse.ArgumentParser, default) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", default=default,
+                   help="also show third-party logs (NNCF, Ultralytics, OpenVINO, ONNX Runtime) and debug messages")
+    g.add_argument("-q", "--quiet", action="store_true", default=default, help="show errors only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekit", description="Dataset to a fast, accurate detector on your device: "
                                      "fine-tune, export, quantize, evaluate and benchmark, then choose by measurement.")
     parser.add_argument("--version", action="version", version=f"edgekit {__version__}")
+    _verbosity_flags(parser, False)
+    flags = argparse.ArgumentParser(add_help=False)  # the same flags after the command name
+    _verbosity_flags(flags, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _commands():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP), parents=[flags])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
@@ -46,9 +59,16 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from .._log import cli_logging, log_file
+
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet exclude each other")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
+        with ExitStack() as stack:
+            stack.enter_context(cli_logging(1 if args.verbose else -1 if args.quiet else 0,
+                                            json_stdout=getattr(args, "json", None) == "-"))
+            if args.command in RUN_LOGS and getattr(args, "output", None):
+                stack.enter_context(log_file(Path(args.output) / RUN_LOGS[args.command]))
             code = args._run(args)
         return int(code or 0)
     except EdgekitError as e:

@@ -25,10 +25,14 @@ def add_arguments(p):
 
 
 def run(args):
+    from .._imports import require, require_any
     from ..errors import AccuracyGateError
     from ..quantize import quantize
-    from ._common import emit_json, log
+    from ._common import emit_json, log, say
 
+    if args.backend == "openvino":  # first, so that a bare install is told the one extra that has both
+        require("nncf", "OpenVINO INT8 quantization")
+    require_any(("faster_coco_eval", "pycocotools"), "the accuracy gate's mAP")  # before any calibration work
     try:
         res = quantize(args.model, args.data, backend=args.backend, method=args.method, calib_size=args.calib_size,
                        max_map_drop=args.max_map_drop, out_dir=args.output, eval_split=args.eval_split,
@@ -37,7 +41,7 @@ def run(args):
     except AccuracyGateError as e:
         emit_json(getattr(e, "result", None), args.json)
         raise
-    print(f"{res['artifact']}  {res['precision']} {res['backend']}  mAP50-95 {res['map50_95']:.4f} "
-          f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
+    say(f"{res['artifact']}  {res['precision']} {res['backend']}  mAP50-95 {res['map50_95']:.4f} "
+        f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
     emit_json(res, args.json)
     return 0

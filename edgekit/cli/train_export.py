@@ -38,7 +38,7 @@ def run(args):
     from ..assets import demo_data, demo_weights
     from ..pipeline import DEFAULT_STRATEGIES, Pipeline, split_strategies
     from ..report import render_table
-    from ._common import log
+    from ._common import log, say
 
     pipe = Pipeline(out=Path(args.output), data=Path(args.data) if args.data else demo_data(),
                     model=Path(args.model) if args.model else demo_weights(),
@@ -52,8 +52,8 @@ def run(args):
                     seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
                     trust_checkpoint=args.trust_checkpoint)
     doc = pipe.run()
-    print(render_table(doc["rows"]))
-    print()
-    print(doc["recommendation"]["why"])
-    print(f"\nwrote {pipe.out / 'report.md'}, {pipe.out / 'report.json'}, {pipe.out / 'pareto.png'}")
+    say(render_table(doc["rows"]))
+    say()
+    say(doc["recommendation"]["why"])
+    say(f"\nwrote {pipe.out / 'report.md'}, {pipe.out / 'report.json'}, {pipe.out / 'pareto.png'}")
     return 0

@@ -135,12 +135,9 @@ def graph_inputs(model: Path) -> list[str]:
 
 def run(job: Job) -> None:
     """Method (given, or the best of the recipe's on a validation subset), other methods, recipe fallbacks."""
-    import logging
-
     from ..bench.accuracy import evaluate
     from ..runtime.meta import write_sidecar
 
-    logging.getLogger().setLevel(logging.ERROR)  # ORT's quantizer warns through the root logger
     cfg = job.recipe.onnxruntime
     op_types = list(cfg.get("op_types") or ["Conv", "MatMul"])
     pct = float(cfg.get("percentile", 99.999))

@@ -1,8 +1,9 @@
-"""Per-architecture quantization recipes (calibration/*.yaml): layers kept in float, fallbacks, backend settings."""
+"""Per-architecture quantization recipes (edgekit/recipes/*.yaml): layers kept in float, fallbacks, backend settings."""
 from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,10 +14,10 @@ from ..errors import EdgekitError
 _HEAD = re.compile(r"^/model\.(\d+)/")
 
 
-def recipes_dir() -> Path:
-    """$EDGEKIT_RECIPES, else the repository's calibration/ folder."""
+def recipes_dir():
+    """$EDGEKIT_RECIPES, else the recipes shipped in the package (a Path, or a Traversable for a zipped install)."""
     env = os.environ.get("EDGEKIT_RECIPES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "calibration"
+    return Path(env) if env else resources.files("edgekit") / "recipes"
 
 
 @dataclass
@@ -80,7 +81,8 @@ def _scope(doc, path: Path, where: str) -> Scope:
 
 
 def load_recipe(path) -> Recipe:
-    path = Path(path)
+    """Read and check one recipe file (a path, or a Traversable from the package)."""
+    path = Path(path) if isinstance(path, (str, os.PathLike)) else path
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -105,14 +107,14 @@ def recipe_for(family: str | None, folder=None) -> Recipe:
     """The recipe named after the family, else one listing it in 'families', else default.yaml."""
     folder = Path(folder) if folder else recipes_dir()
     if not folder.is_dir():
-        raise EdgekitError(f"{folder}: recipe folder not found (set EDGEKIT_RECIPES to the calibration/ folder)")
+        raise EdgekitError(f"{folder}: recipe folder not found (EDGEKIT_RECIPES must name a folder of recipe .yaml files)")
     fam = (family or "").lower()
-    if fam and (folder / f"{fam}.yaml").exists():
+    if fam and (folder / f"{fam}.yaml").is_file():
         return load_recipe(folder / f"{fam}.yaml")
-    for p in sorted(folder.glob("*.yaml")):
+    for p in sorted((p for p in folder.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name):
         r = load_recipe(p)
         if fam and fam in [f.lower() for f in r.families]:
             return r
-    if not (folder / "default.yaml").exists():
+    if not (folder / "default.yaml").is_file():
         raise EdgekitError(f"{folder}: no recipe for family '{family}' and no default.yaml")
     return load_recipe(folder / "default.yaml")

@@ -29,11 +29,28 @@ NAS_GROUPS = {"backbone": "backbone", "neck": "neck", "head": "heads"}
 
 
 def super_gradients():
-    """Import super_gradients or say how to install it."""
+    """Import super_gradients or say how to install it; its logs go to the temp folder, not ~/sg_logs."""
+    import os
+    import sys
+    import tempfile
+
+    if "super_gradients" in sys.modules:
+        return sys.modules["super_gradients"]
+    # its documented switches: no crash handler (an excepthook), no log upload; it has no log-folder variable and
+    # writes ~/sg_logs at import (console.log, logs_*.log), so HOME points to a temp folder while it is imported
+    os.environ.setdefault("CRASH_HANDLER", "FALSE")
+    os.environ.setdefault("UPLOAD_LOGS", "FALSE")
+    home = os.environ.get("HOME")
+    os.environ["HOME"] = os.path.join(tempfile.gettempdir(), "edgekit-super-gradients")
     try:
         return require("super_gradients", "YOLO-NAS")
     except MissingDependency as e:
         raise MissingDependency(f"super_gradients is not importable (needed for YOLO-NAS): {INSTALL}") from e
+    finally:
+        if home is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = home
 
 
 def build(nc: int, weights=None, arch: str = "yolo_nas_s", trust_checkpoint: bool = False):
