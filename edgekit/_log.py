@@ -170,15 +170,24 @@ def cli_logging(verbosity: int = 0, json_stdout: bool = False):
         _session = prev
 
 
+class _LazyFile(logging.FileHandler):
+    """A log file (and its folder) created at the first record: a command refused up front leaves nothing behind."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 @contextlib.contextmanager
 def log_file(path):
     """Inside cli_logging: also record everything (edgekit and third-party) at DEBUG in this file."""
     if _session is None:
         yield None
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(path, encoding="utf-8")
+    h = _LazyFile(Path(path))
     h.setLevel(logging.DEBUG)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     s = _session
