@@ -11,6 +11,7 @@ from .._imports import require, tool_versions
 from .._ultralytics import arch_of, ultralytics
 from ..errors import ArtifactError, EdgekitError
 from ..io import atomic_path, sha256_file
+from ..runtime.embedded_meta import embed_onnx
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
 
@@ -89,5 +90,6 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
         if not res["passed"]:
             raise EdgekitError(f"{target}: ONNX output differs from PyTorch by {res['max_abs_diff_scores']:.3g} "
                                f"(scores), over the tolerance {parity_tol:g}")
+    embed_onnx(target, doc)  # the sidecar's content inside the file too (metadata_props)
     log(f"wrote {target} ({doc['size_mb']} MB) and {target.with_suffix('.json').name}")
     return target

@@ -126,6 +126,10 @@ def load_meta(artifact, imgsz=None) -> ModelMeta:
     ul_yaml = model.parent / "metadata.yaml"
     if ul_yaml.exists():
         return _from_ultralytics(yaml.safe_load(ul_yaml.read_text()))
+    from .embedded_meta import read_embedded  # metadata inside the file: ONNX metadata_props, IR rt_info
+
+    if (embedded := read_embedded(model)) is not None:
+        return embedded
     if model.suffix == ".onnx":
         try:
             import onnx
