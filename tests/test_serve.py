@@ -242,3 +242,32 @@ def test_bad_input_serve_without_extra(onnx160, monkeypatch, capsys):
     assert "serve" in build_parser().format_help()
     assert main(["serve", str(onnx160)]) == 3
     assert "pip install 'edgekit[serve]'" in capsys.readouterr().err
+
+
+def test_example_client_against_server(served, engine):
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from client_tritonclient import detect
+    finally:
+        sys.path.pop(0)
+    port, _ = served
+    boxes, scores, labels = detect(th.InferenceServerClient(f"127.0.0.1:{port}"), "model", str(VAL[0]))
+    ref = engine(VAL[0])
+    np.testing.assert_allclose(boxes, ref.boxes, atol=0.01)
+    np.testing.assert_array_equal(labels, ref.class_ids)
+
+
+def test_example_app_writes_annotated_video(onnx160, tmp_path):
+    import cv2
+
+    out = tmp_path / "annotated.mp4"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "detect_video.py"), str(onnx160),
+                        str(VAL[0].parent), "-o", str(out), "--fps", "5"], env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(VAL)} frames" in r.stderr and "FPS end to end" in r.stderr
+    cap = cv2.VideoCapture(str(out))
+    try:
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(VAL)
+    finally:
+        cap.release()
