@@ -64,6 +64,10 @@ class Service:
 
     def __init__(self, name: str, engines: list, max_batch: int, max_delay_s: float, max_queue: int):
         self.name, self.engines, self.engine = name, engines, engines[0]
+        fixed = self.engine.backend.fixed_batch
+        if fixed:  # a fixed-batch model gains nothing from bigger batches: do not wait to fill them
+            max_batch = min(max_batch, fixed)
+        self.max_batch = max_batch
         self.batcher = MicroBatcher([e.infer for e in engines], max_batch, max_delay_s, max_queue)
         self.metrics = Metrics(name, max_batch, self.batcher.depth)
         self.batcher.on_batch = self.metrics.on_batch
@@ -74,7 +78,8 @@ class Service:
         return {"name": self.name, "versions": ["1"], "platform": f"edgekit_{self.engine.backend_name}",
                 "inputs": INPUTS, "outputs": OUTPUTS,
                 "parameters": {"names": m.names, "imgsz": list(m.imgsz), "precision": m.precision,
-                               "boxes": "x1 y1 x2 y2 in original-image pixels", "image_hwc_color": "BGR"}}
+                               "boxes": "x1 y1 x2 y2 in original-image pixels", "image_hwc_color": "BGR",
+                               "max_batch": self.max_batch}}
 
     def prepare(self, body: bytes, header_length):
         """Parse, decode and letterbox (runs in a worker thread): (head, blob, letterbox, overrides)."""

@@ -46,7 +46,7 @@ def serve(artifact, host: str = "127.0.0.1", port: int = 8000, graceful_s: float
     server = uvicorn.Server(config)
     e = service.engine
     (log or _stderr)(f"serving '{service.name}' ({e.path}, {e.backend_name} {e.device}, imgsz {e.meta.imgsz[0]}x"
-                     f"{e.meta.imgsz[1]}) on http://{host}:{port}/v2/models/{service.name}")
+                     f"{e.meta.imgsz[1]}, max batch {service.max_batch}) on http://{host}:{port}/v2/models/{service.name}")
     # uvicorn handles SIGTERM (graceful shutdown), then re-raises it to the handler found at start: make that
     # handler a no-op so a requested stop exits 0 rather than 143
     previous = signal.signal(signal.SIGTERM, lambda *a: None)
