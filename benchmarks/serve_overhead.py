@@ -33,6 +33,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT / "tests" / "assets" / "coco8" / "images" / "val").glob("*.jpg"))
 OUT = ROOT / "benchmarks" / "results" / "H_serve.md"
+NOTE = ("The 8 clients run on the same cores as the server: tritonclient's request building and response parsing "
+        "(Python threads) take CPU from the server's decode, letterbox and inference, a cost the in-process mode does "
+        "not pay; on a separate client machine the served figures would be higher. With a fixed-batch-1 artifact "
+        "the server does not batch (max batch 1): its concurrency is --workers.")
 
 
 def cpu_line() -> str:
@@ -232,6 +236,8 @@ def main(argv=None) -> int:
         f"In-process throughput mode: {runner.describe()} (edgekit.bench.concurrency), batch 1, decode and letterbox "
         f"in Engine.prefetch threads. Served: decode + letterbox in the server's request threads, inference in its "
         f"micro-batcher's worker threads, postprocess in request threads; HTTP and (de)serialization on top.",
+        "",
+        NOTE,
         "",
     ]
     text = "\n".join(lines)

@@ -271,3 +271,40 @@ def test_example_app_writes_annotated_video(onnx160, tmp_path):
         assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(VAL)
     finally:
         cap.release()
+
+
+def test_micro_batcher_batches_in_order_and_drains():
+    """Queued items are gathered up to max_batch, each future gets its own row, stop() finishes the queue."""
+    from edgekit.serve.batcher import MicroBatcher, QueueFull
+
+    sizes = []
+
+    def infer(blob):
+        sizes.append(len(blob))
+        return blob * 2
+
+    b = MicroBatcher([infer], max_batch=4, max_delay_s=0.0, max_queue=6)
+    futs = [b.submit(np.full((1, 3, 2, 2), k, np.float32)) for k in range(6)]
+    with pytest.raises(QueueFull, match="queue full"):
+        b.submit(np.zeros((1, 3, 2, 2), np.float32))
+    b.start()
+    assert [float(f.result(10)[0, 0, 0]) for f in futs] == [2.0 * k for k in range(6)]
+    assert sizes == [4, 2]
+    assert b.stop(10)
+    with pytest.raises(QueueFull, match="shutting down"):
+        b.submit(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_micro_batcher_failure_reaches_every_waiter():
+    from edgekit.serve.batcher import MicroBatcher
+
+    def infer(blob):
+        raise RuntimeError("backend exploded")
+
+    b = MicroBatcher([infer], max_batch=2, max_delay_s=0.0, max_queue=4)
+    futs = [b.submit(np.zeros((1, 3, 2, 2), np.float32)) for _ in range(3)]
+    b.start()
+    for f in futs:
+        with pytest.raises(RuntimeError, match="backend exploded"):
+            f.result(10)
+    assert b.stop(10)
