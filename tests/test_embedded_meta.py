@@ -84,3 +84,14 @@ def test_bad_input_embedded_ir_metadata(tmp_path, content, msg):
     with pytest.raises(ArtifactError, match=msg) as e:
         load_meta(xml)
     assert str(xml) in str(e.value) and e.value.exit_code == 2
+
+
+def test_ovc_ir_of_an_edgekit_onnx_inherits_names_not_precision(onnx160_copy, tmp_path):
+    """ovc carries the ONNX metadata_props into rt_info['framework']: names come along, precision is not claimed."""
+    ov = pytest.importorskip("openvino")
+    from edgekit.runtime.meta import load_meta
+
+    ov.save_model(ov.convert_model(str(onnx160_copy)), str(tmp_path / "ovc" / "model.xml"))
+    meta = load_meta(tmp_path / "ovc")
+    assert meta.names == load_meta(onnx160_copy).names and meta.imgsz == (160, 160)
+    assert meta.precision == "unknown"

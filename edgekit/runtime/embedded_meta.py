@@ -111,9 +111,11 @@ def _io_shapes(xml: Path) -> tuple[list[str], list[str]]:
 def _from_ir(p: Path) -> ModelMeta | None:
     info = rt_info(p)
     model_info, framework = info.get("model_info", {}), info.get("framework", {})
-    for src in (model_info, framework):
-        if isinstance(src, dict) and KEY in src:
-            return from_sidecar(json.loads(src[KEY]))
+    if isinstance(model_info, dict) and KEY in model_info:
+        return from_sidecar(json.loads(model_info[KEY]))
+    if isinstance(framework, dict) and KEY in framework:  # the source ONNX's sidecar, carried over by ovc
+        doc = json.loads(framework[KEY])  # an IR made from it (e.g. quantized) may differ in precision
+        return from_sidecar({**doc, "precision": "unknown", "inherited_from": "source ONNX metadata_props"})
     if isinstance(framework, dict) and "names" in framework:
         return _from_ultralytics(framework)
     if not isinstance(model_info, dict) or "labels" not in model_info:
