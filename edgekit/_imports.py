@@ -22,6 +22,10 @@ KNOWN = {
     "matplotlib": ("dev", ("matplotlib",)),
     "super_gradients": ("nas", ("super-gradients",)),
     "pynvml": ("gpu", ("nvidia-ml-py",)),
+    "fastapi": ("serve", ("fastapi",)),
+    "uvicorn": ("serve", ("uvicorn",)),
+    "prometheus_client": ("serve", ("prometheus-client",)),
+    "tritonclient": ("serve", ("tritonclient",)),
 }
 
 

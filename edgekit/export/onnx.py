@@ -10,6 +10,7 @@ from .._ultralytics import arch_of, ultralytics
 from ..errors import ArtifactError, EdgekitError
 from ..checkpoint import checked_copy
 from ..io import atomic_path, private_tempdir, sha256_file
+from ..runtime.embedded_meta import embed_onnx
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
 
@@ -97,5 +98,6 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
         if not res["passed"]:
             raise EdgekitError(f"{target}: ONNX output differs from PyTorch by {res['max_abs_diff_scores']:.3g} "
                                f"(scores), over the tolerance {parity_tol:g}")
+    embed_onnx(target, doc)  # the sidecar's content inside the file too (metadata_props)
     log(f"wrote {target} ({doc['size_mb']} MB) and {target.with_suffix('.json').name}")
     return target

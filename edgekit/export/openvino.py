@@ -6,6 +6,7 @@ from pathlib import Path
 from .._imports import require, tool_versions
 from ..errors import ArtifactError
 from ..io import atomic_dir
+from ..runtime.embedded_meta import set_model_info
 from ..runtime.meta import from_sidecar, read_sidecar, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -38,11 +39,12 @@ def onnx_to_openvino(onnx_path, out_dir=None, fp16: bool = False, log=print, pre
     doc = read_sidecar(onnx_path)
     model = ov.convert_model(str(onnx_path))
     with atomic_dir(out_dir) as tmp:
-        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         doc.update({"precision": precision, "backend": "openvino", "converted_from": str(onnx_path),
                     "versions": {**doc.get("versions", {}), **tool_versions("openvino")}})
         doc.pop("parity", None)
         doc.pop("accuracy", None)  # the ONNX's cached FP32 baselines describe the ONNX, not this IR
+        set_model_info(model, doc)  # the sidecar's content inside the IR too (rt_info model_info)
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         doc["precision_executed"] = executed_on(tmp / "model.xml", doc, device)
         doc["precision_executed_on"] = device
         write_sidecar(tmp / "model.xml", doc)

@@ -259,6 +259,10 @@ def _read_meta(model: Path) -> ModelMeta:
         except yaml.YAMLError as e:
             raise ArtifactError(f"{ul_yaml}: malformed YAML ({str(e).splitlines()[0]})") from None
         return _from_ultralytics(doc, ul_yaml)
+    from .embedded_meta import read_embedded  # metadata inside the file: ONNX metadata_props, IR rt_info
+
+    if (embedded := read_embedded(model)) is not None:
+        return embedded
     if model.suffix.lower() == ".onnx":
         try:
             import onnx

@@ -1,0 +1,38 @@
+NAME = "serve"
+HELP = "serve an artifact over HTTP with the KServe v2 / Triton protocol (micro-batching, /metrics)"
+DESCRIPTION = (HELP + ". Endpoints: /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/infer "
+               "(input IMAGE: one encoded image as BYTES, or IMAGE_HWC: a uint8 BGR HxWx3 tensor; outputs BOXES, "
+               "SCORES, LABELS in original-image pixels), /metrics. Needs: pip install 'edgekit[serve]'.")
+
+
+def add_arguments(p):
+    p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", default=None, help="model name in the URLs (default: the artifact's file or folder name)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt (default: from the file type)")
+    p.add_argument("--max-batch", type=int, default=8, help="most images per network call (default 8)")
+    p.add_argument("--max-delay-ms", type=float, default=2.0,
+                   help="longest wait for a batch to fill after its first image (default 2 ms)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests waiting beyond this are answered 503 with Retry-After (default 64)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="inference threads, each with its own copy of the engine (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="backend threads per engine (default: the backend's)")
+    p.add_argument("--allow-failed", action="store_true",
+                   help="serve an artifact whose sidecar says it failed its accuracy gate (refused by default)")
+
+
+def run(args):
+    from ..errors import EdgekitError
+    from ..serve.server import serve
+
+    for flag, v, lo in (("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
+                        ("--workers", args.workers, 1), ("--port", args.port, 0), ("--max-delay-ms", args.max_delay_ms, 0)):
+        if v < lo:
+            raise EdgekitError(f"{flag} must be >= {lo}, got {v}")
+    opts = {"threads": args.threads} if args.threads else {}
+    return serve(args.artifact, host=args.host, port=args.port, name=args.name, device=args.device,
+                 backend=args.backend, workers=args.workers, max_batch=args.max_batch,
+                 max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, allow_failed=args.allow_failed, **opts)

@@ -1,0 +1,73 @@
+"""Triton Python-backend model for edgekit's pre- and post-processing (copied into the repository as model.py).
+
+The model's config parameter "stage" picks the role:
+- pre:  IMAGE (BYTES, one encoded image per batch item) -> images (the network input), LETTERBOX (FP64 [5]:
+        gain, pad_left, pad_top, orig_h, orig_w);
+- post: RAW (the network output) + LETTERBOX -> BOXES (FP32 [k, 4], x1 y1 x2 y2 in original-image pixels),
+        SCORES (FP32 [k]), LABELS (INT64 [k]); a request holding several images is padded to its largest k
+        (score 0, label -1).
+The letterbox and decode/NMS are edgekit's own (edgekit_runtime/ beside this file is copied from
+edgekit.runtime), so Triton sees exactly the pixels and boxes that edgekit's Engine does.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import triton_python_backend_utils as pb_utils  # noqa: E402  (provided by Triton's Python backend)
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.stage = config["parameters"]["stage"]["string_value"]
+        self.meta = json.loads((HERE / "edgekit_meta.json").read_text())
+        self.dtype = np.float16 if self.meta["input_dtype"] == "float16" else np.float32
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            try:
+                outs = self.pre(request) if self.stage == "pre" else self.post(request)
+                responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v)
+                                                                            for k, v in outs.items()]))
+            except Exception as e:  # one bad image fails its request only
+                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(e))))
+        return responses
+
+    def pre(self, request):
+        import cv2
+        from edgekit_runtime.preprocess import preprocess
+
+        encoded = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
+        images = []
+        for k, b in enumerate(encoded):
+            img = cv2.imdecode(np.frombuffer(bytes(b), np.uint8), cv2.IMREAD_COLOR) if len(b) else None
+            if img is None:
+                raise ValueError(f"IMAGE[{k}] is not a decodable image")
+            images.append(img)
+        blob, infos = preprocess(images, tuple(self.meta["imgsz"]), self.meta["pad_value"], dtype=self.dtype)
+        lb = np.array([[i.gain, i.pad_left, i.pad_top, *i.orig_shape] for i in infos], np.float64)
+        return {"images": blob, "LETTERBOX": lb}
+
+    def post(self, request):
+        from edgekit_runtime.postprocess import postprocess
+        from edgekit_runtime.preprocess import Letterbox
+
+        raw = pb_utils.get_input_tensor_by_name(request, "RAW").as_numpy().astype(np.float32)
+        lb = pb_utils.get_input_tensor_by_name(request, "LETTERBOX").as_numpy()
+        infos = [Letterbox(float(g), int(pl), int(pt), (int(h), int(w))) for g, pl, pt, h, w in lb]
+        m = self.meta
+        dets = postprocess(raw, infos, m["names"], m["layout"], conf=m["conf"], iou=m["iou"], max_det=m["max_det"],
+                           imgsz=tuple(m["imgsz"]))
+        k = max([len(d) for d in dets] + [0])
+        boxes = np.zeros((len(dets), k, 4), np.float32)
+        scores = np.zeros((len(dets), k), np.float32)
+        labels = np.full((len(dets), k), -1, np.int64)
+        for i, d in enumerate(dets):
+            boxes[i, :len(d)], scores[i, :len(d)], labels[i, :len(d)] = d.boxes, d.scores, d.class_ids
+        return {"BOXES": boxes, "SCORES": scores, "LABELS": labels}
