@@ -43,10 +43,11 @@ def onnx_to_openvino(onnx_path, out_dir=None, fp16: bool = False, log=print, pre
                     "versions": {**doc.get("versions", {}), **tool_versions("openvino")}})
         doc.pop("parity", None)
         doc.pop("accuracy", None)  # the ONNX's cached FP32 baselines describe the ONNX, not this IR
-        set_model_info(model, doc)  # the sidecar's content inside the IR too (rt_info model_info)
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         doc["precision_executed"] = executed_on(tmp / "model.xml", doc, device)
         doc["precision_executed_on"] = device
+        set_model_info(model, doc)  # the sidecar's content inside the IR too (rt_info model_info): saved again
+        ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         write_sidecar(tmp / "model.xml", doc)
     log(f"wrote {out_dir}/model.xml ({precision.upper()}{' weights' if precision != 'bf16' else ' execution'}, "
         f"runs {doc['precision_executed']} on {device})")

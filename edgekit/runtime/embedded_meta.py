@@ -79,7 +79,11 @@ def _from_onnx(p: Path) -> ModelMeta | None:
         return None
     import onnx
 
-    props = {x.key: x.value for x in onnx.load(str(p), load_external_data=False).metadata_props}
+    try:
+        m = onnx.load(str(p), load_external_data=False)
+    except Exception:  # not a readable ONNX: load_meta says so, naming the missing sidecar
+        return None
+    props = {x.key: x.value for x in m.metadata_props}
     return from_sidecar(json.loads(props[KEY])) if KEY in props else None
 
 
