@@ -192,14 +192,14 @@ class Pipeline:
         """
         prev = self._done(name, record, inputs)
         if prev is not None and prev.get("status") == "FAILED":
-            self.log(f"[resume] {name}: failed its accuracy gate before, skipped (--retry-failed to try again)")
+            self._detail(f"[resume] {name}: failed its accuracy gate before, skipped (--retry-failed to try again)")
             err = AccuracyGateError(prev["error"])
             err.result = prev.get("gate")
             raise err
         if prev is not None:
-            self.log(f"[resume] {name}: done, skipped")
+            self._detail(f"[resume] {name}: done, skipped")
             return prev["result"]
-        self.log(f"[stage] {name} ...")
+        self._detail(f"[stage] {name} ...")
         t = time.perf_counter()
         try:
             result = fn()
@@ -265,6 +265,7 @@ class Pipeline:
                                     lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, opset=self.opset,
                                                             log=self._detail, trust_checkpoint=self.trust_checkpoint)),
                                     output=Path))
+        self.log(f"  trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s', 0):.0f} s, exported {onnx_path.name}")
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
         fp32_map = None
@@ -294,15 +295,16 @@ class Pipeline:
                             "latency_p50_ms": round(bench["latency_ms"]["infer"]["p50"], 3),
                             "e2e_p50_ms": round(e2e["p50"], 3), "fps_e2e": round(bench["fps_e2e"], 2),
                             "model_mb": bench.get("model_mb"), "artifact": artifact, "status": "ok"})
+                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f}, {bench['fps_e2e']:.1f} FPS end to end")
                 if v.precision == "fp32" and fp32_map is None:
                     fp32_map = acc["map50_95"]
             except AccuracyGateError as e:
                 row.update({"status": "FAILED", "error": str(e), "artifact": None,
                             "gate": gate_figures(getattr(e, "result", None))})
-                self.log(f"  {name}: accuracy gate failed: {e}")
+                self.log(f"  {name}: FAILED its accuracy gate: {e}")
             except EdgekitError as e:
                 row.update({"status": "error", "error": str(e), "artifact": None})
-                self.log(f"  {name}: {e}")
+                self.log(f"  {name}: error: {e}")
             rows.append(row)
         return rows
 
