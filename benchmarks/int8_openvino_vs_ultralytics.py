@@ -119,7 +119,7 @@ def main() -> int:
 
 
 def timing(res: dict, artifacts: dict, ds, a, out: Path) -> int:
-    from edgekit.data.images import read_image
+    from edgekit.runtime.images import read_image
     from edgekit.runtime import Engine
 
     res["timing_args"] = {"iters": a.iters, "warmup": a.warmup, "rounds": a.rounds}

@@ -10,7 +10,7 @@ import datetime as _dt
 from itertools import cycle, islice
 from pathlib import Path
 
-from ..data.images import list_images
+from ..runtime.images import list_images
 from ..errors import EdgekitError
 from ..runtime import Engine
 from .concurrency import make_runner

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import sha256_file
 from .dataset import Dataset, Sample
-from .images import read_image
+from ..runtime.images import read_image
 
 DEFAULT_SIZE = 300
 WARN_BELOW = 100

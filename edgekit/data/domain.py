@@ -12,7 +12,7 @@ import numpy as np
 
 from .._imports import require
 from ..runtime.preprocess import preprocess
-from .images import read_image
+from ..runtime.images import read_image
 
 STATS = Path(__file__).resolve().parent.parent / "assets" / "coco_backbone_stats.npz"
 EMBED_IMGSZ = 320
