@@ -240,7 +240,7 @@ class Pipeline:
 
     def run_strategy(self, strategy: str) -> list[dict]:
         from .bench import run_bench
-        from .bench.accuracy import evaluate
+        from .eval import evaluate
         from .export import export_onnx
         from .train import train
 
@@ -345,7 +345,7 @@ class Pipeline:
 
     def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
         """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
-        from .bench.accuracy import evaluate
+        from .eval import evaluate
         from .data import load_dataset
         from .export.openvino import onnx_to_openvino
         from .quantize.job import fp32_baseline

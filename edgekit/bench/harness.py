@@ -181,7 +181,7 @@ def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches
         res["energy_j_per_image"] = {b: _r(p["mean_w"] / thr[b], 4) for b, p in power.items() if thr[b]}
 
     if data is not None:
-        from .accuracy import evaluate
+        from ..eval import evaluate
 
         log(f"accuracy: {data}")
         acc = evaluate(artifact, data, device=device, backend=bname, progress=False,

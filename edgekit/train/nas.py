@@ -8,7 +8,7 @@ checkpoint (`weights=`) or train from scratch.
 The loop is small on purpose: letterboxed images (edgekit's preprocessing), horizontal flips, PPYoloELoss,
 AdamW, linear warm-up then linear decay; frozen groups get requires_grad=False and their BatchNorms eval mode
 each epoch. best.pt is the final epoch (state_dict + meta); mAP is measured after export, through the runtime
-that will serve the model (edgekit.bench.accuracy.evaluate on the ONNX).
+that will serve the model (edgekit.eval.evaluate on the ONNX).
 """
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
             "imgsz": imgsz, "reasons": [], "epoch_records": records}
     if export:
         onnx_path = export_nas_onnx(best, out, imgsz=imgsz, log=log)
-        from ..bench.accuracy import evaluate
+        from ..eval import evaluate
 
         res = evaluate(onnx_path, ds, progress=False)
         info.update(map50=res["map50"], map50_95=res["map50_95"], onnx=str(onnx_path))
