@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.domain import STATS, backbone_embeddings, stats
+from edgekit.advise.domain import STATS, backbone_embeddings, stats
 from edgekit.runtime.images import list_images
 
 ap = argparse.ArgumentParser()

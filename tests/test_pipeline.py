@@ -110,7 +110,7 @@ def test_interrupted_during_quantization_resumes(tiny_data, weights, tmp_path, m
 
 
 def test_frechet_distance_properties():
-    from edgekit.data.domain import frechet_distance, stats
+    from edgekit.advise.domain import frechet_distance, stats
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 8))
@@ -141,7 +141,7 @@ def test_noise_images_are_farther_from_coco_than_vehicles(demo_data, tmp_path):
     pytest.importorskip("ultralytics")
     import cv2
 
-    from edgekit.data.domain import domain_distance
+    from edgekit.advise.domain import domain_distance
 
     rng = np.random.default_rng(0)
     noise = []
