@@ -424,3 +424,14 @@ def test_nas_schedule_trains_and_exports(tmp_path, demo_copy):
     side = read_sidecar(tmp_path / "nas" / "model.onnx")
     assert side["output"]["layout"] == "nas" and side["output"]["shape"] == [1, 84, 4 + ds.nc]
     assert info["map50"] is not None
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", []), ("mps", []), ("cuda", [0]), ("cuda:1", [1]), ("0", [0]),
+                                          ("0,1", [0, 1]), ("cuda:0,1", [0, 1]), ("", None)])
+def test_train_device_forms(device, gpus):
+    """The devices a training run uses, parsed by runtime.devices plus Ultralytics' multi-GPU list form."""
+    from edgekit.train.record import gpu_indices, n_gpus
+
+    assert gpu_indices(device) == gpus
+    if gpus is not None:
+        assert n_gpus(device) == len(gpus)
