@@ -36,8 +36,8 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
     in_time = deadline_days is None or scratch_h / 24 <= deadline_days
     scratch_ok = far and big and affordable and in_time
     reasons.append(f"domain distance to COCO: Fréchet {dom['frechet_distance']:.1f} ({dom['band']}; thresholds "
-                   f"{dom['thresholds']['near']:g}/{dom['thresholds']['far']:g}), {overlap:.0%} of class names are COCO classes, "
-                   f"class/box distance {dom['class_box_distance']:.2f}"
+                   f"{dom['thresholds']['near']:g}/{dom['thresholds']['far']:g}), {overlap:.0%} of class names are "
+                   f"COCO classes, class/box distance {dom['class_box_distance']:.2f}"
                    f" -> {'far from' if far else 'close to' if near else 'moderately far from'} the pretraining domain")
     reasons.append(f"{n_train} train images ({'>=' if big else '<'} {SCRATCH_MIN_IMAGES:,} needed before scratch can "
                    f"catch up with pretrained features)")

@@ -58,7 +58,7 @@ def _data_yaml(data, out_dir: Path, skip_bad: bool, log) -> tuple[Path, object]:
 
 
 def _previous_run(out: Path, strategy, resume: bool, log) -> tuple[dict, object]:
-    """(train.json of the run to resume, or {}; the strategy to train). ArtifactError when there is nothing to resume."""
+    """(train.json of the run to resume, or {}; the strategy to train). ArtifactError when nothing can be resumed."""
     if not resume:
         return {}, strategy
     prev = read_train_json(out)
