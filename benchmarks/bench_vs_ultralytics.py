@@ -104,7 +104,7 @@ def main() -> int:
     from edgekit._ultralytics import ultralytics
     from edgekit.bench.concurrency import make_runner
     from edgekit.bench.device import device_info
-    from edgekit.data.images import list_images
+    from edgekit.runtime.images import list_images
     from edgekit.runtime import Engine
 
     data = Path(args.data)

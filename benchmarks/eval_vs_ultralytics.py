@@ -23,7 +23,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgekit._ultralytics import ultralytics
-    from edgekit.bench.accuracy import evaluate
+    from edgekit.eval import evaluate
     from edgekit.data import load_dataset
     from edgekit.export import export_onnx
 

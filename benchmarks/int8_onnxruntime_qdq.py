@@ -29,7 +29,7 @@ def main() -> int:
     a = p.parse_args()
     from edgekit.bench.device import cpu_info
     from edgekit.data import load_dataset
-    from edgekit.data.images import read_image
+    from edgekit.runtime.images import read_image
     from edgekit.errors import AccuracyGateError
     from edgekit.quantize import quantize
     from edgekit.runtime import Engine

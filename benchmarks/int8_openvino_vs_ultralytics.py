@@ -75,7 +75,7 @@ def time_interleaved(models: dict, blob: np.ndarray, iters: int, warmup: int, ro
 
 def main() -> int:
     a = parse()
-    from edgekit.bench.accuracy import evaluate
+    from edgekit.eval import evaluate
     from edgekit.bench.device import cpu_info
     from edgekit.data import load_dataset
     from edgekit.export import export_onnx
@@ -119,7 +119,7 @@ def main() -> int:
 
 
 def timing(res: dict, artifacts: dict, ds, a, out: Path) -> int:
-    from edgekit.data.images import read_image
+    from edgekit.runtime.images import read_image
     from edgekit.runtime import Engine
 
     res["timing_args"] = {"iters": a.iters, "warmup": a.warmup, "rounds": a.rounds}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekit.data.domain import STATS, backbone_embeddings, stats
-from edgekit.data.images import list_images
+from edgekit.advise.domain import STATS, backbone_embeddings, stats
+from edgekit.runtime.images import list_images
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--coco", required=True, help="folder with images/train and images/val (coco128)")

@@ -115,6 +115,15 @@ class Pipeline:
     log: object = print
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
+    _dataset: object = field(default=None, init=False, repr=False, compare=False)
+
+    def dataset(self):
+        """The dataset, read and validated once per run: every stage gets this object, not the yaml path."""
+        if self._dataset is None:
+            from .data import load_dataset
+
+            self._dataset = load_dataset(self.data)
+        return self._dataset
 
     # content keys -----------------------------------------------------------------------------
     def file_hash(self, path) -> str:
@@ -141,9 +150,7 @@ class Pipeline:
     def data_key(self) -> str:
         """Content of the dataset: its yaml/json and every train/val image and label file, by relative name."""
         if self._data_key is None:
-            from .data import load_dataset
-
-            ds = load_dataset(self.data)
+            ds = self.dataset()
             root = ds.source.parent
             h = hashlib.sha256(f"{ds.source.name}\0{self.file_hash(ds.source)}\n".encode())
             for split in ("train", "val"):
@@ -224,10 +231,8 @@ class Pipeline:
                                f"is 'edgekit train {self.model} --data DATA.yaml' (it exports the ONNX too)")
 
     def run(self) -> dict:
-        from .data import load_dataset
-
         self.check_model()
-        ds = load_dataset(self.data)  # validate before spending any time
+        ds = self.dataset()  # validate before spending any time
         for split in ("train", "val"):
             ds.samples(split)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -240,7 +245,7 @@ class Pipeline:
 
     def run_strategy(self, strategy: str) -> list[dict]:
         from .bench import run_bench
-        from .bench.accuracy import evaluate
+        from .eval import evaluate
         from .export import export_onnx
         from .train import train
 
@@ -254,9 +259,9 @@ class Pipeline:
                             "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch, "seed": self.seed,
                             "device": device, "gpu_hour_usd": self.gpu_hour_usd,
                             "versions": tool_versions("ultralytics", "torch")},
-                           lambda: train(self.model, self.data, strategy=strategy, epochs=self.epochs, imgsz=self.imgsz,
-                                         batch=self.batch, device=device, out_dir=sdir / "train", seed=self.seed,
-                                         gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
+                           lambda: train(self.model, self.dataset(), strategy=strategy, epochs=self.epochs,
+                                         imgsz=self.imgsz, batch=self.batch, device=device, out_dir=sdir / "train",
+                                         seed=self.seed, gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
                                          trust_checkpoint=self.trust_checkpoint),
                            output=lambda r: best)
         onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json",
@@ -285,7 +290,7 @@ class Pipeline:
                 acc = self.stage(f"{strategy}: {name} eval", sdir / "stages" / f"{name}.eval.json",
                                  {**used, "data": self.data_key()},
                                  lambda a=artifact, v=v, b=built: b["accuracy"] or evaluate(
-                                     a, self.data, backend=v.backend, device=self.target, progress=False))
+                                     a, self.dataset(), backend=v.backend, device=self.target, progress=False))
                 bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
                                    {**used, "iters": self.bench_iters},
                                    lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
@@ -347,15 +352,14 @@ class Pipeline:
 
     def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
         """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
-        from .bench.accuracy import evaluate
-        from .data import load_dataset
+        from .eval import evaluate
         from .export.openvino import onnx_to_openvino
         from .quantize.job import fp32_baseline
         from .runtime.meta import read_sidecar, write_sidecar
 
         folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
                                   log=self._detail)
-        ds = load_dataset(self.data)
+        ds = self.dataset()
         base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target)
         acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
         drop = (base["map50_95"] - acc["map50_95"]) * 100

@@ -9,7 +9,7 @@ import pytest
 
 from edgekit.data import Sample, load_dataset
 from edgekit.data.calibration import CalibrationWarning, balanced_sample, calibration_set
-from edgekit.data.images import read_image
+from edgekit.runtime.images import read_image
 from edgekit.errors import DataError
 from edgekit.runtime.preprocess import preprocess
 

@@ -87,7 +87,7 @@ def test_cli_leaves_root_logger_and_warning_filters_alone():
 def test_eval_without_evaluator_fails_before_inference(onnx160, coco8):
     """faster-coco-eval and pycocotools blocked: the pip hint comes before any image is run through the model."""
     pre = ("import sys\nsys.modules['faster_coco_eval'] = None; sys.modules['pycocotools'] = None\n"
-           "import edgekit.bench.accuracy as acc\n"
+           "import edgekit.eval.accuracy as acc\n"
            "def _no_engine(*a, **k): raise SystemExit('an Engine was built before the dependency check')\n"
            "acc.Engine = _no_engine\n")
     r = _edgekit("eval", onnx160, "--data", coco8, pre=pre)

@@ -32,7 +32,7 @@ def test_eval_json_and_agreement_with_ultralytics_val(onnx320, coco8, tmp_path, 
 
 def test_eval_openvino_backend_agrees(onnx320, coco8):
     pytest.importorskip("openvino")
-    from edgekit.bench.accuracy import evaluate
+    from edgekit.eval import evaluate
 
     a = evaluate(onnx320, coco8, backend="onnxruntime", progress=False)
     b = evaluate(onnx320, coco8, backend="openvino", progress=False)

@@ -67,10 +67,10 @@ EXTRAS_FOR = {
     "quantize/tensorrt.py": ["tensorrt", "eval"],
     "bench/power.py": ["gpu"],
     "bench/memory.py": ["gpu"],
-    "bench/accuracy.py": ["eval"],
+    "eval/accuracy.py": ["eval"],
 }
-# the accuracy gate: every quantize module runs bench/accuracy.py's evaluator
-GATE = "bench/accuracy.py"
+# the accuracy gate: every quantize module runs eval/accuracy.py's evaluator
+GATE = "eval/accuracy.py"
 OPTIONAL_ALTERNATIVES = {"pycocotools"}  # accuracy.py's fallback when faster-coco-eval is absent
 
 

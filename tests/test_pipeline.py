@@ -80,9 +80,15 @@ def test_interrupted_during_quantization_resumes(tiny_data, weights, tmp_path, m
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
+    import edgekit.data.dataset as dsmod
+
+    reads = []
+    real_read = dsmod.load_yolo_yaml
+    monkeypatch.setattr(dsmod, "load_yolo_yaml", lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))
     monkeypatch.setattr(q, "quantize", interrupted)
     with pytest.raises(KeyboardInterrupt):
         Pipeline(**kw).run()
+    assert len(reads) == 1, reads  # the yaml is read once; train, eval and the content key get the loaded Dataset
     stages = tmp_path / "run" / "head" / "stages"
     assert (stages / "train.json").exists() and (stages / "export.json").exists()
     assert (stages / "openvino-fp32.bench.json").exists() and not (stages / "openvino-int8.build.json").exists()
@@ -110,7 +116,7 @@ def test_interrupted_during_quantization_resumes(tiny_data, weights, tmp_path, m
 
 
 def test_frechet_distance_properties():
-    from edgekit.data.domain import frechet_distance, stats
+    from edgekit.advise.domain import frechet_distance, stats
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 8))
@@ -141,7 +147,7 @@ def test_noise_images_are_farther_from_coco_than_vehicles(demo_data, tmp_path):
     pytest.importorskip("ultralytics")
     import cv2
 
-    from edgekit.data.domain import domain_distance
+    from edgekit.advise.domain import domain_distance
 
     rng = np.random.default_rng(0)
     noise = []

@@ -98,7 +98,7 @@ def test_bf16_is_asked_for_and_executed(ir_fp32, onnx160, tmp_path):
 
 @needs_bf16
 def test_eval_json_records_bf16_beside_fp32(ir_fp32, coco8):
-    from edgekit.bench.accuracy import evaluate
+    from edgekit.eval import evaluate
 
     f = evaluate(ir_fp32, coco8, progress=False)
     b = evaluate(ir_fp32, coco8, progress=False, precision="bf16")

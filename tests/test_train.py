@@ -335,21 +335,44 @@ def test_lora_merges_and_exports_same_graph_as_full(ul, tmp_path, demo_copy, wei
 # --- auto -------------------------------------------------------------------------------------------------------
 
 def test_auto_rule(demo_data):
+    from edgekit.advise.rule import choose, class_box_distance, closeness
     from edgekit.data import load_dataset
-    from edgekit.train.auto import auto_strategy, choose, coco_overlap, domain_distance
+    from edgekit.data.coco_names import coco_overlap
+    from edgekit.train.auto import auto_strategy
 
     assert coco_overlap(["Ambulance", "Bus", "Car", "Motorcycle", "Truck"]) == 0.8
     assert coco_overlap(["motorbike", "pedestrians", "PCB defect"]) == pytest.approx(2 / 3)
-    d, why = domain_distance(["scratch", "short"], [0.01, 0.02])
+    d, why = class_box_distance(["scratch", "short"], [0.01, 0.02])
     assert d == 1.0 and any("tiny" in w for w in why)
-    assert choose(100, 0.2, 10)[0].kind == "head"
-    assert choose(100, 0.9, 10)[0].spec == "schedule:0:backbone,5:none"
-    assert choose(1000, 0.2, 9)[0].spec == "schedule:0:neck,3:backbone,6:none"
-    assert choose(1000, 0.8, 9)[0].spec == "schedule:0:backbone,3:none"
-    assert choose(10000, 0.2, 9)[0].kind == "full"
-    assert choose(100, 0.2, 9, pretrained=False)[0].kind == "scratch"
+    assert [closeness("moderate", x) for x in (0.2, 0.6, 0.9)] == ["near", "moderate", "far"]
+    assert closeness("far", 0.0) == "far" and closeness("near", 1.0) == "near"
+    assert choose(100, "near", 10)[0] == "head"
+    assert choose(100, "far", 10)[0] == "schedule:0:backbone,5:none"
+    assert choose(1000, "near", 9)[0] == "schedule:0:neck,3:backbone,6:none"
+    assert choose(1000, "moderate", 9)[0] == "schedule:0:backbone,3:none"
+    assert choose(10000, "near", 9)[0] == "full"
+    assert choose(100, "near", 9, pretrained=False)[0] == "scratch"
     s, reasons = auto_strategy(load_dataset(demo_data), epochs=6)
     assert s.kind == "head" and reasons[-1] == "auto -> head" and any("80% of the 5 class names" in r for r in reasons)
+
+
+def test_auto_and_advise_pick_the_same_strategy(demo_data):
+    """One rule: advise's first suggestion is what --strategy auto trains, on the same data and epochs."""
+    import dataclasses
+
+    pytest.importorskip("ultralytics")
+    from edgekit.advise import advise
+    from edgekit.data import load_dataset
+    from edgekit.train.auto import auto_strategy
+
+    ds = load_dataset(demo_data)
+    for epochs in (3, 9):
+        r = advise(ds, epochs=epochs, log=lambda *a: None)
+        assert auto_strategy(ds, epochs)[0].spec == r["strategies"][0]
+    # 400 copies of the same samples (300-3000 images): the rule's middle size band, the same choice on both sides
+    many = dataclasses.replace(ds, _cache={**ds._cache, "train": (ds.samples("train") * 5)[:400]})
+    r = advise(many, epochs=9, log=lambda *a: None)
+    assert auto_strategy(many, 9)[0].spec == r["strategies"][0] == "schedule:0:neck,3:backbone,6:none"
 
 
 # --- YOLO-NAS ---------------------------------------------------------------------------------------------------
@@ -401,3 +424,14 @@ def test_nas_schedule_trains_and_exports(tmp_path, demo_copy):
     side = read_sidecar(tmp_path / "nas" / "model.onnx")
     assert side["output"]["layout"] == "nas" and side["output"]["shape"] == [1, 84, 4 + ds.nc]
     assert info["map50"] is not None
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", []), ("mps", []), ("cuda", [0]), ("cuda:1", [1]), ("0", [0]),
+                                          ("0,1", [0, 1]), ("cuda:0,1", [0, 1]), ("", None)])
+def test_train_device_forms(device, gpus):
+    """The devices a training run uses, parsed by runtime.devices plus Ultralytics' multi-GPU list form."""
+    from edgekit.train.record import gpu_indices, n_gpus
+
+    assert gpu_indices(device) == gpus
+    if gpus is not None:
+        assert n_gpus(device) == len(gpus)

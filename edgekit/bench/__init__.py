@@ -1,4 +1,4 @@
-"""Benchmarking: accuracy through a maintained COCO evaluator, timing harness, device info, reports.
+"""Benchmarking: timing harness, concurrency, device info, memory, power and reports (accuracy: edgekit.eval).
 
 `run_bench` is imported on first use, so `import edgekit.bench` stays light (no torch, no backend).
 """

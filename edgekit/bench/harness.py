@@ -10,7 +10,7 @@ import datetime as _dt
 from itertools import cycle, islice
 from pathlib import Path
 
-from ..data.images import list_images
+from ..runtime.images import list_images
 from ..errors import EdgekitError
 from ..runtime import Engine
 from .concurrency import make_runner
@@ -102,50 +102,42 @@ def _r(x, nd=2):
     return None if x is None else round(float(x), nd)
 
 
-def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches=(1,), warmup: int = 10,
-              iters: int = 100, images=None, data=None, streams: int | None = None, workers: int = 2,
-              log=print, **options) -> dict:
-    """Benchmark one artifact; returns the JSON dict described in DESIGN.md (times in ms, rates in images/s)."""
+def _check_settings(batches, warmup: int, iters: int) -> list[int]:
     batches = [int(b) for b in batches] or [1]
     if any(b < 1 for b in batches) or warmup < 0 or iters < 1:
         raise EdgekitError(f"bad benchmark settings: batches {batches}, warmup {warmup}, iters {iters}")
-    paths = resolve_images(images)
-    log = log or (lambda *a, **k: None)
-    rss0 = rss_mb()
-    reset_device_peak(device)
+    return batches
 
-    # cold start: load, then the first image end to end (includes importing the backend library if new)
+
+def cold_start(artifact, device: str, backend: str | None, first: Path, log, **options) -> tuple[Engine, dict]:
+    """Load the artifact, then run the first image end to end (includes importing the backend library if new)."""
     t0 = clock()
     engine = Engine(artifact, device=device, backend=backend, **options)
     t1 = clock()
-    engine.predict([paths[0]])
+    engine.predict([first])
     t2 = clock()
-    bname = engine.backend_name
-    log(f"bench {artifact} [{bname} {device}]: loaded in {(t1 - t0) * 1e3:.0f} ms, first image {(t2 - t1) * 1e3:.0f} ms")
+    log(f"bench {artifact} [{engine.backend_name} {device}]: loaded in {(t1 - t0) * 1e3:.0f} ms, "
+        f"first image {(t2 - t1) * 1e3:.0f} ms")
+    return engine, {"cold_start_ms": _r((t2 - t0) * 1e3), "load_ms": _r((t1 - t0) * 1e3),
+                    "first_inference_ms": _r((t2 - t1) * 1e3)}
 
-    res: dict = {
-        "artifact": str(artifact), "backend": bname, "device": device_info(device, bname),
-        "precision": engine.meta.precision, "precision_executed": engine.precision_executed,
-        "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
-        "warmup": warmup, "iters": iters,
-        "images": {"source": str(images) if images is not None else "edgekit demo val images", "count": len(paths)},
-        "cold_start_ms": _r((t2 - t0) * 1e3), "load_ms": _r((t1 - t0) * 1e3), "first_inference_ms": _r((t2 - t1) * 1e3),
-        "model_mb": model_size_mb(artifact),
-    }
 
-    # latency mode
-    lb = batches[0]
-    log(f"latency mode: batch {lb}, one request at a time, {warmup} warm-up + {iters} timed iterations")
-    timer = latency_mode(engine, paths, lb, warmup, iters)
-    lat = timer.summary()
-    res["latency_ms"] = lat
-    rss_engine = rss_mb()
-    engine.close()
+def describe_engine(engine: Engine, artifact, device: str, warmup: int, iters: int, images, paths) -> dict:
+    """What was benchmarked: the artifact, its backend, device, precision, input size and images."""
+    return {"artifact": str(artifact), "backend": engine.backend_name,
+            "device": device_info(device, engine.backend_name),
+            "precision": engine.meta.precision, "precision_executed": engine.precision_executed,
+            "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
+            "warmup": warmup, "iters": iters,
+            "images": {"source": str(images) if images is not None else "edgekit demo val images",
+                       "count": len(paths)}}
 
-    # throughput mode, per batch size
+
+def throughput_runs(artifact, device: str, backend: str, streams, batches: list[int], paths, warmup: int,
+                    n_images: int, workers: int, log, **options) -> tuple[dict, dict, dict, dict]:
+    """Throughput per batch size through the backend's concurrency runner: (e2e, infer only, power, runner info)."""
     thr, thr_inf, power = {}, {}, {}
-    n_images = max(iters, 1)
-    runner = make_runner(artifact, device, bname, streams, **options)
+    runner = make_runner(artifact, device, backend, streams, **options)
     with runner:
         desc = runner.describe()
         for b in batches:
@@ -158,36 +150,80 @@ def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches
             log(f"throughput mode: batch {b}: {thr[str(b)]} images/s end to end, {thr_inf[str(b)]} inference only "
                 f"({desc['concurrency']}, streams {runner.streams})")
         desc = runner.describe()
+    return thr, thr_inf, power, desc
 
-    e2e_mean = lat["e2e"]["mean"]
-    res["mode"] = {
+
+def modes(lb: int, desc: dict, workers: int, n_images: int) -> dict:
+    """How each mode ran, for the reader of the JSON."""
+    return {
         "latency": {"batch": lb, "in_flight": 1, "stages": list(STAGES),
                     "note": "per request of `batch` images; e2e = decode + preprocess + infer + postprocess"},
         "throughput": {**desc, "prefetch_workers": workers, "images_per_batch_size": n_images,
                        "note": "e2e: decode+preprocess in worker threads overlapping concurrent inference, "
                                "postprocess in order; infer_only: the same preprocessed batch repeated"},
     }
-    first = str(batches[0])
-    res["fps_e2e"] = thr[first]
-    res["fps_e2e_sequential"] = _r(1e3 * lb / e2e_mean) if e2e_mean else None
-    res["fps_infer_only"] = _r(1e3 * lb / lat["infer"]["mean"]) if lat["infer"]["mean"] else None
-    res["throughput"] = thr
-    res["throughput_infer_only"] = thr_inf
+
+
+def rates(lat: dict, lb: int, thr: dict, thr_inf: dict) -> dict:
+    """FPS figures from the latency summary (batch lb) and the throughput runs."""
+    e2e_mean, inf_mean = lat["e2e"]["mean"], lat["infer"]["mean"]
+    return {"fps_e2e": thr[str(lb)], "fps_e2e_sequential": _r(1e3 * lb / e2e_mean) if e2e_mean else None,
+            "fps_infer_only": _r(1e3 * lb / inf_mean) if inf_mean else None,
+            "throughput": thr, "throughput_infer_only": thr_inf}
+
+
+def energy(power: dict, thr: dict) -> dict:
+    """Mean power per batch size and joules per image, where a power reading exists."""
+    if not power:
+        return {}
+    return {"power_w": power,
+            "energy_j_per_image": {b: _r(p["mean_w"] / thr[b], 4) for b, p in power.items() if thr[b]}}
+
+
+def accuracy(artifact, data, device: str, backend: str, precision: str | None, log) -> dict:
+    """mAP of the artifact on `data`, through edgekit.eval."""
+    from ..eval import evaluate
+
+    log(f"accuracy: {data}")
+    acc = evaluate(artifact, data, device=device, backend=backend, progress=False, precision=precision)
+    return {"map50": acc["map50"], "map50_95": acc["map50_95"],
+            "accuracy": {k: acc[k] for k in ("images", "boxes", "split", "data", "evaluator", "precision_executed")}}
+
+
+def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches=(1,), warmup: int = 10,
+              iters: int = 100, images=None, data=None, streams: int | None = None, workers: int = 2,
+              log=print, **options) -> dict:
+    """Benchmark one artifact; returns the `edgekit bench --json` dict (times in ms, rates in images/s).
+
+    Steps: cold start, latency mode (per stage), throughput mode per batch size, memory, energy, accuracy (data).
+    """
+    batches = _check_settings(batches, warmup, iters)
+    paths = resolve_images(images)
+    log = log or (lambda *a, **k: None)
+    rss0 = rss_mb()
+    reset_device_peak(device)
+    engine, cold = cold_start(artifact, device, backend, paths[0], log, **options)
+    bname = engine.backend_name
+    res = {**describe_engine(engine, artifact, device, warmup, iters, images, paths), **cold,
+           "model_mb": model_size_mb(artifact)}
+
+    lb = batches[0]
+    log(f"latency mode: batch {lb}, one request at a time, {warmup} warm-up + {iters} timed iterations")
+    res["latency_ms"] = latency_mode(engine, paths, lb, warmup, iters).summary()
+    rss_engine = rss_mb()
+    engine.close()
+
+    n_images = max(iters, 1)
+    thr, thr_inf, power, desc = throughput_runs(artifact, device, bname, streams, batches, paths, warmup, n_images,
+                                                workers, log, **options)
+    res["mode"] = modes(lb, desc, workers, n_images)
+    res.update(rates(res["latency_ms"], lb, thr, thr_inf))
     res["peak_rss_mb"] = peak_rss_mb()
     res["rss_mb"] = {"before_load": rss0, "after_latency_run": rss_engine}
     res["device_memory_mb"] = device_memory_mb(device)
-    if power:
-        res["power_w"] = power
-        res["energy_j_per_image"] = {b: _r(p["mean_w"] / thr[b], 4) for b, p in power.items() if thr[b]}
-
+    res.update(energy(power, thr))
     if data is not None:
-        from .accuracy import evaluate
-
-        log(f"accuracy: {data}")
-        acc = evaluate(artifact, data, device=device, backend=bname, progress=False,
-                       precision=options.get("precision"))
-        res["map50"], res["map50_95"] = acc["map50"], acc["map50_95"]
-        res["accuracy"] = {k: acc[k] for k in ("images", "boxes", "split", "data", "evaluator", "precision_executed")}
+        res.update(accuracy(artifact, data, device, bname, options.get("precision"), log))
 
     from .. import __version__
 

@@ -19,7 +19,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..bench.accuracy import evaluate
+    from ..eval import evaluate
     from ._common import emit_json, log, say
 
     engine = None

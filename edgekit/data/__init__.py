@@ -1,5 +1,5 @@
 """Datasets: Ultralytics data.yaml and COCO json readers, validation, calibration sampling."""
 from .dataset import Dataset, Sample, load_dataset
-from .images import read_image
+from ..runtime.images import read_image
 
 __all__ = ["Dataset", "Sample", "load_dataset", "read_image"]

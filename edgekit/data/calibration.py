@@ -1,7 +1,8 @@
 """Calibration sets: a seeded, class-balanced sample of the train split, preprocessed by the runtime's letterbox.
 
 One abstraction (after nncf.Dataset: an iterable of items plus a transform) feeds every backend:
-NNCF (`to_nncf()`), ONNX Runtime (`OrtCalibrationReader`) and TensorRT (`batches()` behind the calibrator).
+NNCF (`to_nncf()`), ONNX Runtime (`edgekit.quantize.onnxruntime.calibration_reader`, a CalibrationDataReader over
+`batches()`) and TensorRT (`batches()` behind the calibrator).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import DataError
 from ..io import sha256_file
 from .dataset import Dataset, Sample
-from .images import read_image
+from ..runtime.images import read_image
 
 DEFAULT_SIZE = 300
 WARN_BELOW = 100

@@ -12,7 +12,8 @@ import numpy as np
 import yaml
 
 from ..errors import DataError
-from .images import IMAGE_SUFFIXES, list_images, verify_image
+from ..runtime.images import IMAGE_SUFFIXES, list_images
+from .images import verify_image
 
 
 class LabelWarning(UserWarning):

@@ -5,7 +5,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
-from .images import read_image
+from ..runtime.images import read_image
 
 
 def profile(ds: Dataset, splits=("train", "val", "test"), image_sizes: int = 50) -> dict:

@@ -1,7 +1,6 @@
 """Export an Ultralytics checkpoint to ONNX, check it, and write model.json beside it."""
 from __future__ import annotations
 
-import datetime as _dt
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ..io import atomic_path, private_tempdir, sha256_file
 from ..runtime.embedded_meta import embed_onnx
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
+from .sidecar import onnx_sidecar
 
 
 def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,
@@ -67,27 +67,11 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
     layout = "rtdetr" if family == "rtdetr" else ("end2end" if len(out_shape) == 3 and out_shape[-1] == 6 else "yolo")
     names = [model.names[i] for i in sorted(model.names)]
     stride = int(max(getattr(model.model, "stride", [32]))) if hasattr(model.model, "stride") else 32
-    doc = {
-        "task": "detect",
-        "arch": arch,
-        "family": family,
-        "names": names,
-        "nc": len(names),
-        "imgsz": list(imgsz),
-        "stride": stride,
-        "letterbox": {"pad_value": 114, "center": True, "scaleup": True, "auto": False, "interpolation": "linear"},
-        "input": {"name": graph.input[0].name, "batch": None if dynamic else 1, "dtype": "float32",
-                  "layout": "NCHW", "color": "RGB", "scale": "1/255"},
-        "output": {"name": out.name, "layout": layout, "shape": out_shape},
-        "opset": next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None),
-        "dynamic": dynamic,
-        "precision": "fp32",
-        "backend": "onnx",
-        "source": {"path": str(weights.resolve()), "sha256": source_sha},
-        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "size_mb": round(target.stat().st_size / 1e6, 3),
-    }
+    opset_used = next((o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")), None)
+    doc = onnx_sidecar(target, arch=arch, family=family, names=names, imgsz=imgsz, stride=stride,
+                       input_name=graph.input[0].name, output_name=out.name, layout=layout, output_shape=out_shape,
+                       opset=opset_used, dynamic=dynamic, source=weights, source_sha256=source_sha,
+                       versions=tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"))
     write_sidecar(target, doc)
     if parity_images is not False:
         res = parity_check(model, target, parity_images, tol=parity_tol)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from .._imports import require
-from ..data.images import list_images, read_image
+from ..runtime.images import list_images, read_image
 from ..runtime.preprocess import preprocess
 
 

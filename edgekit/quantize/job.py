@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..bench.accuracy import evaluate
+from ..eval import evaluate
 from ..data import Dataset, load_dataset
 from ..data.calibration import CalibrationSet, calibration_set
 from ..errors import AccuracyGateError, ArtifactError, DataError

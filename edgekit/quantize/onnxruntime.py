@@ -135,7 +135,7 @@ def graph_inputs(model: Path) -> list[str]:
 
 def run(job: Job) -> None:
     """Method (given, or the best of the recipe's on a validation subset), other methods, recipe fallbacks."""
-    from ..bench.accuracy import evaluate
+    from ..eval import evaluate
     from ..runtime.meta import write_sidecar
 
     cfg = job.recipe.onnxruntime

@@ -113,7 +113,7 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
     nncf, kw = _params(job, method)
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from ..bench.accuracy import evaluate
+    from ..eval import evaluate
     from ..runtime import Engine
 
     ac = dict(job.recipe.openvino.get("accuracy_control") or {})

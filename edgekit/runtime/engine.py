@@ -6,7 +6,7 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from ..data.images import read_image
+from .images import read_image
 from ..errors import ArtifactError
 from .backends import get_backend, pick_backend
 from .detections import Detections

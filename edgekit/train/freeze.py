@@ -63,14 +63,25 @@ def frozen_group_names(groups: dict[str, list[int]], indices: set[int]) -> list[
     return [g for g in GROUPS if groups[g] and set(groups[g]) <= indices]
 
 
-def set_frozen(model, indices, keep=ADAPTER_KEYS) -> int:
-    """Freeze the parameters of modules in `indices` (and DFL), unfreeze the rest; returns trainable count."""
-    indices = set(indices)
+def _frozen_ids(model, frozen) -> set[int]:
+    """ids of the parameters inside `frozen`: module indices of an Ultralytics model, or modules of any model."""
+    frozen = list(frozen)
+    if all(isinstance(i, int) for i in frozen):
+        idx = set(frozen)
+        return {id(p) for name, p in model.named_parameters() if module_index(name) in idx}
+    return {id(p) for m in frozen for p in m.parameters()}
+
+
+def set_frozen(model, frozen, keep=ADAPTER_KEYS) -> int:
+    """Freeze the parameters of `frozen` (module indices, or modules) and DFL, unfreeze the rest; returns trainable.
+
+    Adapter parameters (`keep`, e.g. LoRA) stay trainable inside frozen modules.
+    """
+    ids = _frozen_ids(model, frozen)
     n = 0
     for name, p in model.named_parameters():
-        i = module_index(name)
-        frozen = any(k in name for k in ALWAYS_FROZEN) or (i in indices and not any(k in name for k in keep))
-        p.requires_grad_(not frozen and p.dtype.is_floating_point)
+        off = any(k in name for k in ALWAYS_FROZEN) or (id(p) in ids and not any(k in name for k in keep))
+        p.requires_grad_(not off and p.dtype.is_floating_point)
         if p.requires_grad:
             n += p.numel()
         else:
@@ -89,18 +100,21 @@ def unfreeze(model) -> int:
     return set_frozen(model, set())
 
 
-def batchnorms_in(model, indices) -> list:
-    """BatchNorm modules inside the given module indices."""
+def batchnorms_in(model, frozen) -> list:
+    """BatchNorm modules inside `frozen` (module indices of an Ultralytics model, or modules)."""
     import torch.nn as nn
 
-    indices = set(indices)
+    frozen = list(frozen)
+    if not all(isinstance(i, int) for i in frozen):
+        return [b for m in frozen for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
+    indices = set(frozen)
     return [m for name, m in model.named_modules()
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and module_index(name + ".") in indices]
 
 
-def freeze_bn(model, indices) -> int:
+def freeze_bn(model, frozen) -> int:
     """Put BatchNorm layers of frozen modules in eval mode so their running statistics are kept."""
-    bns = batchnorms_in(model, indices)
+    bns = batchnorms_in(model, frozen)
     for m in bns:
         m.eval()
     return len(bns)

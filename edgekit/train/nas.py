@@ -8,11 +8,10 @@ checkpoint (`weights=`) or train from scratch.
 The loop is small on purpose: letterboxed images (edgekit's preprocessing), horizontal flips, PPYoloELoss,
 AdamW, linear warm-up then linear decay; frozen groups get requires_grad=False and their BatchNorms eval mode
 each epoch. best.pt is the final epoch (state_dict + meta); mAP is measured after export, through the runtime
-that will serve the model (edgekit.bench.accuracy.evaluate on the ONNX).
+that will serve the model (edgekit.eval.evaluate on the ONNX).
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -21,7 +20,9 @@ import numpy as np
 
 from .._imports import MissingDependency, require
 from ..errors import ArtifactError
-from ..io import atomic_path, atomic_write_json
+from ..io import atomic_path
+from .freeze import freeze_bn, set_frozen
+from .record import cost, device_name, n_gpus, write_train_json
 from .strategy import GROUPS, parse_strategy
 
 INSTALL = "bash docker/install_nas.sh (super-gradients 3.7.1 --no-deps plus its real dependencies)"
@@ -93,20 +94,6 @@ def frozen_modules(model, freeze) -> list:
     return [groups[g] for g in GROUPS[: GROUPS.index(freeze) + 1]]
 
 
-def set_frozen(model, modules) -> int:
-    """Freeze the given modules (params and BatchNorm statistics), everything else trainable; returns trainable."""
-    import torch.nn as nn
-
-    frozen = {id(p) for m in modules for p in m.parameters()}
-    for n, p in model.named_parameters():
-        p.requires_grad_(id(p) not in frozen or "lora_" in n)
-    for m in modules:
-        for bn in m.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                bn.eval()
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 def _load(sample, imgsz: int, flip: bool):
     import cv2
 
@@ -148,15 +135,15 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
     """Train YOLO-NAS S with an edgekit strategy; writes out_dir/best.pt, model.onnx + model.json, train.json."""
     import torch
 
-    from ..data.dataset import load_dataset
+    from ..data.dataset import Dataset, load_dataset
     from .lora import apply_lora, merge_lora
 
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
     s = parse_strategy(strategy).resolve(epochs)
     if s.kind == "auto":
         from .auto import auto_strategy
 
-        s, _ = auto_strategy(load_dataset(data), epochs, pretrained=bool(weights))
-    ds = load_dataset(data)
+        s, _ = auto_strategy(ds, epochs, pretrained=bool(weights))
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -178,6 +165,7 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
         model.train()
         mods = frozen_modules(model, s.stage_at(epoch).freeze)
         n_train = set_frozen(model, mods)
+        freeze_bn(model, mods)
         names = [g for g, m in nas_groups(model).items() if any(m is x for x in mods)]
         if names != prev:
             applied.append({"epoch": epoch, "frozen_groups": names, "trainable_params": n_train})
@@ -204,23 +192,20 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
     with atomic_path(best) as tmp:
         torch.save({"state_dict": model.state_dict(), "arch": "yolo_nas_s", "names": ds.names, "imgsz": imgsz,
                     "strategy": s.spec}, tmp)
-    wall = time.time() - t_start
-    n_gpus = 0 if str(device).startswith("cpu") else 1
     info = {"strategy": parse_strategy(strategy).spec, "resolved_strategy": s.spec, "status": "done",
-            "arch": "yolo_nas_s", "schedule": applied, "epochs": len(records), "wall_s": round(wall, 2),
-            "device": str(device), "gpu_hours": round(wall / 3600 * n_gpus, 6),
-            "cpu_hours": round(wall / 3600 * (n_gpus == 0), 6),
-            "cost_usd": round(wall / 3600 * n_gpus * gpu_hour_usd, 4), "map50": None, "map50_95": None,
+            "arch": "yolo_nas_s", "schedule": applied, "epochs": len(records), "device": str(device),
+            "device_name": device_name(device), **cost(time.time() - t_start, n_gpus(device), gpu_hour_usd),
+            "map50": None, "map50_95": None,
             "trainable_params": [r["trainable_params"] for r in records], "epoch_s": [r["train_s"] for r in records],
-            "best": str(best), "weights_init": str(weights) if weights else None, "data": str(Path(data).resolve()),
+            "best": str(best), "weights_init": str(weights) if weights else None, "data": str(ds.source),
             "imgsz": imgsz, "reasons": [], "epoch_records": records}
     if export:
         onnx_path = export_nas_onnx(best, out, imgsz=imgsz, log=log)
-        from ..bench.accuracy import evaluate
+        from ..eval import evaluate
 
         res = evaluate(onnx_path, ds, progress=False)
         info.update(map50=res["map50"], map50_95=res["map50_95"], onnx=str(onnx_path))
-    atomic_write_json(out / "train.json", info)
+    write_train_json(out, info)
     return info
 
 
@@ -252,6 +237,7 @@ def export_nas_onnx(weights, out_dir, imgsz: int = 640, opset: int = 17, log=pri
     from .._imports import tool_versions
     from ..checkpoint import load_checkpoint
     from ..io import sha256_file
+    from ..export.sidecar import onnx_sidecar
     from ..runtime.meta import write_sidecar
 
     onnx = require("onnx", "ONNX export")
@@ -273,21 +259,12 @@ def export_nas_onnx(weights, out_dir, imgsz: int = 640, opset: int = 17, log=pri
                           **kw)
         onnx.checker.check_model(onnx.load(str(tmp)))
     shape = [d.dim_value for d in onnx.load(str(target)).graph.output[0].type.tensor_type.shape.dim]
-    doc = {"task": "detect", "arch": "yolo_nas_s", "family": "yolo_nas", "names": list(names), "nc": len(names),
-           "imgsz": [imgsz, imgsz], "stride": 32,
-           "letterbox": {"pad_value": 114, "center": True, "scaleup": True, "auto": False, "interpolation": "linear"},
-           "input": {"name": "images", "batch": 1, "dtype": "float32", "layout": "NCHW", "color": "RGB",
-                     "scale": "1/255"},
-           "output": {"name": "output0", "layout": "nas", "shape": shape}, "opset": opset, "dynamic": False,
-           "precision": "fp32", "backend": "onnx", "source": {"path": str(Path(weights).resolve()),
-                                                              "sha256": sha256_file(weights)},
-           "versions": tool_versions("torch", "super_gradients", "onnx"),
-           "license_note": "YOLO-NAS architecture and pretrained weights: Deci AI license, non-commercial use",
-           "size_mb": round(target.stat().st_size / 1e6, 3)}
+    doc = onnx_sidecar(target, arch="yolo_nas_s", family="yolo_nas", names=names, imgsz=(imgsz, imgsz), stride=32,
+                       input_name="images", output_name="output0", layout="nas", output_shape=shape, opset=opset,
+                       dynamic=False, source=weights, source_sha256=sha256_file(weights),
+                       versions=tool_versions("torch", "super_gradients", "onnx"),
+                       license_note="YOLO-NAS architecture and pretrained weights: Deci AI license, "
+                                    "non-commercial use")
     write_sidecar(target, doc)
     log(f"wrote {target} ({doc['size_mb']} MB, output {shape}, layout nas)")
     return target
-
-
-def read_train_json(out_dir) -> dict:
-    return json.loads((Path(out_dir) / "train.json").read_text())

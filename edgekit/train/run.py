@@ -1,9 +1,6 @@
 """`train()`: one strategy, one Ultralytics run, out_dir/best.pt + out_dir/train.json (atomic)."""
 from __future__ import annotations
 
-import json
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -11,25 +8,11 @@ from pathlib import Path
 from ..errors import ArtifactError, DataError, EdgekitError
 from .._imports import tool_versions
 from ..checkpoint import check_checkpoint, checked_copy
-from ..io import atomic_path, atomic_write_json, private_tempdir
+from ..io import atomic_path, private_tempdir
+from .record import cost, device_name, n_gpus, read_train_json, write_train_json
 from .strategy import parse_strategy
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "yolov8n_coco.pt"
-
-
-def _n_gpus(device) -> int:
-    d = str(device if device is not None else "").strip().lower()
-    if d in ("cpu", "mps") or d.startswith(("cpu", "mps")):
-        return 0
-    ids = [x for x in d.replace("cuda:", "").split(",") if x.strip()]
-    if ids:
-        return len(ids)
-    try:
-        import torch
-
-        return 1 if torch.cuda.is_available() else 0
-    except ImportError:
-        return 0
 
 
 def _resolve_model(weights_or_arch, strategy) -> tuple[str, bool]:
@@ -55,10 +38,13 @@ def _resolve_model(weights_or_arch, strategy) -> tuple[str, bool]:
 
 
 def _data_yaml(data, out_dir: Path, skip_bad: bool, log) -> tuple[Path, object]:
-    """Validate the train and val samples as eval does, then write the view Ultralytics trains on (out_dir/.data)."""
-    from ..data.dataset import load_dataset
+    """Validate the train and val samples as eval does, then write the view Ultralytics trains on (out_dir/.data).
 
-    ds = load_dataset(data, skip_bad=skip_bad)
+    data: a data.yaml path or an already loaded Dataset (then its own skip_bad applies).
+    """
+    from ..data.dataset import Dataset, load_dataset
+
+    ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
     if ds.source.suffix.lower() == ".json":
         raise DataError(ds.source, "training needs an Ultralytics data.yaml (images/ + labels/); "
                                    "a COCO json cannot be handed to the trainer as is")
@@ -71,11 +57,147 @@ def _data_yaml(data, out_dir: Path, skip_bad: bool, log) -> tuple[Path, object]:
     return yaml_path, ds
 
 
-def _read_json(path: Path) -> dict:
+def _previous_run(out: Path, strategy, resume: bool, log) -> tuple[dict, object]:
+    """(train.json of the run to resume, or {}; the strategy to train). ArtifactError when nothing can be resumed."""
+    if not resume:
+        return {}, strategy
+    prev = read_train_json(out)
+    if prev.get("status") == "done":
+        return prev, strategy
+    if not (out / "last.pt").exists():
+        raise ArtifactError(f"{out / 'last.pt'}: nothing to resume (no checkpoint from an earlier run in {out})")
+    if strategy is not None and prev and parse_strategy(strategy).spec not in (
+            prev.get("resolved_strategy"), parse_strategy(prev.get("strategy", "full")).spec):
+        raise EdgekitError(f"--resume: {out} was trained with strategy '{prev.get('strategy')}', "
+                           f"not '{strategy}'; resume with the same strategy or start a new run")
+    return prev, strategy if strategy is not None else prev.get("strategy", "full")
+
+
+def _resolve_strategy(requested, epochs: int, ds, pretrained: bool, prev: dict, log):
+    """(the strategy this run trains, the reasons auto gave); prev: the resumed run's train.json ({} if new)."""
+    reasons = list(prev.get("reasons", []))
+    resolved = requested.resolve(epochs)  # the bare 'schedule' depends on the epoch count
+    if requested.kind == "auto":
+        if prev.get("resolved_strategy"):
+            resolved = parse_strategy(prev["resolved_strategy"])
+        else:
+            from .auto import auto_strategy
+
+            resolved, reasons = auto_strategy(ds, epochs, pretrained)
+        for r in reasons:
+            log(f"edgekit: auto: {r}")
+    return resolved, reasons
+
+
+class _Record:
+    """The run's train.json as it grows: written after each validated epoch, on interruption and at the end."""
+
+    def __init__(self, out: Path, info: dict, plan, prev: dict, gpus: int, gpu_hour_usd: float, cpu_hour_usd: float):
+        self.out, self.info, self.plan, self.prev, self.gpus = out, info, plan, prev, gpus
+        self.prices = (gpu_hour_usd, cpu_hour_usd)
+        self.wall_before, self.t_start = float(prev.get("wall_s", 0.0)), time.time()
+
+    def snapshot(self, status: str) -> dict:
+        plan = self.plan
+        recs = [plan.records[e] for e in sorted(plan.records) if "map50_95" in plan.records[e]]
+        best = max(recs, key=lambda r: (r["map50_95"] * 0.9 + r["map50"] * 0.1), default=None)
+        return {**self.info, "status": status, "epochs": len(recs),
+                "schedule": _schedule(self.prev.get("schedule", []), plan.applied),
+                **cost(self.wall_before + time.time() - self.t_start, self.gpus, *self.prices),
+                "map50": best["map50"] if best else None, "map50_95": best["map50_95"] if best else None,
+                "best_epoch": best["epoch"] if best else None,
+                "trainable_params": [r["trainable_params"] for r in recs],
+                "epoch_s": [r["train_s"] for r in recs], "epoch_total_s": [r["epoch_s"] for r in recs],
+                "best": str(self.out / "best.pt") if status == "done" else None,
+                "epoch_records": recs, "versions": tool_versions("torch", "ultralytics"),
+                "device_name": device_name(self.info["device"])}
+
+    def write(self, status: str) -> dict:
+        doc = self.snapshot(status)
+        write_train_json(self.out, doc)
+        return doc
+
+    def on_epoch(self, trainer, rec) -> None:
+        self.write("running")
+
+
+def _copy_checkpoint(src, dst: Path) -> None:
+    """Copy an Ultralytics checkpoint into our folder atomically, if it exists."""
+    if Path(src).exists():
+        with atomic_path(dst) as tmp:
+            shutil.copy2(src, tmp)
+
+
+def _trainer_args(yaml_path: Path, out: Path, epochs: int, imgsz: int, batch: int, device, patience: int,
+                  workers: int, pretrained: bool, gpus: int, overrides: dict) -> dict:
+    """Ultralytics train arguments for a new run."""
+    args = dict(data=str(yaml_path), epochs=epochs, imgsz=int(imgsz), batch=int(batch), device=str(device),
+                patience=int(patience), workers=int(workers), project=str(out.parent), name=out.name, exist_ok=True,
+                plots=False, pretrained=pretrained, val=True, verbose=True)
+    if gpus == 0:
+        args["amp"] = False  # the AMP check downloads weights; AMP is off on CPU anyway
+    args.update(overrides)
+    return args
+
+
+def _resume_args(args: dict, out: Path, trust_checkpoint: bool) -> dict:
+    """The few arguments Ultralytics takes when resuming from out/last.pt (the rest comes from the checkpoint)."""
+    last = out / "last.pt"
+    check_checkpoint(last, trust=trust_checkpoint)
+    keep = {k: args[k] for k in ("data", "device", "workers", "patience", "plots", "imgsz", "batch")}
+    return {**keep, "resume": str(last), "save_dir": str(out)}
+
+
+def _start_args(args: dict, model: str, out: Path, trust_checkpoint: bool):
+    """Arguments for a new run and the temp folder holding the checked copy of the weights (None if unchecked)."""
+    ckpt_tmp = None
+    args = {**args, "model": model}
+    if model.endswith(".pt") and not trust_checkpoint:  # Ultralytics unpickles fully: give it a checked copy
+        ckpt_tmp = private_tempdir("train")
+        args["model"] = str(checked_copy(model, ckpt_tmp.name))
+    for stale in (out / "last.pt", out / "best.pt", out / "weights" / "last.pt", out / "weights" / "best.pt"):
+        stale.unlink(missing_ok=True)
+    return args, ckpt_tmp
+
+
+def _run_trainer(args: dict, plan, record: _Record, callbacks: dict | None, ckpt_tmp):
+    """Build the Ultralytics trainer with the plan's callbacks and ours, train, and return it."""
+    from .yolo import trainer_class
+
+    out = record.out
+    trainer = trainer_class()(overrides=args)
+    trainer.plan = plan
+    save = {"on_model_save": lambda t: _copy_checkpoint(t.last, out / "last.pt")}
+    for event, fn in {**plan.callbacks(), **save}.items():
+        trainer.add_callback(event, fn)
+    for event, fn in (callbacks or {}).items():
+        for f in (fn if isinstance(fn, (list, tuple)) else [fn]):
+            trainer.add_callback(event, f)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+        trainer.train()
+    except BaseException:
+        record.write("interrupted")
+        raise
+    finally:
+        if ckpt_tmp is not None:
+            ckpt_tmp.cleanup()
+    return trainer
+
+
+def _finish(trainer, record: _Record) -> dict:
+    """Keep best.pt and last.pt, drop Ultralytics' weights folder, write the final train.json."""
+    out = record.out
+    if not Path(trainer.best).exists():
+        raise ArtifactError(f"{trainer.best}: Ultralytics wrote no best checkpoint")
+    _copy_checkpoint(trainer.best, out / "best.pt")
+    _copy_checkpoint(trainer.last, out / "last.pt")
+    shutil.rmtree(Path(trainer.wdir), ignore_errors=True)
+    doc = record.snapshot("done")
+    m = trainer.metrics or {}  # final_eval of best.pt
+    if "metrics/mAP50-95(B)" in m:
+        doc["map50"], doc["map50_95"] = float(m["metrics/mAP50(B)"]), float(m["metrics/mAP50-95(B)"])
+    write_train_json(out, doc)
+    return doc
 
 
 def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 640, batch: int = 16,
@@ -85,6 +207,7 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
           **overrides) -> dict:
     """Train one strategy with Ultralytics; returns the train.json dict (also written to out_dir/train.json).
 
+    data: a data.yaml path or a loaded edgekit Dataset.
     strategy: see edgekit.train.strategy (None: 'full', or the recorded one when resuming).
     resume: continue from out_dir/last.pt with the same strategy; the schedule state follows from the epoch.
     callbacks: extra Ultralytics callbacks {event: fn(trainer)}; overrides: extra Ultralytics train arguments.
@@ -93,137 +216,46 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
     The dataset is validated before training and never written to: Ultralytics works on a view in out_dir/.data.
     """
     from .._ultralytics import ultralytics
+    from .yolo import Plan
 
     out = Path(out_dir).resolve()
-    json_path, last = out / "train.json", out / "last.pt"
-    prev = _read_json(json_path) if resume else {}
-    if resume:
-        if prev.get("status") == "done":
-            log(f"edgekit: {json_path} says this run finished; nothing to resume")
-            return prev
-        if not last.exists():
-            raise ArtifactError(f"{last}: nothing to resume (no checkpoint from an earlier run in {out})")
-        if strategy is not None and prev and parse_strategy(strategy).spec not in (
-                prev.get("resolved_strategy"), parse_strategy(prev.get("strategy", "full")).spec):
-            raise EdgekitError(f"--resume: {out} was trained with strategy '{prev.get('strategy')}', "
-                               f"not '{strategy}'; resume with the same strategy or start a new run")
-        strategy = strategy if strategy is not None else prev.get("strategy", "full")
+    prev, strategy = _previous_run(out, strategy, resume, log)
+    if prev.get("status") == "done":
+        log(f"edgekit: {out / 'train.json'} says this run finished; nothing to resume")
+        return prev
     requested = parse_strategy(strategy if strategy is not None else "full")
     ultralytics()
-    model, pretrained = _resolve_model(prev.get("weights_init", weights_or_arch) if resume else weights_or_arch,
-                                       requested)
+    weights_init = prev.get("weights_init", str(weights_or_arch)) if resume else str(weights_or_arch)
+    model, pretrained = _resolve_model(weights_init if resume else weights_or_arch, requested)
     out.mkdir(parents=True, exist_ok=True)
     yaml_path, ds = _data_yaml(data, out, skip_bad, log)
     epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
-
-    reasons = list(prev.get("reasons", [])) if resume else []
-    resolved = requested.resolve(epochs)  # the bare 'schedule' depends on the epoch count
-    if requested.kind == "auto":
-        if resume and prev.get("resolved_strategy"):
-            resolved = parse_strategy(prev["resolved_strategy"])
-        else:
-            from .auto import auto_strategy
-
-            resolved, reasons = auto_strategy(ds, epochs, pretrained)
-        for r in reasons:
-            log(f"edgekit: auto: {r}")
+    resolved, reasons = _resolve_strategy(requested, epochs, ds, pretrained, prev, log)
     if not pretrained and resolved.kind not in ("scratch",):
         log(f"edgekit: warning: '{weights_or_arch}' has no pretrained weights; '{resolved.spec}' starts from random init")
 
-    from .yolo import Plan, trainer_class
-
     plan = Plan(resolved, backbone_lr_mult, log=log, records=prev.get("epoch_records") if resume else None)
-    n_gpus = _n_gpus(device)
+    gpus = n_gpus(device)
+    data_path = Path(ds.source if hasattr(data, "source") else data)
     info = {
         "strategy": requested.spec, "resolved_strategy": resolved.spec, "status": "running",
-        "weights_init": str(weights_or_arch) if not resume else prev.get("weights_init", str(weights_or_arch)),
-        "pretrained": pretrained, "data": str(Path(data).resolve()), "imgsz": int(imgsz), "batch": int(batch),
-        "epochs_requested": epochs, "device": str(device), "n_gpus": n_gpus, "backbone_lr_mult": backbone_lr_mult,
-        "reasons": reasons, "skipped": list(ds.skipped),
+        "weights_init": weights_init, "pretrained": pretrained,
+        "data": str(data_path.resolve()),
+        "imgsz": int(imgsz), "batch": int(batch), "epochs_requested": epochs, "device": str(device), "n_gpus": gpus,
+        "backbone_lr_mult": backbone_lr_mult, "reasons": reasons, "skipped": list(ds.skipped),
     }
-    wall_before = float(prev.get("wall_s", 0.0)) if resume else 0.0
-    t_start = time.time()
-
-    def snapshot(status: str, trainer=None) -> dict:
-        recs = [plan.records[e] for e in sorted(plan.records) if "map50_95" in plan.records[e]]
-        wall = wall_before + time.time() - t_start
-        hours = wall / 3600
-        gpu_h, cpu_h = hours * n_gpus, (hours if n_gpus == 0 else 0.0)
-        best = max(recs, key=lambda r: (r["map50_95"] * 0.9 + r["map50"] * 0.1), default=None)
-        doc = {**info, "status": status, "epochs": len(recs),
-               "schedule": _schedule(prev.get("schedule", []) if resume else [], plan.applied),
-               "wall_s": round(wall, 2), "gpu_hours": round(gpu_h, 6), "cpu_hours": round(cpu_h, 6),
-               "gpu_hour_usd": gpu_hour_usd, "cpu_hour_usd": cpu_hour_usd,
-               "cost_usd": round(gpu_h * gpu_hour_usd + cpu_h * cpu_hour_usd, 4),
-               "map50": best["map50"] if best else None, "map50_95": best["map50_95"] if best else None,
-               "best_epoch": best["epoch"] if best else None,
-               "trainable_params": [r["trainable_params"] for r in recs],
-               "epoch_s": [r["train_s"] for r in recs], "epoch_total_s": [r["epoch_s"] for r in recs],
-               "best": str(out / "best.pt") if status == "done" else None,
-               "epoch_records": recs, "versions": tool_versions("torch", "ultralytics")}
-        doc["device_name"] = _device_name(device)
-        return doc
-
-    def on_epoch(trainer, rec):
-        atomic_write_json(json_path, snapshot("running", trainer))
-
-    def on_model_save(trainer):
-        if Path(trainer.last).exists():
-            with atomic_path(last) as tmp:
-                shutil.copy2(trainer.last, tmp)
-
-    plan.on_epoch = on_epoch
+    record = _Record(out, info, plan, prev, gpus, gpu_hour_usd, cpu_hour_usd)
+    plan.on_epoch = record.on_epoch
+    args = _trainer_args(yaml_path, out, epochs, imgsz, batch, device, patience, workers, pretrained, gpus, overrides)
     ckpt_tmp = None
-    args = dict(data=str(yaml_path), epochs=epochs, imgsz=int(imgsz), batch=int(batch), device=str(device),
-                patience=int(patience), workers=int(workers), project=str(out.parent), name=out.name, exist_ok=True,
-                plots=False, pretrained=pretrained, val=True, verbose=True)
-    if n_gpus == 0:
-        args["amp"] = False  # the AMP check downloads weights; AMP is off on CPU anyway
-    args.update(overrides)
     if resume:
-        args = {k: args[k] for k in ("data", "device", "workers", "patience", "plots", "imgsz", "batch")}
-        args.update(resume=str(last), save_dir=str(out))
-        check_checkpoint(last, trust=trust_checkpoint)
-        log(f"edgekit: resuming {out} from {last.name} (strategy {resolved.spec})")
+        args = _resume_args(args, out, trust_checkpoint)
+        log(f"edgekit: resuming {out} from last.pt (strategy {resolved.spec})")
     else:
-        args["model"] = model
-        if model.endswith(".pt") and not trust_checkpoint:  # Ultralytics unpickles fully: give it a checked copy
-            ckpt_tmp = private_tempdir("train")
-            args["model"] = str(checked_copy(model, ckpt_tmp.name))
-        for stale in (last, out / "best.pt", out / "weights" / "last.pt", out / "weights" / "best.pt"):
-            stale.unlink(missing_ok=True)
-        log(f"edgekit: training {Path(str(weights_or_arch)).name} on {Path(str(data)).name} with strategy "
+        args, ckpt_tmp = _start_args(args, model, out, trust_checkpoint)
+        log(f"edgekit: training {Path(str(weights_or_arch)).name} on {data_path.name} with strategy "
             f"{resolved.spec} for {epochs} epochs at imgsz {imgsz} on {device}")
-
-    Trainer = trainer_class()
-    trainer = Trainer(overrides=args)
-    trainer.plan = plan
-    for event, fn in {**plan.callbacks(), "on_model_save": on_model_save}.items():
-        trainer.add_callback(event, fn)
-    for event, fn in (callbacks or {}).items():
-        for f in (fn if isinstance(fn, (list, tuple)) else [fn]):
-            trainer.add_callback(event, f)
-    try:
-        trainer.train()
-    except BaseException:
-        atomic_write_json(json_path, snapshot("interrupted"))
-        raise
-    finally:
-        if ckpt_tmp is not None:
-            ckpt_tmp.cleanup()
-    if not Path(trainer.best).exists():
-        raise ArtifactError(f"{trainer.best}: Ultralytics wrote no best checkpoint")
-    with atomic_path(out / "best.pt") as tmp:
-        shutil.copy2(trainer.best, tmp)
-    if Path(trainer.last).exists():
-        with atomic_path(last) as tmp:
-            shutil.copy2(trainer.last, tmp)
-    shutil.rmtree(Path(trainer.wdir), ignore_errors=True)
-    doc = snapshot("done", trainer)
-    m = trainer.metrics or {}  # final_eval of best.pt
-    if "metrics/mAP50-95(B)" in m:
-        doc["map50"], doc["map50_95"] = float(m["metrics/mAP50(B)"]), float(m["metrics/mAP50-95(B)"])
-    atomic_write_json(json_path, doc)
+    doc = _finish(_run_trainer(args, plan, record, callbacks, ckpt_tmp), record)
     log(f"edgekit: {resolved.spec}: mAP50 {doc['map50']:.4f}  mAP50-95 {doc['map50_95']:.4f}  "
         f"{doc['epochs']} epochs in {doc['wall_s']:.0f}s -> {out / 'best.pt'}")
     return doc
@@ -237,14 +269,3 @@ def _schedule(prior: list, applied: list) -> list:
     if keep and keep[-1]["frozen_modules"] == applied[0]["frozen_modules"]:
         applied = applied[1:]
     return keep + applied
-
-
-def _device_name(device) -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(int(str(device).replace("cuda:", "").split(",")[0] or 0))
-    except Exception:
-        pass
-    return platform.processor() or platform.machine() or os.uname().machine

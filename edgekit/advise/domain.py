@@ -12,7 +12,7 @@ import numpy as np
 
 from .._imports import require
 from ..runtime.preprocess import preprocess
-from .images import read_image
+from ..runtime.images import read_image
 
 STATS = Path(__file__).resolve().parent.parent / "assets" / "coco_backbone_stats.npz"
 EMBED_IMGSZ = 320
@@ -65,4 +65,4 @@ def domain_distance(images: list[Path], weights=None) -> dict:
     fd = frechet_distance(mu, sigma, *coco_reference())
     band = "near" if fd < NEAR else "far" if fd >= FAR else "moderate"
     return {"frechet_distance": round(fd, 3), "band": band, "images": len(images),
-            "reference": "coco128 (256 COCO 2017 images), YOLOv8n backbone", "thresholds": {"near": NEAR, "far": FAR}}
+            "reference": "coco128 train (128 COCO 2017 images), YOLOv8n backbone", "thresholds": {"near": NEAR, "far": FAR}}

@@ -1,18 +1,16 @@
 """`advise`: is training from scratch worth it here, and which fine-tuning strategies to try."""
 from __future__ import annotations
 
-import random
-
-from .data import load_dataset
-from .data.coco_names import coco_overlap
-from .data.domain import domain_distance
-from .data.profile import profile
+from ..data import Dataset, load_dataset
+from ..data.profile import profile
+from .rule import choose, domain_verdict
 
 SCRATCH_MIN_IMAGES = 200_000
 # Training-cost model (documented assumptions): a YOLOv8n-class model trains at ~250 images/s at 640 px on one
 # current data-centre GPU; scratch needs ~300 epochs, fine-tuning ~50 (Ultralytics' defaults and common practice).
 GPU_IMAGES_PER_S_640 = 250.0
 SCRATCH_EPOCHS, FINETUNE_EPOCHS = 300, 50
+SWEEP_EPOCHS = 3  # train-export's default: the epochs the first suggestion's schedule is laid out for
 
 
 def gpu_hours(images: int, epochs: int, imgsz: int = 640) -> float:
@@ -20,19 +18,16 @@ def gpu_hours(images: int, epochs: int, imgsz: int = 640) -> float:
 
 
 def advise(data, budget_usd: float | None = None, deadline_days: float | None = None, target: str = "cpu",
-           gpu_hour_usd: float = 2.0, imgsz: int = 640, sample: int = 128, log=print) -> dict:
-    ds = load_dataset(data)
+           gpu_hour_usd: float = 2.0, imgsz: int = 640, sample: int = 128, log=print,
+           epochs: int = SWEEP_EPOCHS) -> dict:
+    """Profile the dataset, measure its distance from COCO, and suggest strategies (the first is what auto picks)."""
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
     prof = profile(ds)
     n_train = prof["splits"].get("train", {}).get("images", 0)
-    train = ds.samples("train")
-    imgs = [s.image for s in random.Random(0).sample(train, min(sample, len(train)))]
-    log(f"embedding {len(imgs)} train images with the COCO YOLOv8n backbone ...")
-    dom = domain_distance(imgs)
-    overlap = coco_overlap(ds.names)
-    dom["class_name_overlap_coco"] = round(overlap, 3)
-    # the embedding distance decides; in its middle band, whether the classes are COCO's tips it either way
-    far = dom["band"] == "far" or (dom["band"] == "moderate" and overlap < 0.25)
-    near = dom["band"] == "near" or (dom["band"] == "moderate" and overlap >= 0.5)
+    log(f"embedding up to {sample} train images with the COCO YOLOv8n backbone ...")
+    dom = domain_verdict(ds, sample)
+    overlap = dom["class_name_overlap_coco"]
+    far, near = dom["closeness"] == "far", dom["closeness"] == "near"
     scratch_h, ft_h = gpu_hours(n_train, SCRATCH_EPOCHS, imgsz), gpu_hours(n_train, FINETUNE_EPOCHS, imgsz)
     scratch_usd, ft_usd = scratch_h * gpu_hour_usd, ft_h * gpu_hour_usd
     reasons = []
@@ -41,7 +36,8 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
     in_time = deadline_days is None or scratch_h / 24 <= deadline_days
     scratch_ok = far and big and affordable and in_time
     reasons.append(f"domain distance to COCO: Fréchet {dom['frechet_distance']:.1f} ({dom['band']}; thresholds "
-                   f"{dom['thresholds']['near']:g}/{dom['thresholds']['far']:g}), {overlap:.0%} of class names are COCO classes"
+                   f"{dom['thresholds']['near']:g}/{dom['thresholds']['far']:g}), {overlap:.0%} of class names are "
+                   f"COCO classes, class/box distance {dom['class_box_distance']:.2f}"
                    f" -> {'far from' if far else 'close to' if near else 'moderately far from'} the pretraining domain")
     reasons.append(f"{n_train} train images ({'>=' if big else '<'} {SCRATCH_MIN_IMAGES:,} needed before scratch can "
                    f"catch up with pretrained features)")
@@ -65,7 +61,9 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
             strategies = ["schedule:0:backbone,1:none", "full", "freeze:4"]
         else:
             strategies = ["full", "schedule:0:backbone,2:none", "freeze:4"]
-        strategies.append("scratch")  # kept as the measured reference
+        pick, why_pick = choose(n_train, dom["closeness"], epochs)  # the same rule as --strategy auto
+        strategies = [pick] + [s for s in strategies if s != pick] + ["scratch"]  # scratch: the measured reference
+        reasons.append(f"first suggestion (what --strategy auto picks at {epochs} epochs): " + "; ".join(why_pick))
         reasons.append("freeze depth: " + ("deep (backbone frozen first) since pretrained features transfer well" if near
                                            else "shallow (unfreeze early) since the features must adapt to the new domain"
                                            if far else "medium: freeze the early layers, let the rest adapt"))

@@ -7,7 +7,7 @@ import numpy as np
 
 from .._imports import require
 from ..data import Dataset, load_dataset
-from ..data.images import read_image
+from ..runtime.images import read_image
 from ..errors import DataError, EdgekitError
 from ..runtime import Engine
 
