@@ -70,7 +70,8 @@ def variants_for(target: str, backends: list[str], precisions: list[str] | None 
     explicit = precisions is not None
     precisions = list(precisions) if explicit else list(DEFAULT_PRECISIONS)
     out = []
-    if not parse_device(target)[0].startswith("cuda") and REFERENCE not in backends and get_backend(REFERENCE).installed():
+    off_cuda = not parse_device(target)[0].startswith("cuda")
+    if off_cuda and REFERENCE not in backends and get_backend(REFERENCE).installed():
         out.append(Variant(REFERENCE, "fp32"))
     for b in backends:
         cls = get_backend(b) if b in BACKENDS else None
