@@ -29,8 +29,9 @@ KNOWN = {
 }
 
 
-def install_hint(module: str) -> str:
-    extra = KNOWN.get(module, (None,))[0]
+def install_hint(module: str, extra: str | None = None) -> str:
+    """The pip command that installs a module: its edgekit extra (given, or known here), else the module itself."""
+    extra = extra or KNOWN.get(module, (None,))[0]
     return f"pip install 'edgekit[{extra}]'" if extra else f"pip install {module}"
 
 

@@ -54,38 +54,31 @@ class Variant:
 DEFAULT_PRECISIONS = ("fp32", "bf16", "int8")  # bf16: only where the target runs it (else the row is left out)
 
 
-def bf16_supported(target: str) -> bool:
-    """OpenVINO runs bf16 on this target (a CPU with AVX512_BF16 or AMX)."""
-    from .bench.device import openvino_capabilities
-
-    return "BF16" in (openvino_capabilities(target) or [])
+REFERENCE = "onnxruntime"  # its FP32 row, the exported ONNX itself, is measured on every target but CUDA
 
 
 def variants_for(target: str, backends: list[str], precisions: list[str] | None = None) -> list[Variant]:
     """Backend x precision pairs that make sense on the target device (None: the default precisions).
 
-    An explicitly asked bf16 stays even where the target lacks it: its row then says why it was not built.
+    Each registered backend says which precisions it offers on the target (Backend.offers); names that are not
+    registered, and backends not installed here, give no rows. An explicitly asked bf16 stays even where the
+    target lacks it: its row then says why it was not built.
     """
-    from ._imports import available
+    from .runtime.backends import BACKENDS, get_backend
+    from .runtime.devices import parse_device
 
     explicit = precisions is not None
     precisions = list(precisions) if explicit else list(DEFAULT_PRECISIONS)
     out = []
-    gpu = target.lower().startswith("cuda")
-    if not gpu and "onnxruntime" not in backends and available("onnxruntime"):
-        out.append(Variant("onnxruntime", "fp32"))  # the exported ONNX itself: the reference row, always measured
+    off_cuda = not parse_device(target)[0].startswith("cuda")
+    if off_cuda and REFERENCE not in backends and get_backend(REFERENCE).installed():
+        out.append(Variant(REFERENCE, "fp32"))
     for b in backends:
-        for p in precisions:
-            if b == "onnxruntime" and p in ("fp32", "int8") and available("onnxruntime"):
-                out.append(Variant(b, p))
-            elif b == "openvino" and not gpu and p in ("fp32", "fp16", "bf16", "int8") and available("openvino"):
-                if p == "fp16" and target.lower() == "cpu":
-                    continue  # FP16 weights run as FP32 on CPU: nothing to learn
-                if p == "bf16" and not explicit and not bf16_supported(target):
-                    continue
-                out.append(Variant(b, p))
-            elif b == "tensorrt" and gpu and p in ("fp16", "int8") and available("tensorrt"):
-                out.append(Variant(b, p))
+        cls = get_backend(b) if b in BACKENDS else None
+        if cls is None or not cls.installed():
+            continue
+        offered = cls.offers(target, explicit)
+        out += [Variant(b, p) for p in precisions if p in offered]
     return out
 
 

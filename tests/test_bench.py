@@ -77,11 +77,13 @@ def test_report_and_compare(bench_result, tmp_path):
 
     text = format_table(bench_result)
     assert "p99" in text and "fps_infer_only" in text and "e2e" in text
-    table = [ln for ln in to_markdown(bench_result).splitlines() if ln.startswith("|")]
-    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in table]
-    assert cells[0] == ["stage (ms)", *STAT_KEYS] and set(cells[1]) == {"---"} and len(cells[1]) == len(cells[0])
-    assert [r[0] for r in cells[2:]] == list(STAGES)  # one row per stage, in order
-    assert all(len(r) == len(cells[0]) and float(r[1]) >= 0 for r in cells[2:])
+    md = to_markdown(bench_result).splitlines()
+    header = md.index("| stage (ms) | mean | p50 | p90 | p99 | std |")
+    rows = [r.strip("| ").split(" | ") for r in md[header + 2:header + 2 + len(STAGES)]]
+    assert [r[0] for r in rows] == list(STAGES)  # one row per stage, in order, each with its five figures
+    for r in rows:
+        assert len(r) == 1 + len(STAT_KEYS) and float(r[2]) == pytest.approx(bench_result["latency_ms"][r[0]]["p50"],
+                                                                              abs=0.01)
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(bench_result))
     b.write_text(json.dumps(dict(bench_result, backend="openvino")))

@@ -30,7 +30,8 @@ def test_letterbox_matches_ultralytics(shape):
     theirs = LetterBox((320, 320), auto=False, stride=32)(image=img)
     assert ours.shape == theirs.shape == (320, 320, 3)
     assert np.array_equal(ours, theirs)
-    assert info.gain == pytest.approx(min(320 / shape[0], 320 / shape[1]))  # scaled up too (100x100: 3.2)
+    assert info.gain == pytest.approx(min(320 / shape[0], 320 / shape[1]))  # scaled up too: (100, 100) -> 3.2
+    assert info.pad_left + round(shape[1] * info.gain) <= 320 and info.pad_top + round(shape[0] * info.gain) <= 320
 
 
 def test_nms_matches_torchvision():

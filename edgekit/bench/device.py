@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from .._imports import available, install_hint, version_of
+from .._imports import version_of
+from ..runtime.devices import parse_device
 
 ISA_FLAGS = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8",
              "amx_bf16", "amx_fp16", "neon", "asimd", "asimddp", "sve"]
@@ -59,35 +60,6 @@ def gpu_info() -> list[dict]:
     return gpus
 
 
-def backend_info(name: str) -> dict:
-    """Installed version and devices of one backend; never raises."""
-    mod = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}[name]
-    info = {"installed": available(mod), "version": version_of(mod), "install": install_hint(mod)}
-    if not info["installed"]:
-        return info
-    try:
-        if name == "onnxruntime":
-            import onnxruntime as ort
-
-            info["devices"] = ort.get_available_providers()
-        elif name == "openvino":
-            import openvino as ov
-
-            info["devices"] = ov.Core().available_devices
-        elif name == "torch":
-            import torch
-
-            info["devices"] = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-            info["cuda"] = torch.version.cuda
-        elif name == "tensorrt":
-            import tensorrt as trt
-
-            info["version"] = trt.__version__
-    except Exception as e:  # a broken install is reported, not raised
-        info["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-    return info
-
-
 def cuda_driver_version() -> str | None:
     """The CUDA version the driver supports, from nvidia-smi's banner; None without an NVIDIA driver."""
     if not shutil.which("nvidia-smi"):
@@ -112,63 +84,57 @@ def jetson_info() -> dict | None:
     return d
 
 
-def openvino_device_name(device: str) -> str | None:
-    """FULL_DEVICE_NAME of an OpenVINO device (GPU, NPU, ...); None when unknown; never raises."""
-    if not available("openvino"):
-        return None
-    try:
-        import openvino as ov
+def device_name(device: str) -> str | None:
+    """The name a registered backend gives this device (e.g. OpenVINO's FULL_DEVICE_NAME of GPU); never raises."""
+    from ..runtime.backends import registered
 
-        from ..runtime.backends.openvino import ov_device
-
-        return str(ov.Core().get_property(ov_device(device), "FULL_DEVICE_NAME"))
-    except Exception:
-        return None
+    for cls in registered().values():
+        name = getattr(cls, "device_name", None)
+        if name is not None and cls.runs_on(device) and (found := name(device)):
+            return found
+    return None
 
 
-def openvino_capabilities(device: str) -> list[str] | None:
-    """OPTIMIZATION_CAPABILITIES of an OpenVINO device (BF16, FP16, INT8, ...); None when unknown; never raises."""
-    if not available("openvino"):
-        return None
-    try:
-        import openvino as ov
-
-        from ..runtime.backends.openvino import capabilities, ov_device
-
-        return capabilities(ov.Core(), ov_device(device)) or None
-    except Exception:
-        return None
+def _gpu_record(d: dict, device: str) -> None:
+    """GPUs, the one in use, driver, CUDA and TensorRT versions into a device record."""
+    d["gpus"] = gpu_info()
+    idx = parse_device(device)[1] or 0
+    if d["gpus"]:
+        d["gpu"] = d["gpus"][min(idx, len(d["gpus"]) - 1)]
+        d["name"] = d["gpu"]["name"]
+    d["cuda_driver"] = cuda_driver_version()
+    d["tensorrt"] = version_of("tensorrt")
+    if "torch" in sys.modules:  # never import torch just to describe the machine
+        d["torch_cuda"] = getattr(sys.modules["torch"].version, "cuda", None)
+    if jetson_info():
+        d["jetson"] = jetson_info()
 
 
 def device_info(device: str = "cpu", backend: str | None = None) -> dict:
     """The machine a benchmark ran on: CPU (model, cores, ISA), GPUs, driver, CUDA and TensorRT versions."""
+    from ..runtime.backends import BACKENDS, get_backend
+
+    cls = get_backend(backend) if backend in BACKENDS else None
     d = {"requested": device, "cpu": cpu_info(), "platform": platform.platform(), "python": platform.python_version()}
-    dev = device.lower()
-    if dev.startswith("cuda") or backend == "tensorrt":
-        d["gpus"] = gpu_info()
-        idx = int(dev.split(":")[1]) if ":" in dev and dev.split(":")[1].isdigit() else 0
-        if d["gpus"]:
-            d["gpu"] = d["gpus"][min(idx, len(d["gpus"]) - 1)]
-            d["name"] = d["gpu"]["name"]
-        d["cuda_driver"] = cuda_driver_version()
-        d["tensorrt"] = version_of("tensorrt")
-        if "torch" in sys.modules:  # never import torch just to describe the machine
-            d["torch_cuda"] = getattr(sys.modules["torch"].version, "cuda", None)
-        if jetson_info():
-            d["jetson"] = jetson_info()
-    elif not dev.startswith("cpu"):
-        d["name"] = openvino_device_name(device)
+    kind = parse_device(device)[0]
+    cuda_only = cls is not None and cls.runs_on("cuda") and not cls.runs_on("cpu")  # TensorRT
+    if kind.startswith("cuda") or cuda_only:
+        _gpu_record(d, device)
+    elif not kind.startswith("cpu"):
+        d["name"] = device_name(device)
     else:
         d["name"] = d["cpu"]["model"]
-    if backend == "openvino":
-        d["openvino_capabilities"] = openvino_capabilities(device)
-    if backend:
-        mod = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "torch": "torch"}.get(backend)
-        d["backend_version"] = version_of(mod) if mod else None
+    if cls is not None:
+        d.update(cls.device_facts(device))
+        d["backend_version"] = version_of(cls.module) if cls.module else None
+    elif backend:
+        d["backend_version"] = None
     return d
 
 
 def doctor_report() -> dict:
+    from ..runtime.backends import registered
+
     pkgs = {m: version_of(m) for m in ("numpy", "onnx", "onnxslim", "ultralytics", "nncf", "faster_coco_eval",
                                        "pycocotools", "matplotlib", "super_gradients") if version_of(m)}
     return {
@@ -177,6 +143,6 @@ def doctor_report() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_info(),
         "gpus": gpu_info(),
-        "backends": {n: backend_info(n) for n in ("onnxruntime", "openvino", "tensorrt", "torch")},
+        "backends": {n: cls.describe() for n, cls in registered().items()},
         "packages": pkgs,
     }

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from ..runtime.devices import parse_device
+
 
 def rss_mb() -> float | None:
     """Current resident set size of this process in MB (psutil); None if unknown."""
@@ -33,10 +35,9 @@ def peak_rss_mb() -> float | None:
 
 
 def cuda_index(device: str) -> int | None:
-    d = device.lower()
-    if not d.startswith("cuda"):
-        return None
-    return int(d.split(":")[1]) if ":" in d and d.split(":")[1].isdigit() else 0
+    """The CUDA device index of a device string ('cuda' is 0); None for any other device."""
+    kind, idx = parse_device(device)
+    return (idx or 0) if kind == "cuda" else None
 
 
 def reset_device_peak(device: str) -> None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .._imports import require
 from ..errors import EdgekitError
 from .job import Job, subset
@@ -86,27 +84,6 @@ def _quantize(job: Job, scope: Scope, method: str, folder: Path):
     return q, names
 
 
-class _CompiledBackend:
-    """Engine backend over an ov.CompiledModel handed over by NNCF's accuracy controller."""
-
-    name = "openvino"
-    input_dtype = np.float32
-    fixed_batch = 1
-
-    def __init__(self, compiled):
-        from ..runtime.backends.openvino import executed_precision
-
-        self.request = compiled.create_infer_request()
-        self.precision_executed = f"int8+{executed_precision(compiled)}"  # NNCF compiles with f32 for the float part
-
-    def infer(self, blob):
-        self.request.infer({0: blob})
-        return self.request.get_output_tensor(0).data.copy()
-
-    def close(self):
-        self.request = None
-
-
 def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_int8: set[str] | None):
     """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function."""
     ov = require("openvino", "OpenVINO INT8 quantization")
@@ -115,16 +92,17 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
 
     from ..eval import evaluate
     from ..runtime import Engine
+    from ..runtime.backends.openvino import OpenVINOBackend
+    from ..runtime.meta import load_meta
 
     ac = dict(job.recipe.openvino.get("accuracy_control") or {})
     val = job.ds.samples(job.eval_split)[:job.eval_limit] if job.eval_limit else job.ds.samples(job.eval_split)
     val = val[:int(ac.get("validation_subset", 300))]
-    engine = Engine(job.onnx, backend="openvino")
+    meta = load_meta(job.onnx)
 
-    def validate(compiled, items) -> tuple[float, None]:
-        engine.backend.close()
-        engine.backend = _CompiledBackend(compiled)
-        r = evaluate(None, subset(job.ds, list(items)), split="subset", engine=engine, progress=False)
+    def validate(compiled, items) -> tuple[float, None]:  # NNCF compiles with f32 for the float part
+        with Engine.from_backend(OpenVINOBackend.from_compiled(compiled, job.onnx, meta, int8=True)) as engine:
+            r = evaluate(None, subset(job.ds, list(items)), split="subset", engine=engine, progress=False)
         return r["map50_95"], None
 
     model = read_onnx(job.onnx)
@@ -132,13 +110,10 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
     adv = kw.pop("advanced", None)
     restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=int(ac.get("max_iterations", 8)),
                                                   ranking_subset_size=int(ac.get("ranking_subset_size", 32)))
-    try:
-        q = nncf.quantize_with_accuracy_control(
-            model, job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
-            ignored_scope=nncf.IgnoredScope(names=names, validate=False), advanced_quantization_parameters=adv,
-            advanced_accuracy_restorer_parameters=restorer, **kw)
-    finally:
-        engine.close()
+    q = nncf.quantize_with_accuracy_control(
+        model, job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
+        ignored_scope=nncf.IgnoredScope(names=names, validate=False), advanced_quantization_parameters=adv,
+        advanced_accuracy_restorer_parameters=restorer, **kw)
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
     reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
     return names, reverted, len(val)

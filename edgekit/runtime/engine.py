@@ -8,7 +8,7 @@ import numpy as np
 
 from .images import read_image
 from ..errors import ArtifactError
-from .backends import get_backend, pick_backend
+from .backends import Backend, get_backend, pick_backend
 from .detections import Detections
 from .meta import ModelMeta, load_meta
 from .postprocess import postprocess
@@ -55,22 +55,37 @@ class Engine:
 
     Threads: one Engine may be called from several threads at once on every backend (OpenVINO: one infer request
     per call from a pool; ONNX Runtime: its session is thread-safe; torch and TensorRT: calls are serialized).
-    For throughput, use bench.concurrency's runners (OpenVINO AsyncInferQueue, parallel sessions).
+    For throughput, use the backend's runner (runtime.concurrency.make_runner: OpenVINO AsyncInferQueue,
+    parallel sessions).
     """
 
     def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
                  iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
                  allow_failed: bool = False, **options):
-        self.path = Path(path)
-        self.meta: ModelMeta = load_meta(self.path, imgsz=options.pop("imgsz", None),  # imgsz, trust: .pt only
-                                         trust_checkpoint=bool(options.get("trust_checkpoint", False)))
+        path = Path(path)
+        meta = load_meta(path, imgsz=options.pop("imgsz", None),  # imgsz, trust: .pt only
+                         trust_checkpoint=bool(options.get("trust_checkpoint", False)))
         if not allow_failed:
-            refuse_unfinished(self.path, self.meta.raw)
-        self.device = device
-        self.backend_name = backend or pick_backend(self.path, device)
-        self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
-        self.backend = get_backend(self.backend_name)(self.path, device, self.meta, **options).load()
+            refuse_unfinished(path, meta.raw)
+        name = backend or pick_backend(path, device)
+        self._attach(get_backend(name)(path, device, meta, **options).load(), conf, iou, max_det, multi_label,
+                     agnostic)
         check_precision(self, options.get("precision"))
+
+    @classmethod
+    def from_backend(cls, backend: Backend, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+                     multi_label: bool = False, agnostic: bool = False) -> "Engine":
+        """An Engine over a Backend built elsewhere, carrying its ModelMeta (e.g. over a model NNCF compiled)."""
+        if backend.meta is None:
+            raise ArtifactError(f"{backend.path}: a backend handed to Engine needs its model metadata (meta=...)")
+        eng = cls.__new__(cls)
+        eng._attach(backend.load(), conf, iou, max_det, multi_label, agnostic)
+        return eng
+
+    def _attach(self, backend: Backend, conf, iou, max_det, multi_label, agnostic) -> None:
+        self.backend, self.backend_name, self.path, self.device = backend, backend.name, backend.path, backend.device
+        self.meta: ModelMeta = backend.meta
+        self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
 
     # stages -----------------------------------------------------------------------------------
     @staticmethod
@@ -88,18 +103,7 @@ class Engine:
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
         """Run the network on a blob of any batch size (split or padded to a fixed-batch model)."""
-        fb = self.backend.fixed_batch
-        n = blob.shape[0]
-        if fb is None or fb == n:
-            return self.backend.infer(blob)
-        outs = []
-        for s in range(0, n, fb):
-            chunk = blob[s:s + fb]
-            k = chunk.shape[0]
-            if k < fb:
-                chunk = np.concatenate([chunk, np.zeros((fb - k, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(self.backend.infer(chunk)[:k])
-        return np.concatenate(outs)
+        return self.backend.infer(blob)
 
     def postprocess(self, raw: np.ndarray, infos, **overrides) -> list[Detections]:
         kw = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, multi_label=self.multi_label,

@@ -1,4 +1,9 @@
-"""Inference backends behind one small interface, each imported lazily by name."""
+"""Inference backends behind one small interface, each imported lazily by name.
+
+Adding a backend is one file (a Backend subclass declaring its facts) and one line: `register(name, "module:Class")`,
+here for edgekit's own, in your code for yours, or as an entry point in the group `edgekit.backends` of your
+package (`toy = "mypkg.toy:ToyBackend"`), which every edgekit process (the CLI included) reads.
+"""
 from __future__ import annotations
 
 import importlib
@@ -7,37 +12,74 @@ from pathlib import Path
 from ...errors import ArtifactError
 from .base import Backend
 
-BACKENDS = {
-    "onnxruntime": "edgekit.runtime.backends.onnxruntime:OnnxRuntimeBackend",
-    "openvino": "edgekit.runtime.backends.openvino:OpenVINOBackend",
-    "tensorrt": "edgekit.runtime.backends.tensorrt:TensorRTBackend",
-    "torch": "edgekit.runtime.backends.torch:TorchBackend",
-}
+BACKENDS: dict[str, str] = {}  # name -> "module:Class", in order of preference
+_classes: dict[str, type[Backend]] = {}
+_entry_points_read = False
+
+
+def register(name: str, target: str) -> None:
+    """Make a backend known by name: `target` is "module:Class", imported when the backend is first asked for."""
+    if ":" not in target:
+        raise ArtifactError(f"backend '{name}': expected 'module:Class', got '{target}'")
+    BACKENDS[name] = target
+    _classes.pop(name, None)
+
+
+register("onnxruntime", "edgekit.runtime.backends.onnxruntime:OnnxRuntimeBackend")
+register("openvino", "edgekit.runtime.backends.openvino:OpenVINOBackend")
+register("tensorrt", "edgekit.runtime.backends.tensorrt:TensorRTBackend")
+register("torch", "edgekit.runtime.backends.torch:TorchBackend")
+
+
+def _read_entry_points() -> None:
+    """Register the backends other installed packages declare (group `edgekit.backends`), once."""
+    global _entry_points_read
+    if _entry_points_read:
+        return
+    _entry_points_read = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="edgekit.backends"):
+        if ep.name not in BACKENDS:
+            register(ep.name, ep.value)
+
+
+def names() -> list[str]:
+    """Registered backend names, edgekit's own first."""
+    _read_entry_points()
+    return list(BACKENDS)
 
 
 def get_backend(name: str) -> type[Backend]:
-    if name not in BACKENDS:
+    if name not in names():
         raise ArtifactError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
-    mod, cls = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(mod), cls)
+    if name not in _classes:
+        mod, cls = BACKENDS[name].split(":")
+        _classes[name] = getattr(importlib.import_module(mod), cls)
+    return _classes[name]
+
+
+def registered() -> dict[str, type[Backend]]:
+    """Every registered backend class by name (importing a backend module imports no backend library)."""
+    return {n: get_backend(n) for n in names()}
 
 
 def pick_backend(path, device: str = "cpu") -> str:
-    """The default backend for an artifact file and a device."""
-    from ..._imports import available
+    """The default backend for an artifact file and a device.
 
+    Among the backends that read this suffix (or folder): those that run on the device, then those installed here,
+    then the first registered.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
-    if p.is_dir() or suffix == ".xml":
-        return "openvino"
-    if suffix in (".engine", ".plan"):
-        return "tensorrt"
-    if suffix in (".pt", ".pth"):
-        return "torch"
-    if suffix == ".onnx":
-        if device.upper() in ("GPU", "NPU", "AUTO") or device.upper().startswith("GPU."):
-            return "openvino"
-        if available("onnxruntime") or not available("openvino"):
-            return "onnxruntime"
-        return "openvino"
-    raise ArtifactError(f"{p}: unknown model format '{suffix}' (expected .onnx, .xml or an OpenVINO folder, .engine, .pt)")
+    every = registered()
+    if p.is_dir():
+        fits = [n for n, c in every.items() if c.reads_folders]
+    else:
+        fits = [n for n, c in every.items() if suffix in c.suffixes]
+    if not fits:
+        known = sorted({s for c in every.values() for s in c.suffixes})
+        folder = " or a model folder" if any(c.reads_folders for c in every.values()) else ""
+        raise ArtifactError(f"{p}: unknown model format '{suffix}' (expected {', '.join(known)}{folder})")
+    fits = [n for n in fits if every[n].runs_on(device)] or fits
+    return next((n for n in fits if every[n].installed()), fits[0])

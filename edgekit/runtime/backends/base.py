@@ -1,19 +1,94 @@
-"""Base backend (after Polygraphy's BaseRunner): public methods validate, subclasses write *_impl."""
+"""Base backend (after Polygraphy's BaseRunner): public methods validate, subclasses write *_impl.
+
+A backend also declares what it is, so that everything else (pick_backend, doctor, bench, train-export) iterates
+the registry instead of naming backends: the file suffixes it reads, the library it imports and the pip extra that
+installs it, the device kinds it runs on, the precisions it executes there, and its throughput runner.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+from ... import _imports
 from ...errors import ArtifactError
+from ..devices import parse_device
 
 
 class Backend:
     name = "base"
+    suffixes: tuple[str, ...] = ()  # lower-case file suffixes it reads, e.g. (".onnx",)
+    reads_folders = False  # True: a folder holding its model files is an artifact of this backend
+    module: str | None = None  # the library it imports: availability, version and install hint
+    extra: str | None = None  # the edgekit extra that installs that library
+    device_kinds: tuple[str, ...] = ("cpu",)  # parse_device kinds it runs on
+    executes: tuple[str, ...] = ("fp32",)  # precisions it runs on every device kind it runs on
 
     def __init__(self, path, device: str = "cpu", meta=None, **options):
         self.path, self.device, self.meta, self.options = Path(path), device, meta, options
         self.loaded = False
+        self._batch: int | None = 1  # load_impl sets the model's own: None when the batch is dynamic
+
+    # what it is ------------------------------------------------------------------------------
+    @classmethod
+    def installed(cls) -> bool:
+        """Its library can be imported here (checked without importing it; never raises)."""
+        return cls.module is None or _imports.available(cls.module)
+
+    @classmethod
+    def install_hint(cls) -> str:
+        return _imports.install_hint(cls.module or cls.name, cls.extra)
+
+    @classmethod
+    def runs_on(cls, device: str) -> bool:
+        """The device's kind is one this backend runs on (by name: no library is imported)."""
+        return parse_device(device)[0] in cls.device_kinds
+
+    @classmethod
+    def devices(cls) -> list[str]:
+        """Devices it can run on here ([] when its library is missing); may import the library, never raises."""
+        if not cls.installed():
+            return []
+        try:
+            return cls.devices_impl()
+        except Exception:  # a broken install is reported by describe(), not raised
+            return []
+
+    @classmethod
+    def precisions(cls, device: str) -> tuple[str, ...]:
+        """Precisions it executes on this device ('fp32', 'bf16', 'fp16', 'int8'); () where it does not run."""
+        return cls.executes if cls.runs_on(device) else ()
+
+    @classmethod
+    def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
+        """Precisions train-export builds for it on the target; `explicit`: the user listed the precisions."""
+        return cls.precisions(target)
+
+    @classmethod
+    def runner(cls, device: str):
+        """The throughput runner class (runtime.concurrency) for this backend on this device."""
+        from ..concurrency import Runner
+
+        return Runner
+
+    @classmethod
+    def device_facts(cls, device: str) -> dict:
+        """What this backend knows about a device, for a benchmark's record (e.g. OpenVINO's capabilities)."""
+        return {}
+
+    @classmethod
+    def describe(cls) -> dict:
+        """Installed version, install hint and devices, for `edgekit doctor`; never raises."""
+        info = {"installed": cls.installed(), "version": _imports.version_of(cls.module) if cls.module else None,
+                "install": cls.install_hint()}
+        if not info["installed"]:
+            return info
+        try:
+            info["devices"] = cls.devices_impl()
+            info.update(cls.describe_impl())
+        except Exception as e:  # a broken install is reported, not raised
+            info["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        return info
 
     # public API -------------------------------------------------------------------------------
     def load(self) -> "Backend":
@@ -23,12 +98,29 @@ class Backend:
         return self
 
     def infer(self, blob: np.ndarray) -> np.ndarray:
-        """Run a preprocessed NCHW batch; returns the first output as a numpy array."""
+        """Run a preprocessed NCHW batch of any size (split or zero-padded to a fixed batch); the first output."""
         if not self.loaded:
             self.load()
         if blob.ndim != 4 or blob.shape[1] != 3:
             raise ArtifactError(f"{self.path}: expected an NCHW batch with 3 channels, got shape {blob.shape}")
-        return self.infer_impl(blob)
+        return self.unpad([self.infer_impl(c) for c in self.chunks(blob)], blob.shape[0])
+
+    def chunks(self, blob: np.ndarray) -> list[np.ndarray]:
+        """The blob cut into the batches this model takes, the last one zero-padded to the fixed batch."""
+        fb, n = self.fixed_batch, blob.shape[0]
+        if fb is None or fb == n:
+            return [blob]
+        out = [blob[s:s + fb] for s in range(0, n, fb)]
+        k = out[-1].shape[0]
+        if k < fb:
+            out[-1] = np.concatenate([out[-1], np.zeros((fb - k, *blob.shape[1:]), blob.dtype)])
+        return out
+
+    @staticmethod
+    def unpad(outputs: list[np.ndarray], n: int) -> np.ndarray:
+        """The outputs of chunks() joined, without the padding rows: the first n."""
+        out = outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return out[:n]
 
     def close(self) -> None:
         if self.loaded:
@@ -48,7 +140,7 @@ class Backend:
     @property
     def fixed_batch(self) -> int | None:
         """Batch size the loaded model requires, or None when the batch is dynamic."""
-        return 1
+        return self._batch
 
     @property
     def precision_executed(self) -> str | None:
@@ -60,6 +152,15 @@ class Backend:
         return {"backend": self.name, "device": self.device, "precision_executed": self.precision_executed}
 
     # to implement -----------------------------------------------------------------------------
+    @classmethod
+    def devices_impl(cls) -> list[str]:
+        return ["cpu"]
+
+    @classmethod
+    def describe_impl(cls) -> dict:
+        """Further doctor facts (e.g. ONNX Runtime's execution providers)."""
+        return {}
+
     def load_impl(self) -> None:
         raise NotImplementedError
 

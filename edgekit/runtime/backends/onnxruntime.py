@@ -5,18 +5,54 @@ import numpy as np
 
 from ..._imports import require
 from ...errors import ArtifactError
+from ..concurrency import ThreadedRunner, cores
+from ..devices import parse_device
 from .base import Backend
+
+
+class OnnxRuntimeRunner(ThreadedRunner):
+    """Parallel ONNX Runtime sessions; on CPU the cores are split between them (intra-op threads each)."""
+
+    kind = "onnxruntime parallel sessions (intra-op threads split)"
+
+    def engine_options(self) -> dict:
+        opts = dict(self.options)
+        if self.device.lower() == "cpu" and "threads" not in opts:
+            opts["threads"] = max(1, cores() // self.streams)
+        return opts
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
+    suffixes = (".onnx",)
+    module = extra = "onnxruntime"
+    device_kinds = ("cpu", "cuda")
+    executes = ("fp32", "int8")
+
+    @classmethod
+    def devices_impl(cls) -> list[str]:
+        have = require("onnxruntime", "the ONNX Runtime backend").get_available_providers()
+        return ["cpu"] + (["cuda"] if "CUDAExecutionProvider" in have else [])
+
+    @classmethod
+    def describe_impl(cls) -> dict:
+        return {"providers": require("onnxruntime", "the ONNX Runtime backend").get_available_providers()}
+
+    @classmethod
+    def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
+        """fp32 (the exported ONNX itself) and int8 (QDQ), on any target: where it cannot run, its rows say so."""
+        return cls.executes
+
+    @classmethod
+    def runner(cls, device: str):
+        return OnnxRuntimeRunner
 
     def providers(self) -> list:
         ort = require("onnxruntime", "the ONNX Runtime backend")
         have = ort.get_available_providers()
-        dev = self.device.lower()
-        if dev.startswith("cuda"):
-            idx = int(dev.split(":")[1]) if ":" in dev else 0
+        kind, idx = parse_device(self.device)
+        if kind == "cuda":
+            idx = idx or 0
             wanted = ["CUDAExecutionProvider"]
             if self.options.get("trt_ep"):
                 wanted.insert(0, "TensorrtExecutionProvider")
@@ -25,7 +61,7 @@ class OnnxRuntimeBackend(Backend):
                 raise ArtifactError(f"device {self.device}: ONNX Runtime here has no {missing[0]} "
                                     f"(available: {', '.join(have)}); pip install 'edgekit[onnxruntime-gpu]'")
             return [(p, {"device_id": idx}) for p in wanted] + ["CPUExecutionProvider"]
-        if dev != "cpu":
+        if kind != "cpu":
             raise ArtifactError(f"device '{self.device}' is not supported by the onnxruntime backend (use cpu or cuda:N)")
         return ["CPUExecutionProvider"]
 
@@ -56,10 +92,6 @@ class OnnxRuntimeBackend(Backend):
     @property
     def input_dtype(self):
         return self._dtype
-
-    @property
-    def fixed_batch(self):
-        return self._batch
 
     def close_impl(self) -> None:
         del self.session

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import queue
 import warnings
+from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from ..._imports import require
 from ...errors import ArtifactError
+from ..concurrency import Runner
+from ..devices import parse_device
 from .base import Backend
 
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
@@ -28,14 +31,12 @@ CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}
 
 
 def ov_device(device: str) -> str:
-    d = device.lower()
-    if d in _DEVICES:
-        return _DEVICES[d]
-    if d.startswith("gpu.") or d.startswith("gpu:"):
-        return "GPU." + d.split(d[3])[1]
-    if d.startswith("cuda"):
+    """edgekit's device string as OpenVINO names it: cpu -> CPU, gpu:1 -> GPU.1, HETERO:GPU,CPU unchanged."""
+    kind, idx = parse_device(device)
+    if kind.startswith("cuda"):
         raise ArtifactError(f"device '{device}' is not an OpenVINO device (use cpu, GPU, NPU or AUTO)")
-    return device.upper()
+    name = _DEVICES.get(kind, kind.upper())
+    return name if idx is None else f"{name}.{idx}"
 
 
 def ov_reason(e: Exception) -> str:
@@ -102,6 +103,74 @@ def has_fake_quantize(model) -> bool:
 
 class OpenVINOBackend(Backend):
     name = "openvino"
+    suffixes = (".xml", ".onnx")
+    reads_folders = True
+    module = extra = "openvino"
+    device_kinds = ("cpu", "gpu", "npu", "auto")
+
+    @classmethod
+    def runs_on(cls, device: str) -> bool:
+        """Its devices, and OpenVINO's virtual ones over a list of them (AUTO:GPU,CPU, HETERO:..., MULTI:...)."""
+        kind = parse_device(device)[0]
+        return super().runs_on(device) or kind.startswith(("auto:", "hetero:", "multi:"))
+    executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see precisions()
+
+    @classmethod
+    def devices_impl(cls) -> list[str]:
+        return list(require("openvino", "the OpenVINO backend").Core().available_devices)
+
+    @classmethod
+    def capabilities_of(cls, device: str) -> list[str] | None:
+        """OPTIMIZATION_CAPABILITIES of a device (BF16, FP16, INT8, ...); None when unknown; never raises."""
+        if not cls.installed():
+            return None
+        try:
+            return capabilities(require("openvino").Core(), ov_device(device)) or None
+        except Exception:
+            return None
+
+    @classmethod
+    def device_name(cls, device: str) -> str | None:
+        """FULL_DEVICE_NAME of a device (GPU, NPU, ...); None when unknown; never raises."""
+        if not cls.installed():
+            return None
+        try:
+            return str(require("openvino").Core().get_property(ov_device(device), "FULL_DEVICE_NAME"))
+        except Exception:
+            return None
+
+    @classmethod
+    def precisions(cls, device: str) -> tuple[str, ...]:
+        if not cls.runs_on(device):
+            return ()
+        caps = cls.capabilities_of(device) or []
+        return cls.executes + tuple(p for p in ("bf16", "fp16") if CAPABILITY[p] in caps)
+
+    @classmethod
+    def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
+        """fp32, int8; fp16 off the CPU (FP16 weights run as FP32 there: nothing to learn); bf16 where the target
+        runs it, or wherever it was asked for (its row then says why it was not built)."""
+        if not cls.runs_on(target):
+            return ()
+        out = cls.executes + (("fp16",) if parse_device(target)[0] != "cpu" else ())
+        return out + (("bf16",) if explicit or "bf16" in cls.precisions(target) else ())
+
+    @classmethod
+    def device_facts(cls, device: str) -> dict:
+        return {"openvino_capabilities": cls.capabilities_of(device)}
+
+    @classmethod
+    def runner(cls, device: str):
+        return OpenVINORunner
+
+    @classmethod
+    def from_compiled(cls, compiled, path, meta, device: str = "CPU", int8: bool = False) -> "OpenVINOBackend":
+        """A loaded backend over an ov.CompiledModel compiled elsewhere (NNCF's accuracy control hands one over)."""
+        b = cls(path, device, meta)
+        b.int8 = int8
+        b.adopt(compiled)
+        b.loaded = True
+        return b
 
     def load_impl(self) -> None:
         ov = require("openvino", "the OpenVINO backend")
@@ -117,8 +186,6 @@ class OpenVINOBackend(Backend):
             model = core.read_model(str(path))
         except Exception as e:
             raise ArtifactError(f"{path}: OpenVINO cannot read this model: {ov_reason(e)}") from None
-        shape = model.inputs[0].get_partial_shape()
-        self._batch = shape[0].get_length() if shape[0].is_static else None
         self.int8 = has_fake_quantize(model) or (self.meta is not None and self.meta.precision == "int8")
         requested = self.options.get("precision")
         artifact_precision = self.meta.precision if self.meta is not None else "fp32"
@@ -130,12 +197,18 @@ class OpenVINOBackend(Backend):
             config["NUM_STREAMS"] = str(self.options["streams"])
         if self.options.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
-        self.compiled = core.compile_model(model, dev, config)
-        self.executed = executed_precision(self.compiled)
+        self.adopt(core.compile_model(model, dev, config))
         if hint and self.executed and self.executed != _FROM_OV[hint]:  # a plugin may substitute (f16 -> bf16)
             raise ArtifactError(f"{path}: asked OpenVINO {dev} for {_FROM_OV[hint]} execution, it compiled "
                                 f"{self.executed}: refusing to report {self.executed} figures as {_FROM_OV[hint]}")
         self.core = core
+
+    def adopt(self, compiled) -> None:
+        """Run this compiled model: its batch, the precision it executes, a pool of infer requests."""
+        shape = compiled.inputs[0].get_partial_shape()
+        self._batch = shape[0].get_length() if shape[0].is_static else None
+        self.compiled = compiled
+        self.executed = executed_precision(compiled)
         self._requests = self._request_pool()
 
     def _request_pool(self) -> queue.Queue:
@@ -157,10 +230,6 @@ class OpenVINOBackend(Backend):
             self._requests.put(req)
 
     @property
-    def fixed_batch(self):
-        return self._batch
-
-    @property
     def precision_executed(self) -> str | None:
         if self.executed is None:
             return None
@@ -176,3 +245,61 @@ class OpenVINOBackend(Backend):
 
     def close_impl(self) -> None:
         del self._requests, self.compiled
+
+
+class OpenVINORunner(Runner):
+    """PERFORMANCE_HINT THROUGHPUT and an AsyncInferQueue sized by OPTIMAL_NUMBER_OF_INFER_REQUESTS."""
+
+    kind = "openvino AsyncInferQueue (PERFORMANCE_HINT THROUGHPUT)"
+
+    def default_streams(self) -> int:
+        return 0  # 0: let the plugin choose
+
+    def open_impl(self) -> None:
+        ov = require("openvino", "the OpenVINO backend")
+        from ..engine import Engine
+
+        opts = dict(self.options, hint="THROUGHPUT")
+        if self.streams:
+            opts["streams"] = self.streams
+        eng = Engine(self.path, self.device, "openvino", **opts)
+        self.engines = [eng]
+        compiled = eng.backend.compiled
+        self.nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        try:
+            self.streams = int(compiled.get_property("NUM_STREAMS"))
+        except Exception:
+            self.streams = self.streams or self.nreq
+        self.queue = ov.AsyncInferQueue(compiled, self.nreq)
+
+    def describe(self) -> dict:
+        return {"concurrency": self.kind, "streams": self.streams, "infer_requests": getattr(self, "nreq", None)}
+
+    def map_impl(self, items):
+        backend = self.engine.backend
+        done: dict = {}
+        self.queue.set_callback(lambda req, key: done.__setitem__(key, req.get_output_tensor(0).data.copy()))
+        jobs: deque = deque()  # (job id, number of chunks, rows asked for, ctx)
+
+        def ready():
+            j, n, _, _ = jobs[0]
+            return all((j, i) in done for i in range(n))
+
+        def pop():
+            j, n, rows, ctx = jobs.popleft()
+            return backend.unpad([done.pop((j, i)) for i in range(n)], rows), ctx
+
+        for job, (blob, ctx) in enumerate(items):
+            chunks = backend.chunks(blob)  # the fixed batch the compiled model takes, the last one padded
+            for i, c in enumerate(chunks):
+                self.queue.start_async({0: c}, (job, i))  # blocks while every request is busy
+            jobs.append((job, len(chunks), blob.shape[0], ctx))
+            while jobs and ready():
+                yield pop()
+        self.queue.wait_all()
+        while jobs:
+            yield pop()
+
+    def close(self) -> None:
+        self.queue = None
+        super().close()

@@ -1,7 +1,7 @@
 """TensorRT backend (TensorRT 10 tensor API): .engine files, device buffers through torch, checked before loading.
 
 An execution context (its tensor addresses and input shape) is not thread-safe: calls on one Engine are serialized
-by a lock; parallel inference uses one Engine (context and stream) per thread (bench.concurrency.TensorRTRunner).
+by a lock; parallel inference uses one Engine (context and stream) per thread (TensorRTRunner below).
 """
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import warnings
 
 import numpy as np
 
-from ..._imports import require
+from ..._imports import available, require
 from ...errors import ArtifactError
+from ..concurrency import ThreadedRunner
+from ..devices import parse_device
 from .base import Backend
 
 
@@ -40,11 +42,9 @@ def check_engine(doc: dict, trt_version: str, compute_capability: str, path) -> 
 
 
 def cuda_index(device: str) -> int:
-    d = device.lower()
-    if d in ("cuda", "gpu"):
-        return 0
-    if d.startswith("cuda:"):
-        return int(d.split(":")[1])
+    kind, idx = parse_device(device)
+    if kind == "cuda" or (kind == "gpu" and idx is None):
+        return idx or 0
     raise ArtifactError(f"device '{device}' is not a CUDA device: TensorRT engines run on cuda:N")
 
 
@@ -57,8 +57,39 @@ def gpu_info(index: int = 0) -> dict:
     return {"compute_capability": f"{major}.{minor}", "gpu": torch.cuda.get_device_name(index)}
 
 
+class TensorRTRunner(ThreadedRunner):
+    """One TensorRT execution context and CUDA stream per Engine, enqueued from its own thread."""
+
+    kind = "tensorrt execution contexts on CUDA streams"
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    suffixes = (".engine", ".plan")
+    module = extra = "tensorrt"
+    device_kinds = ("cuda",)
+    executes = ("fp32", "fp16", "int8")
+
+    @classmethod
+    def devices_impl(cls) -> list[str]:
+        """CUDA devices torch sees (TensorRT's buffers go through torch); [] without torch."""
+        if not available("torch"):
+            return []
+        torch = require("torch", "TensorRT device buffers")
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+    @classmethod
+    def describe_impl(cls) -> dict:
+        return {"version": require("tensorrt", "the TensorRT backend").__version__}
+
+    @classmethod
+    def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
+        """fp16 and int8 engines (an FP32 engine is not built by train-export)."""
+        return tuple(p for p in cls.precisions(target) if p != "fp32")
+
+    @classmethod
+    def runner(cls, device: str):
+        return TensorRTRunner
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -113,10 +144,6 @@ class TensorRTBackend(Backend):
                 raise ArtifactError(f"{self.path}: TensorRT execution failed")
         self.stream.synchronize()
         return outs[self.outputs[0]].float().cpu().numpy()
-
-    @property
-    def fixed_batch(self):
-        return self._batch
 
     @property
     def precision_executed(self) -> str:

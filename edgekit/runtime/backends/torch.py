@@ -12,18 +12,49 @@ import numpy as np
 
 from ..._imports import require
 from ...errors import ArtifactError
+from ..devices import parse_device
 from .base import Backend
 
 
 def torch_device(device: str) -> str:
-    d = device.lower()
-    if d == "cpu" or d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
-        return d
+    kind, idx = parse_device(device)
+    if kind in ("cpu", "cuda") and (idx is None or kind == "cuda"):
+        return kind if idx is None else f"cuda:{idx}"
     raise ArtifactError(f"device '{device}' is not supported by the torch backend (use cpu or cuda:N)")
 
 
 class TorchBackend(Backend):
     name = "torch"
+    suffixes = (".pt", ".pth")
+    module, extra = "torch", "train"
+    device_kinds = ("cpu", "cuda")
+    executes = ("fp32", "fp16")
+
+    @classmethod
+    def devices_impl(cls) -> list[str]:
+        torch = require("torch", "the PyTorch backend")
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+
+    @classmethod
+    def describe_impl(cls) -> dict:
+        return {"cuda": require("torch", "the PyTorch backend").version.cuda}
+
+    @classmethod
+    def precisions(cls, device: str) -> tuple[str, ...]:
+        """fp16 (half) on CUDA only."""
+        on_gpu = parse_device(device)[0] == "cuda"
+        return tuple(p for p in super().precisions(device) if p != "fp16" or on_gpu)
+
+    @classmethod
+    def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
+        """None: a checkpoint is the sweep's input, not one of its deployable artifacts."""
+        return ()
+
+    @classmethod
+    def runner(cls, device: str):
+        from ..concurrency import Runner, ThreadedRunner
+
+        return ThreadedRunner if parse_device(device)[0] == "cuda" else Runner
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -59,7 +90,7 @@ class TorchBackend(Backend):
         self.net = net.half() if self.half else net.float()
         for p in self.net.parameters():
             p.requires_grad_(False)
-        self.graph = None
+        self.graph, self._batch = None, None  # any batch size
         self.use_graph = bool(self.options.get("cuda_graph", False)) and self.dev.type == "cuda"
 
     def _forward(self, x):
@@ -99,9 +130,6 @@ class TorchBackend(Backend):
                 y = self._forward(x)
             return y.float().cpu().numpy()
 
-    @property
-    def fixed_batch(self):
-        return None
 
     @property
     def precision_executed(self) -> str:
