@@ -102,7 +102,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgekit._ultralytics import ultralytics
-    from edgekit.bench.concurrency import make_runner
+    from edgekit.runtime.concurrency import make_runner
     from edgekit.bench.device import device_info
     from edgekit.runtime.images import list_images
     from edgekit.runtime import Engine

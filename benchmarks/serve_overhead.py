@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from edgekit import Engine
-    from edgekit.bench.concurrency import _cores, make_runner
+    from edgekit.runtime.concurrency import cores as _cores, make_runner
 
     tmp = tempfile.TemporaryDirectory(prefix="edgekit-serve-bench-")
     model = Path(args.model) if args.model else None
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         *[f"| {k} | {statistics.median(v):.1f} | {statistics.median(v) / ref:.2f}x | "
           f"{', '.join(f'{x:.1f}' for x in v)} |" for k, v in thr.items()],
         "",
-        f"In-process throughput mode: {runner.describe()} (edgekit.bench.concurrency), batch 1, decode and letterbox "
+        f"In-process throughput mode: {runner.describe()} (edgekit.runtime.concurrency), batch 1, decode and letterbox "
         f"in Engine.prefetch threads. Served: decode + letterbox in the server's request threads, inference in its "
         f"micro-batcher's worker threads, postprocess in request threads; HTTP and (de)serialization on top.",
         "",

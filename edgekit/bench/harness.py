@@ -2,7 +2,7 @@
 
 Latency mode runs one request at a time through Engine's own stages (decode, preprocess, infer,
 postprocess) and times each. Throughput mode overlaps decode+preprocess (Engine.prefetch worker threads)
-with the backend's own concurrency (bench.concurrency) and postprocesses in order, as an app would.
+with the backend's own concurrency (runtime.concurrency) and postprocesses in order, as an app would.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from ..runtime.images import list_images
 from ..errors import EdgekitError
 from ..runtime import Engine
-from .concurrency import make_runner
+from ..runtime.concurrency import make_runner
 from .device import device_info
 from .memory import device_memory_mb, peak_rss_mb, reset_device_peak, rss_mb
 from .power import PowerSampler
