@@ -348,13 +348,13 @@ class Pipeline:
         from .bench.accuracy import evaluate
         from .data import load_dataset
         from .export.openvino import onnx_to_openvino
-        from .quantize.job import fp32_baseline
+        from .quantize.job import BASELINE_FILE, fp32_baseline
         from .runtime.meta import read_sidecar, write_sidecar
 
         folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
                                   log=self._detail)
         ds = load_dataset(self.data)
-        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target)
+        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target, sdir / BASELINE_FILE)
         acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         passed = drop <= self.max_map_drop + 1e-9
