@@ -23,7 +23,8 @@ def test_every_recipe_loads():
     for p in paths:
         r = load_recipe(p)
         assert r.keep_float.patterns or r.keep_float.types, p
-        assert r.fallback and r.openvino and r.onnxruntime and r.tensorrt
+        assert r.fallback and set(r.backends) == {"openvino", "onnxruntime", "tensorrt"}
+        assert all(r.backend(b) for b in r.backends)
 
 
 @pytest.mark.parametrize("family,name", [("yolov8", "yolov8"), ("yolo11", "yolo11"), ("yolov5", "yolov8"),
@@ -33,7 +34,8 @@ def test_recipe_chosen_by_family(family, name):
 
 
 def test_rtdetr_recipe_is_a_transformer():
-    assert recipe_for("rtdetr").openvino["model_type"] == "transformer"
+    assert recipe_for("rtdetr").backend("openvino")["model_type"] == "transformer"
+    assert recipe_for("rtdetr").backend("no-such-backend") == {}
 
 
 def test_bad_recipe_names_the_file(tmp_path):
@@ -44,6 +46,29 @@ def test_bad_recipe_names_the_file(tmp_path):
     p.write_text("name: bad\nkeep_float:\n  layers: [x]\n")
     with pytest.raises(EdgekitError, match="bad.yaml: 'keep_float' has unknown keys: layers"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("backends:\n  tflite: {x: 1}\n", "'backends' has unknown backend 'tflite' (choose from openvino, onnxruntime, tensorrt)"),
+    ("openvino:\n  preset: mixed\n", "unknown key 'openvino' (backend settings go under 'backends:')"),
+    ("backends: [openvino]\n", "'backends' must be a mapping of backend name to settings"),
+    ("backends:\n  onnxruntime: [minmax]\n", "'backends.onnxruntime' must be a mapping of settings"),
+    ("layers: [x]\n", "unknown key 'layers'; a recipe has backends, description"),
+])
+def test_bad_input_recipe_key(onnx160_copy, coco8, tmp_path, monkeypatch, capsys, body, message):
+    """A recipe (EDGEKIT_RECIPES) with a key edgekit does not know is refused in one line naming file and key."""
+    from edgekit.cli.main import main
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "default.yaml").write_text("name: mine\nkeep_float: {types: [Sigmoid]}\n" + body)
+    monkeypatch.setenv("EDGEKIT_RECIPES", str(folder))
+    capsys.readouterr()
+    code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime", "--force",
+                 "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"edgekit quantize: error: {folder / 'default.yaml'}: {message}")
 
 
 def test_yolov8_scope_keeps_the_decode_in_float(onnx160):
@@ -75,7 +100,7 @@ def qdq_model(onnx160, tmp_path_factory):
     pre = preprocess(onnx160, out / "pre.onnx")
     excluded = recipe_for("yolov8").keep_float.match(graph_nodes(pre))
     q = quantize_qdq(pre, out / "model.onnx", cs, "minmax", excluded, ["Conv", "MatMul"], cache=out / "cache.json")
-    return q, excluded, out / "cache.json"
+    return q, excluded, out / "cache.json", pre, cs
 
 
 def _producers(graph):
@@ -86,7 +111,7 @@ def test_qdq_every_conv_weight_is_per_channel_symmetric_int8(qdq_model):
     import onnx
     from onnx import numpy_helper
 
-    path, excluded, _ = qdq_model
+    path, excluded = qdq_model[:2]
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     prod = _producers(m.graph)
@@ -123,30 +148,65 @@ def test_qdq_activations_symmetric_int8(qdq_model):
         assert zp.dtype == np.int8 and not np.any(zp), f"{q.name}: activation zero point {zp} (want symmetric int8)"
 
 
-def test_qdq_calibration_cache_written(qdq_model):
-    cache = json.loads(qdq_model[2].read_text())
-    assert cache  # tensor ranges, reused by the fallbacks instead of recalibrating
+def _cached_ranges(cache_path) -> dict[str, tuple[float, float]]:
+    doc = json.loads(cache_path.read_text())
+    assert doc["calibration_method"]["value"] == "CalibrationMethod.MinMax"
+    return {t: (r["lowest"]["data"][0], r["highest"]["data"][0]) for t, r in doc["data"].items()}
+
+
+def test_qdq_calibration_cache_holds_minmax_ranges(qdq_model):
+    """The cache holds each activation's min and max over the calibration images, as measured here with ORT."""
+    import onnx
+    import onnxruntime as ort
+
+    _, _, cache, pre, cs = qdq_model
+    ranges = _cached_ranges(cache)
+    probe = ["/model.0/conv/Conv_output_0", "/model.22/cv3.0/cv3.0.1/act/Mul_output_0", "/model.9/Concat_output_0"]
+    m = onnx.load(str(pre))
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in probe)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    blobs = [cs.transform(item) for item in cs.items]
+    outs = [sess.run(probe, {"images": b}) for b in blobs]
+    expected = {"images": (min(b.min() for b in blobs), max(b.max() for b in blobs))}
+    for k, t in enumerate(probe):
+        expected[t] = (min(o[k].min() for o in outs), max(o[k].max() for o in outs))
+    for t, (lo, hi) in expected.items():
+        np.testing.assert_allclose(ranges[t], (lo, hi), rtol=1e-4, atol=1e-5, err_msg=t)
+
+
+def test_qdq_activation_scales_come_from_the_cache(qdq_model):
+    """Every activation quantizer's scale is its cached range made symmetric: max(|min|, |max|) / 127."""
+    import onnx
+    from onnx import numpy_helper
+
+    path, _, cache = qdq_model[:3]
+    ranges = _cached_ranges(cache)
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert len(qs) > 50
+    for q in qs:
+        lo, hi = ranges[q.input[0]]
+        assert float(inits[q.input[1]]) == pytest.approx(max(abs(lo), abs(hi)) / 127, rel=1e-5), q.name
 
 
 # the gate ----------------------------------------------------------------------------------------
-def _inflate_baseline(onnx, data, split="val", value=0.99):
-    """Pretend the FP32 model scored `value` mAP50-95: every INT8 attempt must then fail the gate."""
-    from edgekit.quantize.job import baseline_key
-    from edgekit.runtime.meta import read_sidecar, write_sidecar
+def _inflate_baseline(onnx, data, out_dir, split="val", value=0.99):
+    """Pretend the FP32 model scored `value` mAP50-95 (in the job's baseline cache): every INT8 attempt then fails."""
+    from edgekit.quantize.job import BASELINE_FILE, baseline_key
 
-    ds = load_dataset(data)
-    doc = read_sidecar(onnx)
-    key = baseline_key("onnxruntime", "cpu", ds, split, None)
-    doc["accuracy"] = {key: {"map50": value, "map50_95": value, "images": 8, "backend": "onnxruntime"}}
-    write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
+    key = baseline_key(onnx, "onnxruntime", "cpu", load_dataset(data), split, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / BASELINE_FILE).write_text(json.dumps({key: {"map50": value, "map50_95": value, "images": 8,
+                                                           "backend": "onnxruntime"}}))
 
 
 def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coco8, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from edgekit.cli.main import main
 
-    _inflate_baseline(onnx160_copy, coco8)
     out = tmp_path / "out"
+    _inflate_baseline(onnx160_copy, coco8, out)
     code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime", "--method",
                  "minmax", "--calib-size", "16", "--force", "--max-map-drop", "0.01", "-o", str(out),
                  "--json", str(tmp_path / "res.json")])
