@@ -270,12 +270,41 @@ def test_bad_input_failed_artifact_refused_without_allow_failed(onnx160_copy, co
     assert main([command, str(onnx160_copy), *extra, "--allow-failed"]) == 0
 
 
+def _ov_convs(xml) -> dict[str, tuple[bool, str]]:
+    """Each convolution of an IR -> (is its activation input FakeQuantized?, element type of its weight constant).
+
+    NNCF may put the activation's FakeQuantize above ops that only move data (Concat, Split, MaxPool...): every
+    path through them must start at a FakeQuantize.
+    """
+    import openvino as ov
+
+    def source(op, port):
+        return op.input(port).get_source_output().get_node()
+
+    def fake_quantized(op) -> bool:
+        kind = op.get_type_name()
+        if kind in ("Concat", "VariadicSplit", "Split", "Reshape", "MaxPool", "Interpolate"):
+            ports = range(op.get_input_size()) if kind == "Concat" else [0]
+            return all(fake_quantized(source(op, i)) for i in ports)
+        return kind == "FakeQuantize" and op.get_attributes()["levels"] == 256
+
+    def weight_type(op) -> str:
+        while op.get_type_name() != "Constant":
+            op = source(op, 0)
+        return op.get_output_element_type(0).get_type_name()
+
+    convs = [op for op in ov.Core().read_model(str(xml)).get_ordered_ops() if op.get_type_name() == "Convolution"]
+    return {op.get_friendly_name().removesuffix("/WithoutBiases"): (fake_quantized(source(op, 0)),
+                                                                     weight_type(source(op, 1))) for op in convs}
+
+
 def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     pytest.importorskip("nncf")
     from edgekit.quantize import quantize
     from edgekit.runtime import Engine
 
     logs = []
+    sidecar_before = onnx160_copy.with_suffix(".json").read_bytes()
     res = quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
                    out_dir=tmp_path / "ov", log=logs.append)
     for key in ("artifact", "backend", "precision", "method", "map50_fp32", "map50_95_fp32", "map50", "map50_95",
@@ -284,7 +313,9 @@ def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     assert res["status"] == "PASSED" and res["precision"] == "int8" and res["backend"] == "openvino"
     xml = Path(res["artifact"])
     assert xml == tmp_path / "ov" / "model_int8_openvino" / "model.xml" and xml.with_suffix(".bin").exists()
-    assert "FakeQuantize" in xml.read_text() or "i8" in xml.read_text()
+    convs = _ov_convs(xml)
+    assert len(convs) == 64 and [n for n, c in convs.items() if c != (True, "i8")] == ["/model.22/dfl/conv/Conv"]
+    assert convs["/model.22/dfl/conv/Conv"] == (False, "f32")  # the recipe keeps the DFL conv in float
     side = json.loads(xml.with_suffix(".json").read_text())
     assert side["precision"] == "int8" and side["backend"] == "openvino" and side["status"] == "PASSED"
     assert side["names"][0] == "person" and side["imgsz"] == [160, 160] and side["letterbox"]["pad_value"] == 114
@@ -295,8 +326,9 @@ def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     with Engine(xml) as eng:
         det = eng(str(next((Path(coco8).parent / "images" / "val").glob("*.jpg"))))
     assert len(det) > 0
-    # the FP32 baseline is cached in the ONNX sidecar: a second run does not evaluate it again
-    assert "accuracy" in json.loads(onnx160_copy.with_suffix(".json").read_text())
+    # the FP32 baseline is cached beside the job's output, not in the input's sidecar: a second run reads it
+    assert onnx160_copy.with_suffix(".json").read_bytes() == sidecar_before
+    assert [k.split("|")[0] for k in json.loads((tmp_path / "ov" / ".fp32-baseline.json").read_text())] == ["openvino@cpu"]
     logs.clear()
     quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
              out_dir=tmp_path / "ov", log=logs.append)
