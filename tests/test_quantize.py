@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from edgekit.data import load_dataset
 from edgekit.data.calibration import calibration_set
 from edgekit.errors import ArtifactError, DataError, EdgekitError
+from edgekit.quantize.quantizer import Quantizer
 from edgekit.quantize.recipe import Scope, head_index, load_recipe, recipe_for, recipes_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -357,3 +359,66 @@ def test_cli_lists_quantize(capsys):
         main(["quantize", "--help"])
     out = capsys.readouterr().out
     assert "--max-map-drop" in out and "--calib-size" in out and "onnxruntime" in out
+
+
+# the quantizer protocol ---------------------------------------------------------------------------
+class CopyQuantizer(Quantizer):
+    """A toy backend: every attempt is the FP32 ONNX copied (ONNX Runtime runs it); `calls` records what was asked."""
+
+    name = "onnxruntime"
+    float_fallback = "fp16"
+    calls: list = []
+
+    def check_available(self) -> None:
+        pass
+
+    def nodes(self, job):
+        from edgekit.quantize.onnxruntime import graph_nodes
+
+        return graph_nodes(job.onnx)
+
+    def methods(self, job):
+        return ["minmax", "entropy"]
+
+    def _copy(self, job, folder, call):
+        self.calls.append(call)
+        return Path(shutil.copy2(job.onnx, folder / "model.onnx"))
+
+    def build_attempt(self, job, folder, keep_float, method):
+        return self._copy(job, folder, ("int8", method, len(keep_float)))
+
+    def accuracy_control(self, job, folder, keep_float, method):
+        return self._copy(job, folder, ("control", method, len(keep_float))), {"reverted": ["/model.0/conv/Conv"]}
+
+    def build_float(self, job, folder, precision):
+        return self._copy(job, folder, (precision, "none", None))
+
+
+def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp_path, monkeypatch):
+    """One algorithm for every backend: recipe, fallbacks (cumulative scopes), accuracy control, float fallback."""
+    pytest.importorskip("onnxruntime")
+    import edgekit.quantize as q
+    from edgekit.errors import AccuracyGateError
+
+    toy = CopyQuantizer
+    toy.calls = []
+    monkeypatch.setattr(q, "quantizer_class", lambda backend: toy)
+    out = tmp_path / "out"
+    _inflate_baseline(onnx160_copy, coco8, out)
+    config = q.QuantizeConfig(backend="onnxruntime", method="entropy", calib_size=4, force=True, max_map_drop=0.5,
+                              out_dir=out)
+    with pytest.raises(AccuracyGateError) as e:
+        q.quantize(onnx160_copy, coco8, config, log=lambda m: None)
+    labels = [f["attempt"] for f in e.value.result["fallbacks"]]
+    assert labels == ["recipe", "fallback-head-output-convs", "fallback-stem", "fallback-whole-head",
+                      "accuracy-control", "fp16"]
+    kinds, methods, kept = zip(*toy.calls)
+    assert kinds == ("int8",) * 4 + ("control", "fp16")
+    assert methods[:5] == ("entropy",) * 5  # --method first; the backend does not try the others
+    assert kept[0] < kept[1] < kept[2] < kept[3] and kept[4] == kept[0]  # each stage adds to the float scope
+    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 0, 0, 0, 1, 0]
+    side = json.loads((out / "model_int8_onnxruntime.FAILED" / "model.json").read_text())
+    assert side["quantization"]["fallbacks"][-1]["precision"] == "fp16"
+    toy.calls.clear()  # no gate: the recipe's attempt is the artifact
+    res = q.quantize(onnx160_copy, coco8, config, max_map_drop=None, log=lambda m: None)
+    assert res["attempt"] == "recipe" and toy.calls == [("int8", "entropy", kept[0])]
