@@ -138,11 +138,8 @@ class OnnxRuntimeQuantizer(Quantizer):
     """QDQ INT8 from the pre-processed ONNX; --method auto ranks the recipe's methods, the others are tried next."""
 
     name = "onnxruntime"
+    requires = (("onnxruntime", "ONNX Runtime INT8 quantization"), ("onnx", "ONNX Runtime INT8 quantization"))
     tries_other_methods = True
-
-    def check_available(self) -> None:
-        require("onnxruntime", "ONNX Runtime INT8 quantization")
-        require("onnx", "ONNX Runtime INT8 quantization")
 
     def prepare(self, job: Job) -> None:
         self.pre = preprocess(job.onnx, job.work / "preprocessed.onnx")

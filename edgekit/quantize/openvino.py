@@ -145,14 +145,11 @@ class OpenVINOQuantizer(Quantizer):
     """NNCF INT8 (the recipe's method), NNCF accuracy control on the gate's metric, FP16 last."""
 
     name = "openvino"
+    requires = (("openvino", "OpenVINO INT8 quantization"), ("nncf", "OpenVINO INT8 quantization"))
     float_fallback = "fp16"
 
     def __init__(self):
         self.plain_int8: set[str] | None = None  # ops the recipe attempt runs in INT8: what accuracy control reverts
-
-    def check_available(self) -> None:
-        require("openvino", "OpenVINO INT8 quantization")
-        require("nncf", "OpenVINO INT8 quantization")
 
     def nodes(self, job: Job) -> list[tuple[str, str]]:
         return graph_nodes(read_onnx(job.onnx))

@@ -22,15 +22,19 @@ class Quantizer(ABC):
     """How one backend builds INT8 candidates; instances live for one job and may keep state between attempts."""
 
     name: str = ""                       # its key in edgekit.quantize.BACKENDS
+    requires: tuple[tuple[str, str], ...] = ()  # (module, what needs it): checked before any work, with the extra
     default_device: str = "cpu"          # where its artifacts are evaluated when --device is not given
     tries_other_methods: bool = False    # after the chosen method, try the recipe's other methods (attempts method-X)
     float_fallback: str | None = None    # precision of the last attempt when no INT8 one passes (e.g. "fp16")
     # optional: accuracy_control(job, folder, keep_float, method) -> artifact or (artifact, found) as Job.attempt takes
     accuracy_control: Callable | None = None
 
-    @abstractmethod
     def check_available(self) -> None:
-        """Raise the one-line install hint when the backend's libraries are missing."""
+        """Raise the one-line install hint when one of the backend's libraries is missing."""
+        from .._imports import require
+
+        for module, purpose in self.requires:
+            require(module, purpose)
 
     def prepare(self, job: Job) -> None:
         """Work shared by every attempt (pre-processing, sidecar facts); runs once, before `nodes`."""

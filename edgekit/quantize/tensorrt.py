@@ -127,12 +127,9 @@ class TensorRTQuantizer(Quantizer):
     """INT8 engines (Q/DQ from the ONNX Runtime path on TensorRT >= 10, a calibrator before), FP16 last."""
 
     name = "tensorrt"
+    requires = (("tensorrt", "TensorRT engines"), ("torch", "TensorRT device buffers"))
     default_device = "cuda:0"
     float_fallback = "fp16"
-
-    def check_available(self) -> None:
-        require("tensorrt", "TensorRT engines")
-        require("torch", "TensorRT device buffers")
 
     def prepare(self, job: Job) -> None:
         from ..runtime.backends.tensorrt import cuda_index, gpu_info
