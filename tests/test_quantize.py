@@ -51,7 +51,8 @@ def test_bad_recipe_names_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("body, message", [
-    ("backends:\n  tflite: {x: 1}\n", "'backends' has unknown backend 'tflite' (choose from openvino, onnxruntime, tensorrt)"),
+    ("backends:\n  tflite: {x: 1}\n",
+     "'backends' has unknown backend 'tflite' (choose from openvino, onnxruntime, tensorrt)"),
     ("openvino:\n  preset: mixed\n", "unknown key 'openvino' (backend settings go under 'backends:')"),
     ("backends: [openvino]\n", "'backends' must be a mapping of backend name to settings"),
     ("backends:\n  onnxruntime: [minmax]\n", "'backends.onnxruntime' must be a mapping of settings"),
@@ -330,7 +331,8 @@ def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     assert len(det) > 0
     # the FP32 baseline is cached beside the job's output, not in the input's sidecar: a second run reads it
     assert onnx160_copy.with_suffix(".json").read_bytes() == sidecar_before
-    assert [k.split("|")[0] for k in json.loads((tmp_path / "ov" / ".fp32-baseline.json").read_text())] == ["openvino@cpu"]
+    cache = json.loads((tmp_path / "ov" / ".fp32-baseline.json").read_text())
+    assert [k.split("|")[0] for k in cache] == ["openvino@cpu"]
     logs.clear()
     quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
              out_dir=tmp_path / "ov", log=logs.append)

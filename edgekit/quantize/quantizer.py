@@ -61,7 +61,7 @@ class Quantizer(ABC):
 
 
 def method_order(job: Job, q: Quantizer) -> list[str]:
-    """Methods tried with the recipe's scope: --method first (unless auto), then the recipe's if the backend tries more."""
+    """Methods tried with the recipe's scope: --method (unless auto), then the recipe's if the backend tries others."""
     chosen = [job.method] if job.method != "auto" else []
     order = list(dict.fromkeys(chosen + q.methods(job)))
     return order if q.tries_other_methods else order[:1]

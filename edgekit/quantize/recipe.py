@@ -1,4 +1,4 @@
-"""Per-architecture quantization recipes (edgekit/recipes/*.yaml): layers kept in float, fallbacks, per-backend settings."""
+"""Per-architecture quantization recipes (edgekit/recipes/*.yaml): layers kept in float, fallbacks, backend settings."""
 from __future__ import annotations
 
 import os
