@@ -336,7 +336,7 @@ class Pipeline:
             from .quantize.tensorrt import build_engine
 
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
-        res = quantize(onnx_path, self.data, backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
+        res = quantize(onnx_path, self.dataset(), backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
                        calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
                        out_dir=sdir / f"{v.backend}_int8", force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
@@ -347,13 +347,13 @@ class Pipeline:
         """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
         from .eval import evaluate
         from .export.openvino import onnx_to_openvino
-        from .quantize.job import fp32_baseline
+        from .quantize.job import BASELINE_FILE, fp32_baseline
         from .runtime.meta import read_sidecar, write_sidecar
 
         folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
                                   log=self._detail)
         ds = self.dataset()
-        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target)
+        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target, sdir / BASELINE_FILE)
         acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         passed = drop <= self.max_map_drop + 1e-9

@@ -30,12 +30,14 @@ def test_balanced_sample_covers_rare_classes_first():
 
 def test_balanced_sample_fills_with_background_and_is_deterministic():
     spec = [[0], [1]] + [[]] * 10
-    a = balanced_sample(_samples(spec), 6, seed=0)
-    b = balanced_sample(_samples(spec), 6, seed=0)
-    c = balanced_sample(_samples(spec), 6, seed=1)
-    assert [s.image for s in a] == [s.image for s in b]
-    assert {"img0.jpg", "img1.jpg"} <= {s.image.name for s in a}
-    assert {s.image.name for s in a} != {s.image.name for s in c} or [s.image for s in a] != [s.image for s in c]
+    runs = {seed: [s.image.name for s in balanced_sample(_samples(spec), 6, seed=seed)] for seed in range(8)}
+    for seed, names in runs.items():
+        assert names == [s.image.name for s in balanced_sample(_samples(spec), 6, seed=seed)]  # same seed, same pick
+        assert names[:2] == ["img0.jpg", "img1.jpg"]  # the labelled images first, in class order
+        background = names[2:]
+        assert len(set(background)) == 4 and all(int(n[3:-4]) >= 2 for n in background)  # 4 distinct unlabelled
+    assert len({tuple(names[2:]) for names in runs.values()}) == len(runs)  # the seed picks the background images
+    assert len({frozenset(names[2:]) for names in runs.values()}) > 1
 
 
 def test_calibration_comes_from_train_split(demo_data):

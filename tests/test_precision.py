@@ -205,5 +205,5 @@ def test_int8_gate_baseline_runs_on_the_jobs_backend_in_fp32(onnx160_copy, coco8
     side = json.loads(Path(res["artifact"]).with_suffix(".json").read_text())
     assert side["accuracy_gate"]["baseline"] == {"backend": "openvino", "device": "cpu", "precision_executed": "fp32"}
     assert side["precision_executed"] == "int8+fp32"
-    cache = json.loads(onnx160_copy.with_suffix(".json").read_text())["accuracy"]
+    cache = json.loads((tmp_path / "ov" / ".fp32-baseline.json").read_text())
     assert [k.split("|")[0] for k in cache] == ["openvino@cpu"]

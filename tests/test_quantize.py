@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from edgekit.data import load_dataset
 from edgekit.data.calibration import calibration_set
 from edgekit.errors import ArtifactError, DataError, EdgekitError
+from edgekit.quantize.quantizer import Quantizer
 from edgekit.quantize.recipe import Scope, head_index, load_recipe, recipe_for, recipes_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -23,7 +25,8 @@ def test_every_recipe_loads():
     for p in paths:
         r = load_recipe(p)
         assert r.keep_float.patterns or r.keep_float.types, p
-        assert r.fallback and r.openvino and r.onnxruntime and r.tensorrt
+        assert r.fallback and set(r.backends) == {"openvino", "onnxruntime", "tensorrt"}
+        assert all(r.backend(b) for b in r.backends)
 
 
 @pytest.mark.parametrize("family,name", [("yolov8", "yolov8"), ("yolo11", "yolo11"), ("yolov5", "yolov8"),
@@ -33,7 +36,8 @@ def test_recipe_chosen_by_family(family, name):
 
 
 def test_rtdetr_recipe_is_a_transformer():
-    assert recipe_for("rtdetr").openvino["model_type"] == "transformer"
+    assert recipe_for("rtdetr").backend("openvino")["model_type"] == "transformer"
+    assert recipe_for("rtdetr").backend("no-such-backend") == {}
 
 
 def test_bad_recipe_names_the_file(tmp_path):
@@ -44,6 +48,30 @@ def test_bad_recipe_names_the_file(tmp_path):
     p.write_text("name: bad\nkeep_float:\n  layers: [x]\n")
     with pytest.raises(EdgekitError, match="bad.yaml: 'keep_float' has unknown keys: layers"):
         load_recipe(p)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("backends:\n  tflite: {x: 1}\n",
+     "'backends' has unknown backend 'tflite' (choose from openvino, onnxruntime, tensorrt)"),
+    ("openvino:\n  preset: mixed\n", "unknown key 'openvino' (backend settings go under 'backends:')"),
+    ("backends: [openvino]\n", "'backends' must be a mapping of backend name to settings"),
+    ("backends:\n  onnxruntime: [minmax]\n", "'backends.onnxruntime' must be a mapping of settings"),
+    ("layers: [x]\n", "unknown key 'layers'; a recipe has backends, description"),
+])
+def test_bad_input_recipe_key(onnx160_copy, coco8, tmp_path, monkeypatch, capsys, body, message):
+    """A recipe (EDGEKIT_RECIPES) with a key edgekit does not know is refused in one line naming file and key."""
+    from edgekit.cli.main import main
+
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "default.yaml").write_text("name: mine\nkeep_float: {types: [Sigmoid]}\n" + body)
+    monkeypatch.setenv("EDGEKIT_RECIPES", str(folder))
+    capsys.readouterr()
+    code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime", "--force",
+                 "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert err.startswith(f"edgekit quantize: error: {folder / 'default.yaml'}: {message}")
 
 
 def test_yolov8_scope_keeps_the_decode_in_float(onnx160):
@@ -75,7 +103,7 @@ def qdq_model(onnx160, tmp_path_factory):
     pre = preprocess(onnx160, out / "pre.onnx")
     excluded = recipe_for("yolov8").keep_float.match(graph_nodes(pre))
     q = quantize_qdq(pre, out / "model.onnx", cs, "minmax", excluded, ["Conv", "MatMul"], cache=out / "cache.json")
-    return q, excluded, out / "cache.json"
+    return q, excluded, out / "cache.json", pre, cs
 
 
 def _producers(graph):
@@ -86,7 +114,7 @@ def test_qdq_every_conv_weight_is_per_channel_symmetric_int8(qdq_model):
     import onnx
     from onnx import numpy_helper
 
-    path, excluded, _ = qdq_model
+    path, excluded = qdq_model[:2]
     m = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
     prod = _producers(m.graph)
@@ -123,30 +151,65 @@ def test_qdq_activations_symmetric_int8(qdq_model):
         assert zp.dtype == np.int8 and not np.any(zp), f"{q.name}: activation zero point {zp} (want symmetric int8)"
 
 
-def test_qdq_calibration_cache_written(qdq_model):
-    cache = json.loads(qdq_model[2].read_text())
-    assert cache  # tensor ranges, reused by the fallbacks instead of recalibrating
+def _cached_ranges(cache_path) -> dict[str, tuple[float, float]]:
+    doc = json.loads(cache_path.read_text())
+    assert doc["calibration_method"]["value"] == "CalibrationMethod.MinMax"
+    return {t: (r["lowest"]["data"][0], r["highest"]["data"][0]) for t, r in doc["data"].items()}
+
+
+def test_qdq_calibration_cache_holds_minmax_ranges(qdq_model):
+    """The cache holds each activation's min and max over the calibration images, as measured here with ORT."""
+    import onnx
+    import onnxruntime as ort
+
+    _, _, cache, pre, cs = qdq_model
+    ranges = _cached_ranges(cache)
+    probe = ["/model.0/conv/Conv_output_0", "/model.22/cv3.0/cv3.0.1/act/Mul_output_0", "/model.9/Concat_output_0"]
+    m = onnx.load(str(pre))
+    m.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in probe)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    blobs = [cs.transform(item) for item in cs.items]
+    outs = [sess.run(probe, {"images": b}) for b in blobs]
+    expected = {"images": (min(b.min() for b in blobs), max(b.max() for b in blobs))}
+    for k, t in enumerate(probe):
+        expected[t] = (min(o[k].min() for o in outs), max(o[k].max() for o in outs))
+    for t, (lo, hi) in expected.items():
+        np.testing.assert_allclose(ranges[t], (lo, hi), rtol=1e-4, atol=1e-5, err_msg=t)
+
+
+def test_qdq_activation_scales_come_from_the_cache(qdq_model):
+    """Every activation quantizer's scale is its cached range made symmetric: max(|min|, |max|) / 127."""
+    import onnx
+    from onnx import numpy_helper
+
+    path, _, cache = qdq_model[:3]
+    ranges = _cached_ranges(cache)
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    qs = [n for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+    assert len(qs) > 50
+    for q in qs:
+        lo, hi = ranges[q.input[0]]
+        assert float(inits[q.input[1]]) == pytest.approx(max(abs(lo), abs(hi)) / 127, rel=1e-5), q.name
 
 
 # the gate ----------------------------------------------------------------------------------------
-def _inflate_baseline(onnx, data, split="val", value=0.99):
-    """Pretend the FP32 model scored `value` mAP50-95: every INT8 attempt must then fail the gate."""
-    from edgekit.quantize.job import baseline_key
-    from edgekit.runtime.meta import read_sidecar, write_sidecar
+def _inflate_baseline(onnx, data, out_dir, split="val", value=0.99):
+    """Pretend the FP32 model scored `value` mAP50-95 (in the job's baseline cache): every INT8 attempt then fails."""
+    from edgekit.quantize.job import BASELINE_FILE, baseline_key
 
-    ds = load_dataset(data)
-    doc = read_sidecar(onnx)
-    key = baseline_key("onnxruntime", "cpu", ds, split, None)
-    doc["accuracy"] = {key: {"map50": value, "map50_95": value, "images": 8, "backend": "onnxruntime"}}
-    write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
+    key = baseline_key(onnx, "onnxruntime", "cpu", load_dataset(data), split, None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / BASELINE_FILE).write_text(json.dumps({key: {"map50": value, "map50_95": value, "images": 8,
+                                                           "backend": "onnxruntime"}}))
 
 
 def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coco8, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from edgekit.cli.main import main
 
-    _inflate_baseline(onnx160_copy, coco8)
     out = tmp_path / "out"
+    _inflate_baseline(onnx160_copy, coco8, out)
     code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime", "--method",
                  "minmax", "--calib-size", "16", "--force", "--max-map-drop", "0.01", "-o", str(out),
                  "--json", str(tmp_path / "res.json")])
@@ -210,12 +273,41 @@ def test_bad_input_failed_artifact_refused_without_allow_failed(onnx160_copy, co
     assert main([command, str(onnx160_copy), *extra, "--allow-failed"]) == 0
 
 
+def _ov_convs(xml) -> dict[str, tuple[bool, str]]:
+    """Each convolution of an IR -> (is its activation input FakeQuantized?, element type of its weight constant).
+
+    NNCF may put the activation's FakeQuantize above ops that only move data (Concat, Split, MaxPool...): every
+    path through them must start at a FakeQuantize.
+    """
+    import openvino as ov
+
+    def source(op, port):
+        return op.input(port).get_source_output().get_node()
+
+    def fake_quantized(op) -> bool:
+        kind = op.get_type_name()
+        if kind in ("Concat", "VariadicSplit", "Split", "Reshape", "MaxPool", "Interpolate"):
+            ports = range(op.get_input_size()) if kind == "Concat" else [0]
+            return all(fake_quantized(source(op, i)) for i in ports)
+        return kind == "FakeQuantize" and op.get_attributes()["levels"] == 256
+
+    def weight_type(op) -> str:
+        while op.get_type_name() != "Constant":
+            op = source(op, 0)
+        return op.get_output_element_type(0).get_type_name()
+
+    convs = [op for op in ov.Core().read_model(str(xml)).get_ordered_ops() if op.get_type_name() == "Convolution"]
+    return {op.get_friendly_name().removesuffix("/WithoutBiases"): (fake_quantized(source(op, 0)),
+                                                                     weight_type(source(op, 1))) for op in convs}
+
+
 def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     pytest.importorskip("nncf")
     from edgekit.quantize import quantize
     from edgekit.runtime import Engine
 
     logs = []
+    sidecar_before = onnx160_copy.with_suffix(".json").read_bytes()
     res = quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
                    out_dir=tmp_path / "ov", log=logs.append)
     for key in ("artifact", "backend", "precision", "method", "map50_fp32", "map50_95_fp32", "map50", "map50_95",
@@ -224,7 +316,9 @@ def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     assert res["status"] == "PASSED" and res["precision"] == "int8" and res["backend"] == "openvino"
     xml = Path(res["artifact"])
     assert xml == tmp_path / "ov" / "model_int8_openvino" / "model.xml" and xml.with_suffix(".bin").exists()
-    assert "FakeQuantize" in xml.read_text() or "i8" in xml.read_text()
+    convs = _ov_convs(xml)
+    assert len(convs) == 64 and [n for n, c in convs.items() if c != (True, "i8")] == ["/model.22/dfl/conv/Conv"]
+    assert convs["/model.22/dfl/conv/Conv"] == (False, "f32")  # the recipe keeps the DFL conv in float
     side = json.loads(xml.with_suffix(".json").read_text())
     assert side["precision"] == "int8" and side["backend"] == "openvino" and side["status"] == "PASSED"
     assert side["names"][0] == "person" and side["imgsz"] == [160, 160] and side["letterbox"]["pad_value"] == 114
@@ -235,8 +329,10 @@ def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     with Engine(xml) as eng:
         det = eng(str(next((Path(coco8).parent / "images" / "val").glob("*.jpg"))))
     assert len(det) > 0
-    # the FP32 baseline is cached in the ONNX sidecar: a second run does not evaluate it again
-    assert "accuracy" in json.loads(onnx160_copy.with_suffix(".json").read_text())
+    # the FP32 baseline is cached beside the job's output, not in the input's sidecar: a second run reads it
+    assert onnx160_copy.with_suffix(".json").read_bytes() == sidecar_before
+    cache = json.loads((tmp_path / "ov" / ".fp32-baseline.json").read_text())
+    assert [k.split("|")[0] for k in cache] == ["openvino@cpu"]
     logs.clear()
     quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, force=True, max_map_drop=None,
              out_dir=tmp_path / "ov", log=logs.append)
@@ -265,3 +361,66 @@ def test_cli_lists_quantize(capsys):
         main(["quantize", "--help"])
     out = capsys.readouterr().out
     assert "--max-map-drop" in out and "--calib-size" in out and "onnxruntime" in out
+
+
+# the quantizer protocol ---------------------------------------------------------------------------
+class CopyQuantizer(Quantizer):
+    """A toy backend: every attempt is the FP32 ONNX copied (ONNX Runtime runs it); `calls` records what was asked."""
+
+    name = "onnxruntime"
+    float_fallback = "fp16"
+    calls: list = []
+
+    def check_available(self) -> None:
+        pass
+
+    def nodes(self, job):
+        from edgekit.quantize.onnxruntime import graph_nodes
+
+        return graph_nodes(job.onnx)
+
+    def methods(self, job):
+        return ["minmax", "entropy"]
+
+    def _copy(self, job, folder, call):
+        self.calls.append(call)
+        return Path(shutil.copy2(job.onnx, folder / "model.onnx"))
+
+    def build_attempt(self, job, folder, keep_float, method):
+        return self._copy(job, folder, ("int8", method, len(keep_float)))
+
+    def accuracy_control(self, job, folder, keep_float, method):
+        return self._copy(job, folder, ("control", method, len(keep_float))), {"reverted": ["/model.0/conv/Conv"]}
+
+    def build_float(self, job, folder, precision):
+        return self._copy(job, folder, (precision, "none", None))
+
+
+def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp_path, monkeypatch):
+    """One algorithm for every backend: recipe, fallbacks (cumulative scopes), accuracy control, float fallback."""
+    pytest.importorskip("onnxruntime")
+    import edgekit.quantize as q
+    from edgekit.errors import AccuracyGateError
+
+    toy = CopyQuantizer
+    toy.calls = []
+    monkeypatch.setattr(q, "quantizer_class", lambda backend: toy)
+    out = tmp_path / "out"
+    _inflate_baseline(onnx160_copy, coco8, out)
+    config = q.QuantizeConfig(backend="onnxruntime", method="entropy", calib_size=4, force=True, max_map_drop=0.5,
+                              out_dir=out)
+    with pytest.raises(AccuracyGateError) as e:
+        q.quantize(onnx160_copy, coco8, config, log=lambda m: None)
+    labels = [f["attempt"] for f in e.value.result["fallbacks"]]
+    assert labels == ["recipe", "fallback-head-output-convs", "fallback-stem", "fallback-whole-head",
+                      "accuracy-control", "fp16"]
+    kinds, methods, kept = zip(*toy.calls)
+    assert kinds == ("int8",) * 4 + ("control", "fp16")
+    assert methods[:5] == ("entropy",) * 5  # --method first; the backend does not try the others
+    assert kept[0] < kept[1] < kept[2] < kept[3] and kept[4] == kept[0]  # each stage adds to the float scope
+    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 0, 0, 0, 1, 0]
+    side = json.loads((out / "model_int8_onnxruntime.FAILED" / "model.json").read_text())
+    assert side["quantization"]["fallbacks"][-1]["precision"] == "fp16"
+    toy.calls.clear()  # no gate: the recipe's attempt is the artifact
+    res = q.quantize(onnx160_copy, coco8, config, max_map_drop=None, log=lambda m: None)
+    assert res["attempt"] == "recipe" and toy.calls == [("int8", "entropy", kept[0])]

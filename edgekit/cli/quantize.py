@@ -6,10 +6,12 @@ DESCRIPTION = ("Calibrate on a class-balanced sample of the train split, quantiz
 
 
 def add_arguments(p):
+    from ..quantize import BACKENDS, METHODS
+
     p.add_argument("model", help="FP32 model.onnx written by 'edgekit export' (its model.json sidecar beside it)")
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
-    p.add_argument("--backend", required=True, choices=["openvino", "onnxruntime", "tensorrt"])
-    p.add_argument("--method", default="auto", choices=["auto", "minmax", "entropy", "percentile"],
+    p.add_argument("--backend", required=True, choices=list(BACKENDS))
+    p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="activation range calibration (auto: the recipe's choice; ONNX Runtime tries all three)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300, capped at the split)")
     p.add_argument("--calib-split", default="train", help="split to calibrate on (default train)")
@@ -18,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--eval-split", default="val", help="held-out split the gate evaluates on (default val)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images of the eval split")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
-    p.add_argument("--device", default=None, help="device the artifact is evaluated on (default cpu; cuda:0 for TensorRT)")
+    p.add_argument("--device", default=None, help="device the artifact is evaluated on (default: the backend's, cpu; cuda:0 for TensorRT)")
     p.add_argument("--force", action="store_true", help="calibrate even on fewer than 16 images")
     p.add_argument("-o", "--output", default=None, help="output folder (default: the model's folder)")
     p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
@@ -27,17 +29,18 @@ def add_arguments(p):
 def run(args):
     from .._imports import require, require_any
     from ..errors import AccuracyGateError
-    from ..quantize import quantize
+    from ..quantize import QuantizeConfig, quantize
     from ._common import emit_json, log, say
 
     if args.backend == "openvino":  # first, so that a bare install is told the one extra that has both
         require("nncf", "OpenVINO INT8 quantization")
     require_any(("faster_coco_eval", "pycocotools"), "the accuracy gate's mAP")  # before any calibration work
     try:
-        res = quantize(args.model, args.data, backend=args.backend, method=args.method, calib_size=args.calib_size,
-                       max_map_drop=args.max_map_drop, out_dir=args.output, eval_split=args.eval_split,
-                       calib_split=args.calib_split, force=args.force, eval_limit=args.eval_limit, log=log,
-                       seed=args.seed, device=args.device)
+        config = QuantizeConfig(backend=args.backend, method=args.method, calib_size=args.calib_size,
+                                calib_split=args.calib_split, seed=args.seed, force=args.force,
+                                max_map_drop=args.max_map_drop, eval_split=args.eval_split,
+                                eval_limit=args.eval_limit, device=args.device, out_dir=args.output)
+        res = quantize(args.model, args.data, config, log=log)
     except AccuracyGateError as e:
         emit_json(getattr(e, "result", None), args.json)
         raise

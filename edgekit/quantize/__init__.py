@@ -1,36 +1,48 @@
-"""INT8 quantization with an accuracy gate: one module per backend, one calibration set, one evaluation path."""
+"""INT8 quantization with an accuracy gate: one algorithm (quantizer.py), one thin quantizer per backend."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Callable
 
 from ..errors import ArtifactError
+from .config import QuantizeConfig
 
-BACKENDS = {"openvino": "edgekit.quantize.openvino", "onnxruntime": "edgekit.quantize.onnxruntime",
-            "tensorrt": "edgekit.quantize.tensorrt"}
+# backend name -> "module:class" of its Quantizer (quantizer.py): adding a backend is one file and one line here
+BACKENDS = {"openvino": "edgekit.quantize.openvino:OpenVINOQuantizer",
+            "onnxruntime": "edgekit.quantize.onnxruntime:OnnxRuntimeQuantizer",
+            "tensorrt": "edgekit.quantize.tensorrt:TensorRTQuantizer"}
 METHODS = ("auto", "minmax", "entropy", "percentile")
 
 
-def quantize(onnx_path, data, backend: str = "openvino", method: str = "auto", calib_size: int = 300,
-             max_map_drop: float | None = 0.5, out_dir=None, eval_split: str = "val", calib_split: str = "train",
-             force: bool = False, eval_limit: int | None = None, log: Callable = print, seed: int = 0,
-             device: str | None = None) -> dict:
-    """FP32 ONNX -> gated INT8 artifact; returns the result dict, raises AccuracyGateError after a FAILED sidecar."""
+def quantizer_class(backend: str):
+    """The Quantizer class registered for `backend` (imports its module, not the backend's library)."""
     if backend not in BACKENDS:
         raise ArtifactError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
-    if method not in METHODS:
-        raise ArtifactError(f"unknown method '{method}' (choose from {', '.join(METHODS)})")
-    mod = importlib.import_module(BACKENDS[backend])
-    mod.check_available()
-    from .job import Job
+    module, name = BACKENDS[backend].split(":")
+    return getattr(importlib.import_module(module), name)
 
-    job = Job(onnx_path, data, backend, method, calib_size, max_map_drop, out_dir, eval_split, calib_split, force,
-              eval_limit, log, seed, device or ("cuda:0" if backend == "tensorrt" else "cpu"))
+
+def quantize(onnx_path, data, config: QuantizeConfig | None = None, *, log: Callable = print, **options) -> dict:
+    """FP32 ONNX -> gated INT8 artifact; returns the result dict, raises AccuracyGateError after a FAILED sidecar.
+
+    `options` are QuantizeConfig fields (backend=..., method=..., ...), applied over `config`.
+    """
+    config = dataclasses.replace(config or QuantizeConfig(), **options)
+    cls = quantizer_class(config.backend)
+    if config.method not in METHODS:
+        raise ArtifactError(f"unknown method '{config.method}' (choose from {', '.join(METHODS)})")
+    quantizer = cls()
+    quantizer.check_available()
+    from .job import Job
+    from .quantizer import run
+
+    job = Job(onnx_path, data, config, log, config.device or quantizer.default_device)
     try:
-        mod.run(job)
+        run(job, quantizer)
         return job.finish()
     finally:
         job.cleanup()
 
 
-__all__ = ["quantize", "BACKENDS", "METHODS"]
+__all__ = ["quantize", "QuantizeConfig", "BACKENDS", "METHODS"]

@@ -1,12 +1,13 @@
 """One quantization run: calibration set, FP32 baseline, attempts judged by the accuracy gate, the final artifact.
 
-Backends (openvino.py, onnxruntime.py, tensorrt.py) only build candidate artifacts in the order of their fallback
-chain and hand each one to `Job.attempt`, which evaluates it through Engine on the eval split and keeps the result.
+The algorithm (quantizer.py) builds candidate artifacts through a backend's Quantizer in the order of the fallback
+chain and hands each one to `Job.attempt`, which evaluates it through Engine on the eval split and keeps the result.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from ..eval import evaluate
 from ..data import Dataset, load_dataset
 from ..data.calibration import CalibrationSet, calibration_set
 from ..errors import AccuracyGateError, ArtifactError, DataError
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir, atomic_write_json, sha256_file
 from ..runtime.meta import read_sidecar, write_sidecar
+from .config import QuantizeConfig
 from .recipe import Recipe, recipe_for
 
 # sidecar fields of the FP32 export that describe the network's interface and carry over unchanged
@@ -73,20 +75,33 @@ def subset(ds: Dataset, samples: list, name: str = "subset") -> Dataset:
 BASELINE_BACKEND = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "onnxruntime"}
 
 
-def baseline_key(backend: str, device: str, ds: Dataset, split: str, limit: int | None) -> str:
-    """Cache key of an FP32 baseline: backend, device, split, limit and the split's content."""
-    return f"{backend}@{device}|{split}|{limit or 'all'}|{split_fingerprint(ds, split, limit)}"
+BASELINE_FILE = ".fp32-baseline.json"  # beside a job's output: FP32 mAPs by baseline_key, so reruns skip them
 
 
-def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, log=print,
-                  backend: str = "onnxruntime", device: str = "cpu") -> dict:
-    """mAP of the FP32 ONNX through Engine on `backend` in FP32, cached in the ONNX sidecar under 'accuracy'."""
-    doc = read_sidecar(onnx_path)
-    key = baseline_key(backend, device, ds, split, limit)
-    cached = doc.get("accuracy", {}).get(key)
+def baseline_key(onnx_path: Path, backend: str, device: str, ds: Dataset, split: str, limit: int | None) -> str:
+    """Cache key of an FP32 baseline: backend, device, split, limit, the split's content and the ONNX's content."""
+    return (f"{backend}@{device}|{split}|{limit or 'all'}|{split_fingerprint(ds, split, limit)}|"
+            f"onnx:{sha256_file(onnx_path)[:16]}")
+
+
+def _read_cache(cache: Path) -> dict:
+    """The baselines cached in `cache`; an unreadable cache counts as empty (its baselines are measured again)."""
+    try:
+        doc = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, log, backend: str, device: str,
+                  cache: Path) -> dict:
+    """mAP of the FP32 ONNX through Engine on `backend` in FP32, cached in the JSON file `cache` (never the ONNX's)."""
+    cache = Path(cache)
+    doc = _read_cache(cache)
+    key = baseline_key(onnx_path, backend, device, ds, split, limit)
+    cached = doc.get(key)
     if cached:
-        log(f"FP32 baseline on {backend} (cached in {onnx_path.with_suffix('.json').name}): "
-            f"mAP50-95 {cached['map50_95']:.4f}")
+        log(f"FP32 baseline on {backend} (cached in {cache}): mAP50-95 {cached['map50_95']:.4f}")
         return cached
     log(f"FP32 baseline: evaluating {onnx_path.name} on '{split}' with {backend} ({device})")
     r = evaluate(onnx_path, ds, split=split, limit=limit, backend=backend, device=device, precision="fp32",
@@ -94,8 +109,8 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "device", "precision_executed",
                              "evaluator")}
     res["data"] = str(ds.source)
-    doc.setdefault("accuracy", {})[key] = res
-    write_sidecar(onnx_path, {k: v for k, v in doc.items() if k != "format"})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cache, {**doc, key: res})
     log(f"FP32 baseline: mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f} ({res['images']} images, "
         f"{backend} {res['precision_executed']})")
     return res
@@ -104,10 +119,7 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
 class Job:
     """State shared by a backend's attempts; `finish()` writes the chosen artifact and its sidecar."""
 
-    def __init__(self, onnx_path, data, backend: str, method: str = "auto", calib_size: int = 300,
-                 max_map_drop: float | None = 0.5, out_dir=None, eval_split: str = "val", calib_split: str = "train",
-                 force: bool = False, eval_limit: int | None = None, log: Callable = print, seed: int = 0,
-                 device: str = "cpu"):
+    def __init__(self, onnx_path, data, config: QuantizeConfig, log: Callable = print, device: str = "cpu"):
         self.onnx = Path(onnx_path)
         if not self.onnx.exists():
             raise ArtifactError(f"{self.onnx}: model file not found")
@@ -117,28 +129,31 @@ class Job:
         if not self.fp32:
             raise ArtifactError(f"{self.onnx}: no sidecar {self.onnx.with_suffix('.json').name}: "
                                 f"export with 'edgekit export' so names, imgsz and letterbox are known")
+        max_map_drop, eval_split = config.max_map_drop, config.eval_split
         if max_map_drop is not None and max_map_drop < 0:
             raise ArtifactError(f"--max-map-drop must be >= 0 mAP points, got {max_map_drop}")
-        self.backend, self.method, self.max_map_drop = backend, method, max_map_drop
-        self.eval_split, self.eval_limit, self.log, self.device = eval_split, eval_limit, log, device
+        self.config, backend = config, config.backend
+        self.backend, self.method, self.max_map_drop = backend, config.method, max_map_drop
+        self.eval_split, self.eval_limit, self.log, self.device = eval_split, config.eval_limit, log, device
         self.ds = data if isinstance(data, Dataset) else load_dataset(data)
         if len(self.fp32["names"]) != self.ds.nc:
             raise DataError(self.ds.source, f"dataset has {self.ds.nc} classes but {self.onnx.name} has "
                                             f"{len(self.fp32['names'])}: calibrate with the data the model was trained for")
         self.ds.samples(eval_split)  # fail early on a missing eval split
-        self.out_dir = Path(out_dir) if out_dir else self.onnx.parent
+        self.out_dir = Path(config.out_dir) if config.out_dir else self.onnx.parent
         self.recipe: Recipe = recipe_for(self.fp32.get("family"))
         imgsz = tuple(self.fp32["imgsz"])
         pad = int(self.fp32.get("letterbox", {}).get("pad_value", 114))
-        self.calib: CalibrationSet = calibration_set(self.ds, imgsz, calib_size, calib_split, seed, force,
-                                                     eval_split, pad)
+        calib_split, seed = config.calib_split, config.seed
+        self.calib: CalibrationSet = calibration_set(self.ds, imgsz, config.calib_size, calib_split, seed,
+                                                     config.force, eval_split, pad)
         self.manifest = self.calib.manifest()
         log(f"calibration: {len(self.calib)} images from '{calib_split}' "
             f"({self.calib.info['classes_covered']}/{self.calib.info['classes_in_split']} classes), seed {seed}, "
             f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
         base_backend = BASELINE_BACKEND.get(backend, "onnxruntime")
-        self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, eval_limit, log, base_backend,
-                                      device if base_backend == backend else "cpu")
+        self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, self.eval_limit, log, base_backend,
+                                      device if base_backend == backend else "cpu", self.out_dir / BASELINE_FILE)
         self.work = self.out_dir / f".quantize-{backend}.work"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)

@@ -1,21 +1,15 @@
 """ONNX Runtime static INT8: QDQ, per-channel symmetric weights, symmetric activations, placed as TensorRT wants."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .._imports import require
 from ..data.calibration import CalibrationSet
 from ..errors import EdgekitError
 from .job import Job
-from .recipe import Scope
+from .quantizer import Quantizer
 
 METHODS = ("minmax", "entropy", "percentile")
-
-
-def check_available() -> None:
-    require("onnxruntime", "ONNX Runtime INT8 quantization")
-    require("onnx", "ONNX Runtime INT8 quantization")
 
 
 def calibration_reader(calib: CalibrationSet, input_name: str):
@@ -133,61 +127,29 @@ def graph_inputs(model: Path) -> list[str]:
     return [i.name for i in m.graph.input if i.name not in inits]
 
 
-def run(job: Job) -> None:
-    """Method (given, or the best of the recipe's on a validation subset), other methods, recipe fallbacks."""
-    from ..eval import evaluate
-    from ..runtime.meta import write_sidecar
+def quantize_job(job: Job, model: Path, out: Path, method: str, keep_float: list[str]) -> Path:
+    """quantize_qdq with the recipe's ONNX Runtime settings; ranges cached per method in the job's work folder."""
+    cfg = job.recipe.backend("onnxruntime")
+    return quantize_qdq(model, out, job.calib, method, keep_float, list(cfg.get("op_types") or ["Conv", "MatMul"]),
+                        float(cfg.get("percentile", 99.999)), job.work / f"calibration-{method}.json")
 
-    cfg = job.recipe.onnxruntime
-    op_types = list(cfg.get("op_types") or ["Conv", "MatMul"])
-    pct = float(cfg.get("percentile", 99.999))
-    methods = [m for m in cfg.get("methods", METHODS) if m in METHODS] or list(METHODS)
-    pre = preprocess(job.onnx, job.work / "preprocessed.onnx")
-    nodes = graph_nodes(pre)
-    base = job.recipe.keep_float
-    cache = {m: job.work / f"calibration-{m}.json" for m in METHODS}
 
-    def build(method: str, scope: Scope):
-        def _build(folder: Path) -> Path:
-            return quantize_qdq(pre, folder / "model.onnx", job.calib, method, scope.match(nodes), op_types, pct,
-                                cache[method])
-        return _build
+class OnnxRuntimeQuantizer(Quantizer):
+    """QDQ INT8 from the pre-processed ONNX; --method auto ranks the recipe's methods, the others are tried next."""
 
-    order = [job.method] + [m for m in methods if m != job.method] if job.method != "auto" else list(methods)
-    selection = {}
-    if job.method == "auto" and len(methods) > 1:
-        n = int(cfg.get("select_subset", 32))
-        n = min(n, job.eval_limit) if job.eval_limit else n
-        job.log(f"method auto: trying {', '.join(methods)} on the first {n} '{job.eval_split}' images")
-        for m in methods:
-            folder = job.work / f"select-{m}"
-            folder.mkdir()
-            artifact = build(m, base)(folder)
-            write_sidecar(artifact, {**{k: job.fp32[k] for k in ("names", "imgsz", "stride", "letterbox", "input",
-                                                               "output") if k in job.fp32}, "precision": "int8"})
-            r = evaluate(artifact, job.ds, split=job.eval_split, limit=n, backend="onnxruntime", progress=False)
-            selection[m] = r["map50_95"]
-            job.log(f"  {m}: mAP50-95 {r['map50_95']:.4f} on {r['images']} images")
-        order = sorted(methods, key=lambda m: -selection[m])
+    name = "onnxruntime"
+    requires = (("onnxruntime", "ONNX Runtime INT8 quantization"), ("onnx", "ONNX Runtime INT8 quantization"))
+    tries_other_methods = True
 
-    def reuse(method: str):
-        def _build(folder: Path) -> Path:
-            src = job.work / f"select-{method}" / "model.onnx"
-            shutil.copy2(src, folder / "model.onnx")
-            return folder / "model.onnx"
-        return _build
+    def prepare(self, job: Job) -> None:
+        self.pre = preprocess(job.onnx, job.work / "preprocessed.onnx")
 
-    extra = {"method_selection": selection} if selection else {}
-    excluded = base.match(nodes)
-    for i, m in enumerate(order):
-        label = "recipe" if i == 0 else f"method-{m}"
-        job.attempt(label, reuse(m) if m in selection else build(m, base), m, excluded=excluded, extra=extra)
-        if job.passed:
-            return
-    best = max(job.attempts, key=lambda a: a.map50_95).method
-    scope = base
-    for stage, more in job.recipe.fallback:
-        scope = scope + more
-        job.attempt(f"fallback-{stage}", build(best, scope), best, excluded=scope.match(nodes), extra=extra)
-        if job.passed:
-            return
+    def nodes(self, job: Job) -> list[tuple[str, str]]:
+        return graph_nodes(self.pre)
+
+    def methods(self, job: Job) -> list[str]:
+        listed = job.recipe.backend("onnxruntime").get("methods", METHODS)
+        return [m for m in listed if m in METHODS] or list(METHODS)
+
+    def build_attempt(self, job: Job, folder: Path, keep_float: list[str], method: str) -> Path:
+        return quantize_job(job, self.pre, folder / "model.onnx", method, keep_float)

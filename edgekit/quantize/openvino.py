@@ -6,7 +6,7 @@ from pathlib import Path
 from .._imports import require
 from ..errors import EdgekitError
 from .job import Job, subset
-from .recipe import Scope
+from .quantizer import Quantizer
 
 # OpenVINO op type -> ONNX op type, so that recipe 'types' read the same for every backend
 _OV_TO_ONNX = {"Convolution": "Conv", "GroupConvolution": "Conv", "Multiply": "Mul", "Subtract": "Sub",
@@ -55,11 +55,11 @@ def _params(job: Job, method: str):
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    cfg = job.recipe.openvino
+    cfg = job.recipe.backend("openvino")
     preset = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
     p = str(cfg.get("preset", "mixed")).lower()
     if p not in preset:
-        raise EdgekitError(f"{job.recipe.path}: openvino.preset must be mixed or performance, got '{p}'")
+        raise EdgekitError(f"{job.recipe.path}: backends.openvino.preset must be mixed or performance, got '{p}'")
     kw = dict(preset=preset[p], subset_size=min(int(cfg.get("subset_size", 300)), len(job.calib)),
               fast_bias_correction=bool(cfg.get("fast_bias_correction", True)))
     if str(cfg.get("model_type") or "").lower() == "transformer":
@@ -72,19 +72,18 @@ def _params(job: Job, method: str):
     return nncf, kw
 
 
-def _quantize(job: Job, scope: Scope, method: str, folder: Path):
+def _quantize(job: Job, keep_float: list[str], method: str, folder: Path):
+    """nncf.quantize of the ONNX with the named nodes ignored; writes folder/model.xml, returns the ov.Model."""
     ov = require("openvino", "OpenVINO INT8 quantization")
     nncf, kw = _params(job, method)
-    model = read_onnx(job.onnx)
-    names = scope.match(graph_nodes(model))
     adv = kw.pop("advanced", None)
-    q = nncf.quantize(model, job.calib.to_nncf(), ignored_scope=nncf.IgnoredScope(names=names, validate=False),
-                      advanced_parameters=adv, **kw)
+    q = nncf.quantize(read_onnx(job.onnx), job.calib.to_nncf(),
+                      ignored_scope=nncf.IgnoredScope(names=keep_float, validate=False), advanced_parameters=adv, **kw)
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
-    return q, names
+    return q
 
 
-def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_int8: set[str] | None):
+def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path, plain_int8: set[str] | None):
     """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function."""
     ov = require("openvino", "OpenVINO INT8 quantization")
     nncf, kw = _params(job, method)
@@ -95,7 +94,7 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
     from ..runtime.backends.openvino import OpenVINOBackend
     from ..runtime.meta import load_meta
 
-    ac = dict(job.recipe.openvino.get("accuracy_control") or {})
+    ac = dict(job.recipe.backend("openvino").get("accuracy_control") or {})
     val = job.ds.samples(job.eval_split)[:job.eval_limit] if job.eval_limit else job.ds.samples(job.eval_split)
     val = val[:int(ac.get("validation_subset", 300))]
     meta = load_meta(job.onnx)
@@ -105,72 +104,50 @@ def _accuracy_control(job: Job, scope: Scope, method: str, folder: Path, plain_i
             r = evaluate(None, subset(job.ds, list(items)), split="subset", engine=engine, progress=False)
         return r["map50_95"], None
 
-    model = read_onnx(job.onnx)
-    names = scope.match(graph_nodes(model))
     adv = kw.pop("advanced", None)
     restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=int(ac.get("max_iterations", 8)),
                                                   ranking_subset_size=int(ac.get("ranking_subset_size", 32)))
     q = nncf.quantize_with_accuracy_control(
-        model, job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
-        ignored_scope=nncf.IgnoredScope(names=names, validate=False), advanced_quantization_parameters=adv,
+        read_onnx(job.onnx), job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
+        ignored_scope=nncf.IgnoredScope(names=keep_float, validate=False), advanced_quantization_parameters=adv,
         advanced_accuracy_restorer_parameters=restorer, **kw)
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
     reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
-    return names, reverted, len(val)
+    return reverted, len(val)
 
 
-def run(job: Job) -> None:
-    """Attempts in order until one passes the gate: recipe, recipe fallbacks, accuracy control, FP16."""
-    require("nncf", "OpenVINO INT8 quantization")
-    ov = require("openvino", "OpenVINO INT8 quantization")
-    method = job.method
-    if method == "auto":
-        method = str(job.recipe.openvino.get("method", "auto"))
-    base = job.recipe.keep_float
-    state = {}
+class OpenVINOQuantizer(Quantizer):
+    """NNCF INT8 (the recipe's method), NNCF accuracy control on the gate's metric, FP16 last."""
 
-    def plain(folder):
-        q, state["names"] = _quantize(job, base, method, folder)
-        state["int8_ops"] = quantized_ops(q)
+    name = "openvino"
+    requires = (("openvino", "OpenVINO INT8 quantization"), ("nncf", "OpenVINO INT8 quantization"))
+    float_fallback = "fp16"
+
+    def __init__(self):
+        self.plain_int8: set[str] | None = None  # ops the recipe attempt runs in INT8: what accuracy control reverts
+
+    def nodes(self, job: Job) -> list[tuple[str, str]]:
+        return graph_nodes(read_onnx(job.onnx))
+
+    def methods(self, job: Job) -> list[str]:
+        return [str(job.recipe.backend("openvino").get("method", "auto"))]
+
+    def build_attempt(self, job: Job, folder: Path, keep_float: list[str], method: str) -> Path:
+        q = _quantize(job, keep_float, method, folder)
+        if self.plain_int8 is None:  # the first attempt is the recipe's
+            self.plain_int8 = quantized_ops(q)
         return folder / "model.xml"
 
-    first = job.attempt("recipe", plain, method, excluded=_names(job, base))
-    if job.passed:
-        return
-    scope = base
-    for stage, extra_scope in job.recipe.fallback:
-        scope = scope + extra_scope
-        excluded = _names(job, scope)
-        job.attempt(f"fallback-{stage}", lambda f, s=scope: _quantize(job, s, method, f) and f / "model.xml",
-                    method, excluded=excluded)
-        if job.passed:
-            return
+    def accuracy_control(self, job: Job, folder: Path, keep_float: list[str], method: str):
+        """The recipe's scope, then NNCF reverts the layers that cost most mAP until the drop is within the gate."""
+        reverted, n_val = _accuracy_control(job, keep_float, method, folder, self.plain_int8)
+        if reverted:
+            job.log(f"accuracy control reverted {len(reverted)} layers to float: {', '.join(reverted[:8])}"
+                    f"{' ...' if len(reverted) > 8 else ''}")
+        return folder / "model.xml", {"reverted": reverted, "extra": {"accuracy_control": {
+            "validation_images": n_val, "max_drop": job.max_map_drop / 100}}}
 
-    if job.max_map_drop is not None:
-        def controlled(folder):
-            names, reverted, n_val = _accuracy_control(job, base, method, folder, state.get("int8_ops"))
-            if reverted:
-                job.log(f"accuracy control reverted {len(reverted)} layers to float: {', '.join(reverted[:8])}"
-                        f"{' ...' if len(reverted) > 8 else ''}")
-            return folder / "model.xml", {"reverted": reverted, "extra": {"accuracy_control": {
-                "validation_images": n_val, "max_drop": job.max_map_drop / 100}}}
-
-        job.attempt("accuracy-control", controlled, method, excluded=first.excluded)
-        if job.passed:
-            return
-
-    def fp16(folder):
+    def build_float(self, job: Job, folder: Path, precision: str) -> Path:
+        ov = require("openvino", "OpenVINO INT8 quantization")
         ov.save_model(read_onnx(job.onnx), str(folder / "model.xml"), compress_to_fp16=True)
         return folder / "model.xml"
-
-    job.attempt("fp16", fp16, "none", precision="fp16")
-
-
-def _names(job: Job, scope: Scope) -> list[str]:
-    ov = require("openvino", "OpenVINO INT8 quantization")
-    return scope.match(graph_nodes(read_onnx(job.onnx)))
-
-
-def check_available() -> None:
-    require("openvino", "OpenVINO INT8 quantization")
-    require("nncf", "OpenVINO INT8 quantization")

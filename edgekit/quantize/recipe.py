@@ -12,6 +12,7 @@ import yaml
 from ..errors import EdgekitError
 
 _HEAD = re.compile(r"^/model\.(\d+)/")
+_KEYS = {"name", "families", "description", "keep_float", "fallback", "backends"}  # a recipe's top-level keys
 
 
 def recipes_dir():
@@ -44,12 +45,14 @@ class Recipe:
     name: str
     keep_float: Scope
     fallback: list[tuple[str, Scope]]
-    openvino: dict
-    onnxruntime: dict
-    tensorrt: dict
+    backends: dict[str, dict] = field(default_factory=dict)  # backend name -> its quantizer's settings
     families: list[str] = field(default_factory=list)
     description: str = ""
     path: Path | None = None
+
+    def backend(self, name: str) -> dict:
+        """The recipe's settings for one backend ({} when it has none)."""
+        return dict(self.backends.get(name) or {})
 
     def summary(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None,
@@ -80,6 +83,27 @@ def _scope(doc, path: Path, where: str) -> Scope:
     return out
 
 
+def _known_backends() -> tuple[str, ...]:
+    from . import BACKENDS
+
+    return tuple(BACKENDS)
+
+
+def _backends(doc, path: Path) -> dict[str, dict]:
+    """The 'backends:' mapping: one mapping of settings per quantize backend."""
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise EdgekitError(f"{path}: 'backends' must be a mapping of backend name to settings")
+    for name, cfg in doc.items():
+        if name not in _known_backends():
+            raise EdgekitError(f"{path}: 'backends' has unknown backend '{name}' "
+                               f"(choose from {', '.join(_known_backends())})")
+        if cfg is not None and not isinstance(cfg, dict):
+            raise EdgekitError(f"{path}: 'backends.{name}' must be a mapping of settings")
+    return {str(name): dict(cfg or {}) for name, cfg in doc.items()}
+
+
 def load_recipe(path) -> Recipe:
     """Read and check one recipe file (a path, or a Traversable from the package)."""
     path = Path(path) if isinstance(path, (str, os.PathLike)) else path
@@ -91,14 +115,17 @@ def load_recipe(path) -> Recipe:
         raise EdgekitError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict) or "name" not in doc:
         raise EdgekitError(f"{path}: a recipe is a mapping with at least 'name' and 'keep_float'")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        hint = " (backend settings go under 'backends:')" if set(unknown) & set(_known_backends()) else ""
+        raise EdgekitError(f"{path}: unknown key '{unknown[0]}'{hint}; a recipe has {', '.join(sorted(_KEYS))}")
     fallback = []
     for i, st in enumerate(doc.get("fallback") or []):
         if not isinstance(st, dict) or "name" not in st:
             raise EdgekitError(f"{path}: fallback[{i}] needs a 'name' and patterns/types/names")
         fallback.append((str(st["name"]), _scope(st, path, f"fallback[{i}]")))
     return Recipe(name=str(doc["name"]), keep_float=_scope(doc.get("keep_float"), path, "keep_float"),
-                  fallback=fallback, openvino=dict(doc.get("openvino") or {}),
-                  onnxruntime=dict(doc.get("onnxruntime") or {}), tensorrt=dict(doc.get("tensorrt") or {}),
+                  fallback=fallback, backends=_backends(doc.get("backends"), path),
                   families=[str(f) for f in doc.get("families") or []], description=str(doc.get("description", "")),
                   path=path)
 

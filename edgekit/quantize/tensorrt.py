@@ -16,12 +16,7 @@ from ..data.calibration import CalibrationSet
 from ..errors import ArtifactError
 from ..io import atomic_path
 from .job import Job
-from .recipe import Scope
-
-
-def check_available() -> None:
-    require("tensorrt", "TensorRT engines")
-    require("torch", "TensorRT device buffers")
+from .quantizer import Quantizer
 
 
 def torch_to_device(device: str = "cuda:0") -> Callable:
@@ -128,48 +123,52 @@ def explicit_quantization(version: str) -> bool:
     return int(version.split(".")[0]) >= 10
 
 
-def run(job: Job) -> None:
-    """INT8 (Q/DQ on TensorRT >= 10, calibrator before), recipe fallbacks, then FP16."""
-    from ..runtime.backends.tensorrt import cuda_index, gpu_info
-    from . import onnxruntime as ortq
+class TensorRTQuantizer(Quantizer):
+    """INT8 engines (Q/DQ from the ONNX Runtime path on TensorRT >= 10, a calibrator before), FP16 last."""
 
-    trt = require("tensorrt", "TensorRT engines")
-    cfg = job.recipe.tensorrt
-    dev = gpu_info(cuda_index(job.device))
-    job.sidecar_extra["tensorrt"] = {"version": trt.__version__, **dev, "hardware_compatibility": "none"}
-    ws = float(cfg.get("workspace_gb", 4))
-    method = job.method if job.method != "auto" else str(cfg.get("int8_method", "entropy"))
-    explicit = explicit_quantization(trt.__version__)
-    nodes = ortq.graph_nodes(job.onnx)
-    pre = ortq.preprocess(job.onnx, job.work / "preprocessed.onnx") if explicit else None
-    cache = job.work / f"calibration-{method}.json"
+    name = "tensorrt"
+    requires = (("tensorrt", "TensorRT engines"), ("torch", "TensorRT device buffers"))
+    default_device = "cuda:0"
+    float_fallback = "fp16"
 
-    def int8(scope: Scope):
-        def _build(folder: Path) -> Path:
-            if explicit:
-                qdq = ortq.quantize_qdq(pre, folder / "model_qdq.onnx", job.calib, method, scope.match(nodes),
-                                        list(job.recipe.onnxruntime.get("op_types") or ["Conv", "MatMul"]),
-                                        float(job.recipe.onnxruntime.get("percentile", 99.999)), cache)
-                return build_engine(qdq, folder / "model.engine", "int8", workspace_gb=ws, log=job.log)
-            algo = "minmax" if method == "minmax" else "entropy"
-            shared = job.work / "calibration.cache"  # computed by the first attempt, read by the fallbacks
-            cal = make_calibrator(job.calib, shared, int(cfg.get("calib_batch", 8)), algo,
-                                  to_device=torch_to_device(job.device), log=job.log)
-            engine = build_engine(job.onnx, folder / "model.engine", "int8", cal, scope.match(nodes), ws, job.log)
-            if shared.exists():
-                shutil.copy2(shared, folder / "calibration.cache")
-            return engine
-        return _build
+    def prepare(self, job: Job) -> None:
+        from ..runtime.backends.tensorrt import cuda_index, gpu_info
+        from .onnxruntime import preprocess
 
-    mode = {"quantization": "explicit (Q/DQ)" if explicit else f"implicit ({method} calibrator)"}
-    job.attempt("recipe", int8(job.recipe.keep_float), method, excluded=job.recipe.keep_float.match(nodes), extra=mode)
-    if job.passed:
-        return
-    scope = job.recipe.keep_float
-    for stage, more in job.recipe.fallback:
-        scope = scope + more
-        job.attempt(f"fallback-{stage}", int8(scope), method, excluded=scope.match(nodes), extra=mode)
-        if job.passed:
-            return
-    job.attempt("fp16", lambda f: build_engine(job.onnx, f / "model.engine", "fp16", workspace_gb=ws, log=job.log),
-                "none", precision="fp16")
+        trt = require("tensorrt", "TensorRT engines")
+        job.sidecar_extra["tensorrt"] = {"version": trt.__version__, **gpu_info(cuda_index(job.device)),
+                                         "hardware_compatibility": "none"}
+        self.cfg = job.recipe.backend("tensorrt")
+        self.workspace_gb = float(self.cfg.get("workspace_gb", 4))
+        self.explicit = explicit_quantization(trt.__version__)
+        self.pre = preprocess(job.onnx, job.work / "preprocessed.onnx") if self.explicit else None
+
+    def nodes(self, job: Job) -> list[tuple[str, str]]:
+        from .onnxruntime import graph_nodes
+
+        return graph_nodes(job.onnx)
+
+    def methods(self, job: Job) -> list[str]:
+        return [str(self.cfg.get("int8_method", "entropy"))]
+
+    def attempt_extra(self, job: Job) -> dict:
+        method = job.method if job.method != "auto" else self.methods(job)[0]
+        return {"quantization": "explicit (Q/DQ)" if self.explicit else f"implicit ({method} calibrator)"}
+
+    def build_attempt(self, job: Job, folder: Path, keep_float: list[str], method: str) -> Path:
+        if self.explicit:
+            from .onnxruntime import quantize_job
+
+            qdq = quantize_job(job, self.pre, folder / "model_qdq.onnx", method, keep_float)
+            return build_engine(qdq, folder / "model.engine", "int8", workspace_gb=self.workspace_gb, log=job.log)
+        shared = job.work / "calibration.cache"  # computed by the first attempt, read by the fallbacks
+        cal = make_calibrator(job.calib, shared, int(self.cfg.get("calib_batch", 8)),
+                              "minmax" if method == "minmax" else "entropy", to_device=torch_to_device(job.device),
+                              log=job.log)
+        engine = build_engine(job.onnx, folder / "model.engine", "int8", cal, keep_float, self.workspace_gb, job.log)
+        if shared.exists():
+            shutil.copy2(shared, folder / "calibration.cache")
+        return engine
+
+    def build_float(self, job: Job, folder: Path, precision: str) -> Path:
+        return build_engine(job.onnx, folder / "model.engine", precision, workspace_gb=self.workspace_gb, log=job.log)
