@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
   echo
   echo "Each section says the machine, the command and the figures; speed is compared as ratios measured in the same run."
   echo "Sources: \`benchmarks/results/*.md\` (this file is assembled by \`benchmarks/make_results.sh\`)."
-  for f in results/A_*.md results/B_*.md results/C_*.md results/D_*.md results/E_*.md; do
+  for f in results/[A-Z]_*.md; do
     echo; echo "---"; echo
     sed -E 's/^(#+) /\1# /' "$f"
   done
