@@ -221,10 +221,15 @@ def accuracy(artifact, data, device: str, backend: str, precision: str | None, l
 OPENVINO_ONLY = ("hint", "nireq")
 
 
-def check_knobs(backend: str, options: dict) -> None:
+def check_knobs(artifact, device: str, backend: str | None, options: dict) -> None:
     """--hint and --nireq are OpenVINO settings: refuse them for another backend rather than ignore them."""
     given = [k for k in OPENVINO_ONLY if options.get(k)]
-    if given and backend != "openvino":
+    if not given:
+        return
+    from ..runtime.backends import pick_backend
+
+    backend = backend or pick_backend(Path(artifact), device)
+    if backend != "openvino":
         raise EdgekitError(f"--{given[0]} is an OpenVINO setting; the {backend} backend has none "
                            f"(use --threads / --streams, or --backend openvino)")
 
@@ -258,12 +263,12 @@ def run_bench(artifact, device: str = "cpu", backend: str | None = None, batches
     batches = _check_settings(batches, warmup, iters)
     paths = resolve_images(images)
     log = log or (lambda *a, **k: None)
+    check_knobs(artifact, device, backend, options)
     load0 = loadavg()
     rss0 = rss_mb()
     reset_device_peak(device)
     engine, cold = cold_start(artifact, device, backend, paths[0], log, **options)
     bname = engine.backend_name
-    check_knobs(bname, options)
     res = {**describe_engine(engine, artifact, device, warmup, iters, images, paths), **cold,
            "model_mb": model_size_mb(artifact), "warmup_s": warmup_s, "min_time_s": min_time_s}
 
@@ -321,11 +326,11 @@ def run_scenario_bench(artifact, cfg, device: str = "cpu", backend: str | None =
     log = log or (lambda *a, **k: None)
     paths = dataset_images(data, split) if data is not None else resolve_images(images)
     source = f"{data} ({split})" if data is not None else images
+    check_knobs(artifact, device, backend, options)
     load0 = loadavg()
     engine, cold = cold_start(artifact, device, backend, paths[0], log, **options)
     bname = engine.backend_name
     try:
-        check_knobs(bname, options)
         res = {**describe_engine(engine, artifact, device, 0, 0, source, paths), **cold,
                "model_mb": model_size_mb(artifact)}
         if cfg.scenario == "singlestream":

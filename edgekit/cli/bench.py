@@ -149,10 +149,10 @@ def _scenario(args, log) -> dict:
     from ..bench.loadgen import ScenarioConfig
 
     _positive(args)
-    require("mlperf_loadgen", "edgekit bench --scenario (MLPerf LoadGen)")
     cfg = ScenarioConfig(args.scenario, quick=args.quick, time_s=args.time, server_target_qps=args.server_target_qps,
                          server_latency_ms=args.server_latency_ms, warmup_s=args.warmup_ms / 1e3)
     cfg.check()
+    require("mlperf_loadgen", "edgekit bench --scenario (MLPerf LoadGen)")
     return run_scenario_bench(args.artifact, cfg, device=args.device, backend=args.backend, images=args.images,
                               data=args.data, split=args.split, streams=args.streams, log=log,
                               log_dir=args.loadgen_logs, perf_counters=args.perf_counters, **_options(args))
