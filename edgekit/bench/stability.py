@@ -1,6 +1,7 @@
 """Stability verdict: timing in windows, stable when the last 3 windows agree (Triton perf_analyzer's rule).
 
 A window is a run of consecutive samples: its throughput (samples per second of wall time) and its p50 latency.
+Windows: up to 10, of at least 25 samples where there are enough (never fewer than 3).
 A result is stable when, over the last `last` windows, every window's throughput and p50 lie within `threshold`
 (10 %) of their mean. `cv` is the coefficient of variation of the p50 across all windows (std / mean).
 """
@@ -11,6 +12,7 @@ import numpy as np
 THRESHOLD = 0.10
 LAST = 3
 MAX_WINDOWS = 10
+MIN_PER_WINDOW = 25  # fewer windows rather than windows of a handful of samples (one hiccup would decide)
 RULE = "last 3 windows within 10 % of their mean on throughput and p50 (perf_analyzer)"
 
 
@@ -24,7 +26,7 @@ def windows(ends, latencies_ms=None, start: float | None = None, n_windows: int 
     n = ends.size
     if n < 2:
         return []
-    k = n_windows or min(MAX_WINDOWS, max(LAST, n // 10))
+    k = n_windows or min(MAX_WINDOWS, max(LAST, n // MIN_PER_WINDOW))
     k = max(1, min(k, n - (start is None)))
     edges = np.linspace(0, n, k + 1).round().astype(int)
     out, prev_t = [], ends[0] if start is None else start

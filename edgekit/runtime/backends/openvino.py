@@ -241,7 +241,11 @@ class OpenVINOBackend(Backend):
                 v = self.compiled.get_property(prop)
             except Exception:
                 continue
-            d[key] = v if isinstance(v, (int, float, bool)) else str(v)
+            if isinstance(v, (list, tuple)):
+                v = [str(x) for x in v]
+            elif not isinstance(v, (int, float, bool)):
+                v = v.to_string() if hasattr(v, "to_string") else str(v)
+            d[key] = v
         return d
 
     def profiling_info(self) -> list[dict]:
