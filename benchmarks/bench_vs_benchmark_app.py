@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     lines += [f"| {i + 1} | {e['fps']:.1f} | {b['fps']:.1f} | {e['fps'] / b['fps']:.3f} |" for i, (e, b) in
               enumerate(zip(ek, ba))]
     lines += [f"| median | {ek_fps:.1f} | {ba_fps:.1f} | {statistics.median(ratios):.3f} |", "",
-              f"Agreement: edgekit's inference-only throughput is {100 * (statistics.median(ratios) - 1):+.1f} % of "
+              f"Agreement (median of the per-round ratios): edgekit's inference-only throughput is {100 * (statistics.median(ratios) - 1):+.1f} % of "
               f"benchmark_app's (target: within 5 %). benchmark_app command: `{ba[-1]['cmd']}`", "",
               "Environment:", "", *environment_block(env), ""]
     text = "\n".join(lines)

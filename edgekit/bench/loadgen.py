@@ -31,6 +31,7 @@ RULES_MIN_DURATION_S = 600.0  # MLPerf Inference rules (mlperf.conf): every scen
 QUICK_MIN_DURATION_S = 60.0
 QUICK_MIN_QUERIES = 64  # the fewest SingleStream queries LoadGen's early stopping accepts
 OFFLINE_QPS_MARGIN = 1.25  # warm-up underestimates the rate; too low an expectation ends Offline early (INVALID)
+LATENCY_MARGIN = 0.5  # likewise SingleStream/MultiStream: LoadGen pre-generates queries for the expected latency
 DEFAULT_SERVER_LATENCY_MS = 100.0  # MLPerf's Server latency bound for the object-detection benchmark (RetinaNet)
 # the figure each scenario is judged on, MLPerf's way: (label, detail-log key, scale to ms or 1)
 METRIC = {"SingleStream": ("90th percentile latency (ms), early-stopping estimate", "early_stopping_latency_ss", 1e-6),
@@ -160,8 +161,8 @@ def settings(lg, cfg: ScenarioConfig, warm: dict):
     if cfg.quick or cfg.time_s is not None:
         ts.min_query_count = 1 if cfg.scenario == "offline" else QUICK_MIN_QUERIES
     lat_s, qps = warm["latency_ms"] / 1e3, max(warm["samples_per_s"], 1e-3)
-    ts.single_stream_expected_latency_ns = max(1, int(lat_s * 1e9))
-    ts.multi_stream_expected_latency_ns = max(1, int(ts.multi_stream_samples_per_query / qps * 1e9))
+    ts.single_stream_expected_latency_ns = max(1, int(lat_s * LATENCY_MARGIN * 1e9))
+    ts.multi_stream_expected_latency_ns = max(1, int(ts.multi_stream_samples_per_query / qps * LATENCY_MARGIN * 1e9))
     ts.offline_expected_qps = qps * OFFLINE_QPS_MARGIN
     ts.server_target_qps = cfg.server_target_qps or round(qps / 2, 3)
     ts.server_target_latency_ns = int(cfg.server_latency_ms * 1e6)
