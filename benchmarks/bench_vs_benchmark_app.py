@@ -90,7 +90,7 @@ def write_section(out: Path, section: str, text: str) -> None:
 
     old = out.read_text() if out.exists() else "# K · bench: LoadGen, stability, environment, cross-checks\n"
     pat = re.compile(re.escape(section) + r".*?(?=\n## |\Z)", re.S)
-    new = pat.sub(lambda m: text.rstrip("\n"), old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
+    new = pat.sub(lambda m: text.rstrip("\n") + "\n", old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
     atomic_write_text(out, new.rstrip("\n") + "\n")
 
 
