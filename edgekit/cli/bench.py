@@ -31,10 +31,12 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=2, help="decode+preprocess threads in throughput mode (default 2)")
     p.add_argument("--warmup", type=int, default=10, help="warm-up iterations, at least (default 10)")
     p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time, at least (default 200 ms, as trtexec)")
-    p.add_argument("--iters", type=int, default=100, help="timed iterations, at least (default 100)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed iterations, at least (default 100, and at least 3 s per mode as trtexec; an explicit "
+                        "--iters alone times exactly that many)")
     p.add_argument("--time", type=float, default=None, metavar="S",
-                   help="minimum timed duration in seconds (default 3 per mode, as trtexec; with --scenario: "
-                        "LoadGen's minimum duration, default 600 s, or 60 s with --quick)")
+                   help="minimum timed duration in seconds per mode (default 3 s unless --iters is given; with "
+                        "--scenario: LoadGen's minimum duration, default 600 s, or 60 s with --quick)")
     p.add_argument("--hint", choices=("latency", "throughput"), default=None,
                    help="OpenVINO PERFORMANCE_HINT (default: latency for latency mode, throughput for throughput mode)")
     p.add_argument("--nireq", type=int, default=None, help="OpenVINO infer requests (default: the plugin's optimum)")
@@ -136,11 +138,11 @@ def _modes(args, log) -> dict:
     from ..bench.harness import run_bench
 
     _positive(args)
+    min_time = args.time if args.time is not None else (3.0 if args.iters is None else 0.0)
     return run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
-                     iters=args.iters, images=args.images, data=args.data, streams=args.streams,
-                     workers=args.workers, log=log, warmup_s=args.warmup_ms / 1e3,
-                     min_time_s=3.0 if args.time is None else args.time, perf_counters=args.perf_counters,
-                     **_options(args))
+                     iters=100 if args.iters is None else args.iters, images=args.images, data=args.data,
+                     streams=args.streams, workers=args.workers, log=log, warmup_s=args.warmup_ms / 1e3,
+                     min_time_s=min_time, perf_counters=args.perf_counters, **_options(args))
 
 
 def _scenario(args, log) -> dict:
