@@ -26,6 +26,7 @@ KNOWN = {
     "uvicorn": ("serve", ("uvicorn",)),
     "prometheus_client": ("serve", ("prometheus-client",)),
     "tritonclient": ("serve", ("tritonclient",)),
+    "mlperf_loadgen": ("bench", ("mlcommons-loadgen",)),
 }
 
 

@@ -71,12 +71,26 @@ def test_json_schema(bench_result):
     json.dumps(r)  # serializable as is
 
 
+def test_result_validates_against_documented_schema(bench_result):
+    """Every result carries the stability verdict (stable, cv) and the environment, as schema.json documents."""
+    from edgekit.bench.schema import check, load_schema, validate
+
+    assert validate(bench_result) == [] and check(bench_result) == []
+    assert {"stable", "cv", "environment"} <= set(load_schema()["required"])
+    assert set(bench_result["stability"]["throughput"]) == {"1", "2"}
+    assert bench_result["stability"]["latency"]["samples"] == 4
+    assert isinstance(bench_result["stable"], bool) and bench_result["environment"]["cpu"]["flags"] is not None
+
+
 def test_report_and_compare(bench_result, tmp_path):
     from edgekit.bench.compare import compare_markdown, compare_table, load_results, plot_compare
     from edgekit.bench.report import format_table, to_markdown
 
     text = format_table(bench_result)
     assert "p99" in text and "fps_infer_only" in text and "e2e" in text
+    assert "stability: " in text and "environment: " in text and "load avg" in text
+    unstable = dict(bench_result, stable=False)
+    assert "**UNSTABLE result**" in to_markdown(unstable) and "UNSTABLE" in format_table(unstable)
     md = to_markdown(bench_result).splitlines()
     header = md.index("| stage (ms) | mean | p50 | p90 | p99 | std |")
     rows = [r.strip("| ").split(" | ") for r in md[header + 2:header + 2 + len(STAGES)]]

@@ -25,6 +25,27 @@ def load_results(paths) -> list[dict]:
     return out
 
 
+def check_environments(results: list[dict], force: bool = False) -> list[str]:
+    """Refuse (EdgekitError, one line) results from different environments, or without one, unless `force`;
+    with `force`, the same findings come back as warnings."""
+    from .environment import differences
+
+    problems = []
+    base = results[0]
+    for r in results:
+        if not isinstance(r.get("environment"), dict):
+            problems.append(f"{r['_file']}: no environment record (made by an older edgekit), cannot tell "
+                            f"where it was measured")
+    if not problems:
+        for r in results[1:]:
+            diff = differences(base["environment"], r["environment"])
+            if diff:
+                problems.append(f"{base['_file']} vs {r['_file']}: different environments ({'; '.join(diff)})")
+    if problems and not force:
+        raise EdgekitError(f"{problems[0]}; pass --force to compare anyway")
+    return [f"warning: {p}" for p in problems]
+
+
 def labels(results: list[dict]) -> list[str]:
     """Short, unique column names: artifact name and backend, else the JSON file name."""
     names = [f"{Path(r['artifact']).name} {r['backend']}" for r in results]
@@ -49,10 +70,21 @@ def compare_rows(results: list[dict]) -> list[list[str]]:
     rows.append(["cold start (ms)"] + [_v(r.get("cold_start_ms"), 0) for r in results])
     rows.append(["peak RSS (MB)"] + [_v(r.get("peak_rss_mb"), 0) for r in results])
     rows.append(["model (MB)"] + [_v(r.get("model_mb"), 2) for r in results])
+    rows.append(["stable"] + [{True: "yes", False: "NO"}.get(r.get("stable"), "-") for r in results])
+    rows.append(["p50 CV"] + [_v(100 * r["cv"], 1) + " %" if r.get("cv") is not None else "-" for r in results])
+    if any(r.get("loadgen") for r in results):
+        rows.append(["LoadGen"] + [_loadgen_cell(r) for r in results])
     if any(r.get("map50_95") is not None for r in results):
         rows.append(["mAP50-95"] + [_v(r.get("map50_95"), 4) for r in results])
     rows.append(["device"] + [str(r.get("device", {}).get("name") or r.get("device", {}).get("requested")) for r in results])
     return rows
+
+
+def _loadgen_cell(r: dict) -> str:
+    lg = r.get("loadgen")
+    if not lg:
+        return "-"
+    return f"{lg['scenario']} {lg['validity']} {_v(lg['metric']['value'], 2)}"
 
 
 def compare_table(results: list[dict]) -> str:

@@ -24,7 +24,58 @@ def stage_rows(res: dict) -> list[list[str]]:
     return [[s] + [_f(lat[s].get(k)) for k in STAT_KEYS] for s in STAGES if s in lat]
 
 
+def stability_line(res: dict) -> str:
+    """'stable: ...' or 'UNSTABLE: ...' over every mode of the result."""
+    from .stability import label
+
+    st = res.get("stability")
+    if not st:
+        return "stability: not measured"
+    if "latency" not in st:  # a LoadGen scenario: one verdict
+        return f"stability: {label(st)}"
+    parts = [f"latency mode {label(st['latency'])}"]
+    parts += [f"throughput b{b} {label(v)}" for b, v in st.get("throughput", {}).items()]
+    return ("stability: " if res.get("stable") else "stability: UNSTABLE result; ") + ";  ".join(parts)
+
+
+def environment_line(res: dict) -> str:
+    """CPU, its flags, cores, governor, versions, executed precision, runtime settings, load before/after, SHA."""
+    env = res.get("environment")
+    if not env:
+        return "environment: not recorded"
+    cpu = env.get("cpu", {})
+    vers = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items())
+    rt = env.get("runtime") or {}
+    rts = ", ".join(f"{k} {v}" for k, v in rt.items() if k != "providers")
+    gpus = "; ".join(f"{g.get('name')} (driver {g.get('driver_version')}, SM {g.get('clocks.sm')})"
+                     for g in env.get("gpus") or [])
+    ek = env.get("edgekit") or {}
+    return (f"environment: {cpu.get('model')} [{' '.join(cpu.get('flags') or []) or 'no AVX2/AVX-512/AMX flags'}], "
+            f"{cpu.get('usable_cores')} usable cores, governor {cpu.get('governor') or 'n/a'}; "
+            f"{env.get('backend')} executes {env.get('precision_executed')} ({rts or 'defaults'}); "
+            + (f"GPU {gpus}; " if gpus else "")
+            + f"load avg {env.get('load_avg_before')} -> {env.get('load_avg_after')}; {vers}; "
+            f"edgekit {ek.get('version')} {ek.get('git_sha') or ''}".rstrip())
+
+
+def loadgen_lines(res: dict) -> list[str]:
+    """LoadGen's verdict and figures, then edgekit's view of the same run."""
+    lg = res["loadgen"]
+    lat = lg.get("latency_ms", {})
+    lines = [f"MLPerf LoadGen {lg.get('version', '?').split()[0]} {lg['scenario']}: result {lg['validity']}"
+             + (f" ({lg['invalid_reason']})" if lg.get("invalid_reason") else "")
+             + f";  {lg['metric']['name']}: {_f(lg['metric']['value'])}",
+             f"LoadGen: {lg.get('query_count')} queries, {_f(lg.get('samples_per_second'))} samples/s; latency ms "
+             f"p50 {_f(lat.get('p50'))}, p90 {_f(lat.get('p90'))}, p99 {_f(lat.get('p99'))}; min duration "
+             f"{res.get('min_duration_s'):g} s" + ("" if res.get("rule_conforming") else " (shorter than the rules' "
+                                                                                          "600 s: not rule-conforming)"),
+             f"early stopping: {lg.get('early_stopping') or '-'}"]
+    return lines
+
+
 def summary_lines(res: dict) -> list[str]:
+    if res.get("loadgen"):
+        return loadgen_lines(res) + [stability_line(res), environment_line(res)] + layer_lines(res)
     m = res.get("mode", {})
     tp = m.get("throughput", {})
     lines = [
@@ -44,14 +95,26 @@ def summary_lines(res: dict) -> list[str]:
     if res.get("map50") is not None:
         lines.append(f"mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f}  "
                      f"({res.get('accuracy', {}).get('images', '?')} images)")
-    return lines
+    return lines + [stability_line(res), environment_line(res)] + layer_lines(res)
+
+
+def layer_lines(res: dict) -> list[str]:
+    if not res.get("perf_counters"):
+        return []
+    from .perfcounters import format_layers
+
+    return [format_layers(res["perf_counters"])]
 
 
 def header(res: dict) -> str:
     lat = res.get("mode", {}).get("latency", {})
-    return (f"{res['artifact']}  [{res['backend']} on {res['device'].get('requested')}: {device_line(res)}]\n"
-            f"latency mode, ms per request (batch {lat.get('batch', 1)}, one at a time; "
-            f"{res['warmup']} warm-up, {res['iters']} timed iterations)")
+    head = f"{res['artifact']}  [{res['backend']} on {res['device'].get('requested')}: {device_line(res)}]\n"
+    if res.get("loadgen"):
+        return head + (f"LoadGen {res['loadgen']['scenario']} scenario, edgekit's ms per sample "
+                       f"({res.get('workers')} worker slot(s))")
+    n = res["latency_ms"].get("e2e", {}).get("n", res["iters"])
+    return head + (f"latency mode, ms per request (batch {lat.get('batch', 1)}, one at a time; "
+                   f"{res['warmup']} warm-up, {n} timed iterations)")
 
 
 def format_table(res: dict) -> str:
@@ -68,8 +131,11 @@ def format_table(res: dict) -> str:
 
 def to_markdown(res: dict) -> str:
     """A markdown report of one result: the stage table and the summary as a list."""
+    how = (f"LoadGen {res['loadgen']['scenario']} scenario." if res.get("loadgen") else
+           f"Warm-up {res['warmup']}, {res['latency_ms'].get('e2e', {}).get('n', res['iters'])} timed iterations.")
+    flag = "" if res.get("stable", True) else " **UNSTABLE result** (see stability below)."
     out = [f"### `{res['artifact']}` ({res['backend']}, {res['device'].get('requested')})", "",
-           f"Device: {device_line(res)}. Warm-up {res['warmup']}, {res['iters']} timed iterations.", "",
+           f"Device: {device_line(res)}. {how}{flag}", "",
            "| stage (ms) | " + " | ".join(STAT_KEYS) + " |", "|---" * (len(STAT_KEYS) + 1) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in stage_rows(res)]
     out += [""] + [f"- {line}" for line in summary_lines(res)]

@@ -26,6 +26,8 @@ class StageTimer:
 
     def __init__(self, *stages: str):
         self.samples: dict[str, list[float]] = {s: [] for s in stages}
+        self.stamps: list[float] = []  # completion time (clock, s) of each timed iteration, for stability windows
+        self.start = clock()
 
     @contextmanager
     def __call__(self, stage: str):
@@ -41,6 +43,8 @@ class StageTimer:
     def clear(self) -> None:
         for v in self.samples.values():
             v.clear()
+        self.stamps.clear()
+        self.start = clock()
 
     def summary(self) -> dict:
         return {s: summarize(v) for s, v in self.samples.items()}

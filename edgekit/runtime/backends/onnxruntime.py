@@ -1,6 +1,8 @@
 """ONNX Runtime backend: CPU, CUDA and TensorRT execution providers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..._imports import require
@@ -72,6 +74,11 @@ class OnnxRuntimeBackend(Backend):
         if self.options.get("threads"):
             so.intra_op_num_threads = int(self.options["threads"])
         so.log_severity_level = 3
+        if self.options.get("perf_counters"):  # ONNX Runtime's profiler: a JSON trace, read by end_profiling()
+            import tempfile
+
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tempfile.mkdtemp(prefix="edgekit-ortprof-")) / "ort")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=self.providers())
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
@@ -85,6 +92,16 @@ class OnnxRuntimeBackend(Backend):
         self._dtype = np.float16 if "float16" in inp.type else np.float32
         b = inp.shape[0]
         self._batch = b if isinstance(b, int) else None
+
+    def runtime_settings(self) -> dict:
+        """Intra-op threads (0: ONNX Runtime's default, one per core) and the execution providers in use."""
+        so = self.session.get_session_options()
+        return {"threads": so.intra_op_num_threads, "inter_op_threads": so.inter_op_num_threads,
+                "providers": self.session.get_providers()}
+
+    def end_profiling(self) -> str | None:
+        """Stop the profiler (option perf_counters=True) and return its JSON trace file; None when it was off."""
+        return self.session.end_profiling() if self.options.get("perf_counters") else None
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: blob.astype(self._dtype, copy=False)})[0]

@@ -189,7 +189,7 @@ class OpenVINOBackend(Backend):
         self.int8 = has_fake_quantize(model) or (self.meta is not None and self.meta.precision == "int8")
         requested = self.options.get("precision")
         artifact_precision = self.meta.precision if self.meta is not None else "fp32"
-        config = {"PERFORMANCE_HINT": self.options.get("hint", "LATENCY")}
+        config = {"PERFORMANCE_HINT": str(self.options.get("hint") or "LATENCY").upper()}
         hint = execution_hint(core, dev, artifact_precision, requested, path)
         if hint:
             config["INFERENCE_PRECISION_HINT"] = hint
@@ -197,6 +197,8 @@ class OpenVINOBackend(Backend):
             config["NUM_STREAMS"] = str(self.options["streams"])
         if self.options.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
+        if self.options.get("perf_counters"):
+            config["PERF_COUNT"] = True
         self.adopt(core.compile_model(model, dev, config))
         if hint and self.executed and self.executed != _FROM_OV[hint]:  # a plugin may substitute (f16 -> bf16)
             raise ArtifactError(f"{path}: asked OpenVINO {dev} for {_FROM_OV[hint]} execution, it compiled "
@@ -213,7 +215,7 @@ class OpenVINOBackend(Backend):
 
     def _request_pool(self) -> queue.Queue:
         try:
-            n = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            n = int(self.options.get("nireq") or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         except Exception:
             n = 1
         pool: queue.Queue = queue.Queue()
@@ -228,6 +230,30 @@ class OpenVINOBackend(Backend):
             return req.get_output_tensor(0).data.copy()
         finally:
             self._requests.put(req)
+
+    def runtime_settings(self) -> dict:
+        """PERFORMANCE_HINT, NUM_STREAMS, infer requests, INFERENCE_NUM_THREADS and precision as compiled."""
+        d = {"infer_requests": self._requests.qsize()}
+        for key, prop in (("hint", "PERFORMANCE_HINT"), ("streams", "NUM_STREAMS"), ("threads", "INFERENCE_NUM_THREADS"),
+                          ("optimal_infer_requests", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"),
+                          ("inference_precision", "INFERENCE_PRECISION_HINT"), ("execution_devices", "EXECUTION_DEVICES")):
+            try:
+                v = self.compiled.get_property(prop)
+            except Exception:
+                continue
+            if isinstance(v, (list, tuple)):
+                v = [str(x) for x in v]
+            elif not isinstance(v, (int, float, bool)):
+                v = v.to_string() if hasattr(v, "to_string") else str(v)
+            d[key] = v
+        return d
+
+    def profiling_info(self) -> list[dict]:
+        """Per-layer times of the most recently finished request (option perf_counters=True): name, type, ms."""
+        req = self._requests.queue[-1]
+        return [{"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type, "status": str(p.status),
+                 "real_ms": p.real_time.total_seconds() * 1e3, "cpu_ms": p.cpu_time.total_seconds() * 1e3}
+                for p in req.get_profiling_info()]
 
     @property
     def precision_executed(self) -> str | None:
@@ -259,13 +285,14 @@ class OpenVINORunner(Runner):
         ov = require("openvino", "the OpenVINO backend")
         from ..engine import Engine
 
-        opts = dict(self.options, hint="THROUGHPUT")
+        opts = dict(self.options)
+        opts["hint"] = opts.get("hint") or "THROUGHPUT"
         if self.streams:
             opts["streams"] = self.streams
         eng = Engine(self.path, self.device, "openvino", **opts)
         self.engines = [eng]
         compiled = eng.backend.compiled
-        self.nreq = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.nreq = int(self.options.get("nireq") or compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         try:
             self.streams = int(compiled.get_property("NUM_STREAMS"))
         except Exception:
