@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..eval import evaluate
+from ..eval import class_drops, evaluate
 from ..data import Dataset, load_dataset
 from ..data.calibration import CalibrationSet, calibration_set
 from ..errors import AccuracyGateError, ArtifactError, DataError
@@ -43,6 +43,7 @@ class Attempt:
     build_s: float = 0.0
     eval_s: float = 0.0
     precision_executed: str | None = None
+    class_drops: list = field(default_factory=list)  # [(class, points)] over --max-class-drop: fails the gate
 
     def summary(self) -> dict:
         return {"attempt": self.label, "method": self.method, "precision": self.precision,
@@ -84,7 +85,7 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     doc = read_sidecar(onnx_path)
     key = baseline_key(backend, device, ds, split, limit)
     cached = doc.get("accuracy", {}).get(key)
-    if cached:
+    if cached and "per_class" in cached:
         log(f"FP32 baseline on {backend} (cached in {onnx_path.with_suffix('.json').name}): "
             f"mAP50-95 {cached['map50_95']:.4f}")
         return cached
@@ -92,7 +93,7 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     r = evaluate(onnx_path, ds, split=split, limit=limit, backend=backend, device=device, precision="fp32",
                  progress=False)
     res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "device", "precision_executed",
-                             "evaluator")}
+                             "evaluator", "per_class", "per_class_instances")}
     res["data"] = str(ds.source)
     doc.setdefault("accuracy", {})[key] = res
     write_sidecar(onnx_path, {k: v for k, v in doc.items() if k != "format"})
@@ -120,6 +121,7 @@ class Job:
         if max_map_drop is not None and max_map_drop < 0:
             raise ArtifactError(f"--max-map-drop must be >= 0 mAP points, got {max_map_drop}")
         self.backend, self.method, self.max_map_drop = backend, method, max_map_drop
+        self.max_class_drop: float | None = 3.0  # points; quantize(max_class_drop=...) sets it
         self.eval_split, self.eval_limit, self.log, self.device = eval_split, eval_limit, log, device
         self.ds = data if isinstance(data, Dataset) else load_dataset(data)
         if len(self.fp32["names"]) != self.ds.nc:
@@ -188,6 +190,10 @@ class Job:
         a.map50, a.map50_95, a.precision_executed = r["map50"], r["map50_95"], r.get("precision_executed")
         a.drop_points = (self.baseline["map50_95"] - a.map50_95) * 100
         a.passed = self.gate_ok(a.drop_points)
+        if self.max_map_drop is not None and self.max_class_drop is not None:  # a collapsed class fails it too
+            a.class_drops = class_drops(self.baseline.get("per_class"), r.get("per_class"),
+                                        self.baseline.get("per_class_instances"), max_drop=self.max_class_drop)
+            a.passed = a.passed and not a.class_drops
         self.attempts.append(a)
         limit = "no gate" if self.max_map_drop is None else f"max {self.max_map_drop:g}"
         self.log(f"[{self.backend} {len(self.attempts)}] {label}: mAP50-95 {a.map50_95:.4f} vs FP32 "
@@ -253,8 +259,10 @@ class Job:
         self.log(f"{status}: {artifact} ({best.precision}, {best.label}), mAP50-95 {best.map50_95:.4f} "
                  f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
         if not ok:
+            cls = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in best.class_drops)
             err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
-                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED, kept "
+                                    f"or a class more than {self.max_class_drop:g} "
+                                    f"(best: {best.label}, {best.drop_points:.2f}{cls}); sidecar marked FAILED, kept "
                                     f"for inspection only (Engine refuses it without allow_failed=True)")
             err.result = res
             raise err
