@@ -144,6 +144,11 @@ class Pipeline:
 
     def __post_init__(self):
         self.models = [str(m) for m in (self.models or [self.model])]
+        names = [slug(Path(model_name(m)).stem) for m in self.models]
+        dup = next((m for m, n in zip(self.models, names) if names.count(n) > 1), None)
+        if dup is not None:
+            raise EdgekitError(f"--models: {dup}: two models would share the name '{Path(model_name(dup)).stem}' in "
+                               f"the report and the run folder; give them distinct file names")
         self.imgszs = [int(x) for x in (self.imgsz if isinstance(self.imgsz, (list, tuple)) else [self.imgsz])]
         if self.search not in ("grid", "halving"):
             raise EdgekitError(f"--search: '{self.search}' is not one of grid, halving")

@@ -131,7 +131,7 @@ def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys)
         assert a["bench_graph"] == b["bench_graph"] and a["fps_e2e"] == b["fps_e2e"]
         assert b.get("speed_shared_with") or a.get("speed_shared_with")
     assert len({r["bench_graph"] for r in rows}) == 2
-    assert (out / "yolov8n_coco-64" / "full" / "stages" / "train.json").exists()
+    assert (out / "yolov8n-coco-64" / "full" / "stages" / "train.json").exists()
     md = (out / "report.md").read_text()
     assert f"## {weights.name} at 64 px" in md and "## yolov8n.yaml at 96 px" in md
     assert set(doc["recommendation"]) >= {"model", "imgsz", "bound_by"}
@@ -142,6 +142,7 @@ def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys)
     (["--imgsz", "100"], "--imgsz: 100: every size must be a positive multiple of 32"),
     (["--models", " , "], "--models: empty list"),
     (["--model", "a.pt", "--models", "b.pt"], "--model and --models: give one of them"),
+    (["--models", "a/best.pt,b/best.pt"], "--models: a/best.pt: two models would share the name 'best'"),
 ])
 def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys):
     from edgekit.cli.main import main

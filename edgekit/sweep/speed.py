@@ -2,8 +2,8 @@
 
 Rows of one model at one input size differ only in their weights (head, full, schedule train the same network): the
 compute does not depend on the weight values, so such rows share one measurement instead of showing noise as a
-difference. The key is the graph with its weight values stripped (ONNX: nodes, attributes, initializer names, shapes
-and types; OpenVINO IR: the .xml, which holds the structure while the .bin holds the values), plus backend and
+difference. The key is the graph with its weight values stripped (ONNX: nodes and attributes, each weight input
+replaced by its shape and type; OpenVINO IR: the .xml, which holds the structure while the .bin holds the values), plus backend and
 precision. A quantized graph with other layers kept in float has another structure, hence its own measurement.
 Keying on (arch, imgsz, backend, precision) instead would merge INT8 graphs whose fallbacks excluded different
 layers; keying on the file's content would time identical graphs several times.
@@ -19,21 +19,27 @@ CV_STABLE = 0.05
 
 
 def _onnx_structure(path: Path) -> bytes:
+    """The nodes with each weight input replaced by its shape and type (the values, and the names an optimizer
+    gives to weights it found equal and merged, depend on training, not on the compute), plus the graph's I/O."""
     import onnx
 
-    m = onnx.load(str(path), load_external_data=False)
-    g = m.graph
-    for t in g.initializer:
-        for f in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
-            t.ClearField(f)
-        t.ClearField("external_data")
-    g.ClearField("doc_string")
-    return g.SerializeToString()
+    g = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name: f"\u00a7{list(t.dims)}:{t.data_type}" for t in g.initializer}
+    parts = [str(list(g.input)), str(list(g.output))]
+    for n in g.node:
+        n = onnx.NodeProto.FromString(n.SerializeToString())
+        ins = [weights.get(i, i) for i in n.input]
+        del n.input[:]
+        n.input.extend(ins)
+        n.ClearField("doc_string")
+        parts.append(n.SerializeToString().hex())
+    return "\n".join(parts).encode()
 
 
 def _ir_structure(xml: Path) -> bytes:
-    text = xml.read_text(errors="replace")
-    return re.sub(r"<rt_info>.*?</rt_info>", "", text, flags=re.S).encode()
+    """The IR's layers and edges without rt_info and without where each constant sits in the .bin."""
+    text = re.sub(r"<rt_info>.*?</rt_info>", "", xml.read_text(errors="replace"), flags=re.S)
+    return re.sub(r'\s(offset|size)="\d+"', "", text).encode()
 
 
 def graph_key(artifact, backend: str, precision: str, target: str) -> str:
