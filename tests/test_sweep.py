@@ -150,3 +150,22 @@ def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys):
     assert main(["train-export", "--data", str(coco8), "-o", str(tmp_path / "O"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "O").exists()
+
+
+def test_halving_continues_the_survivor_from_its_rung_checkpoint(tmp_path, coco8, weights):
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("onnxruntime")
+    from edgekit.pipeline import Pipeline
+
+    logs: list[str] = []
+    doc = Pipeline(out=tmp_path / "H", data=coco8, model=weights, strategies=["head", "full"], epochs=3, imgsz=64,
+                   batch=4, backends=["onnxruntime"], precisions=["fp32"], bench_iters=3, search="halving",
+                   log=logs.append).run()
+    assert len(doc["pruned"]) == 1 and doc["pruned"][0]["rung"] == 1  # ceil(2/3) = 1 survivor in the one group
+    (survivor,) = {r["strategy"] for r in doc["rows"]}
+    assert survivor != doc["pruned"][0]["strategy"]
+    train = json.loads((tmp_path / "H" / survivor / "train" / "train.json").read_text())
+    assert train["status"] == "done" and train["epochs"] == 3 and train["epochs_requested"] == 3
+    assert [e["epoch"] for e in train["epoch_records"]] == [1, 2, 3]  # one run continued, epoch 1 not trained twice
+    assert any("resuming" in line for line in logs)
+    assert doc["train_seconds_total"] >= train["wall_s"]
