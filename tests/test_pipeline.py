@@ -143,7 +143,10 @@ def test_advise_prefers_fine_tuning_for_small_coco_like_data(demo_data, capsys, 
     assert r["scratch_worth_it"] is False and "data are small" in r["verdict"]
     assert r["profile"]["splits"]["train"]["images"] == 96 and r["domain"]["class_name_overlap_coco"] == 0.8
     assert r["strategies"][-1] == "scratch" and r["train_export_args"].startswith("--strategies ")
-    assert split_strategies(r["train_export_args"].split(" ", 1)[1]) == r["strategies"]
+    args = r["train_export_args"].split()
+    assert split_strategies(args[args.index("--strategies") + 1]) == r["strategies"]
+    assert [int(z) for z in args[args.index("--imgsz") + 1].split(",")] == r["imgsz"] and len(r["imgsz"]) >= 1
+    assert args[args.index("--models") + 1].split(",") == r["models"]
     assert "try: edgekit train-export" in capsys.readouterr().out
 
 
