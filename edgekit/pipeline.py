@@ -35,7 +35,7 @@ from .sweep.trial import Trial, model_name
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
 DEFAULT_IMGSZ = "256,320"  # two input sizes, so that the speed axis shows from the first run
-DEMO_STRATEGIES = "scratch,head,full"  # the bundled demo: 3 strategies x 2 sizes stay within minutes on 2 cores
+DEMO_STRATEGIES = "head,full"  # the bundled demo: 2 strategies x 2 sizes stay within ~8 min on 2 cores
 
 
 def split_strategies(text: str) -> list[str]:
@@ -129,7 +129,7 @@ class Pipeline:
     gpu_hour_usd: float = 2.0
     calib_size: int = 300
     bench_iters: int = 30
-    bench_rounds: tuple = (3, 6)  # (min, max) interleaved rounds per graph
+    bench_rounds: tuple = (3, 5)  # (min, max) interleaved rounds per graph
     seed: int = 0
     opset: int | None = None
     resume: bool = False
@@ -282,13 +282,13 @@ class Pipeline:
         for split in ("train", "val"):
             ds.samples(split)
         self.out.mkdir(parents=True, exist_ok=True)
-        trials, pruned = self.trials(), []
+        trials, pruned, trained = self.trials(), [], {}
         if self.search == "halving":
-            trials, pruned = self.halve(trials)
+            trials, pruned, trained = self.halve(trials)
         rows = []
         for i, t in enumerate(trials, 1):
             self.log(f"=== trial {i}/{len(trials)}: {t.label(self.nested)}")
-            rows += self.run_trial(t)
+            rows += self.run_trial(t, trained.get(t))
         self.measure_speed(rows)
         return self.report(rows, pruned)
 
@@ -334,8 +334,9 @@ class Pipeline:
 
         return self.stage(name, record, inputs, run, output=lambda r: ckpt)
 
-    def halve(self, trials: list[Trial]) -> tuple[list[Trial], list[dict]]:
-        """Successive halving over epochs within each model x imgsz group: (the trials left, the pruned ones)."""
+    def halve(self, trials: list[Trial]) -> tuple[list[Trial], list[dict], dict]:
+        """Successive halving over epochs within each model x imgsz group: (the trials left, the pruned ones, the
+        survivors' final train results)."""
         from .sweep import rungs, survivors
 
         alive, pruned, done = list(trials), [], {}
@@ -358,7 +359,7 @@ class Pipeline:
                                "map50_95": scores[t], "train_wall_s": done[t].get("wall_s"),
                                "cost_usd": done[t].get("cost_usd")})
                 self.log(f"  pruned {t.label(self.nested)} at rung {r} (mAP50-95 {scores[t] or 0:.4f})")
-        return alive, pruned
+        return alive, pruned, {t: done[t] for t in alive}
 
     def _restore_rung(self, t: Trial, rung: int) -> None:
         """Continue from the rung's own checkpoint: put it back as last.pt if a later, unfinished run moved it."""
@@ -368,8 +369,8 @@ class Pipeline:
             with atomic_path(last) as tmp:
                 shutil.copy2(src, tmp)
 
-    def run_trial(self, t: Trial) -> list[dict]:
-        """Train (or reuse the halving's training) -> export -> build and evaluate each backend/precision.
+    def run_trial(self, t: Trial, tinfo: dict | None = None) -> list[dict]:
+        """Train (tinfo: the halving already did) -> export -> build and evaluate each backend/precision.
 
         Rows come back without speed; `measure_speed` adds it. Each row keeps in `_bench` what to time.
         """
@@ -381,7 +382,7 @@ class Pipeline:
         sdir = t.folder(self.out, self.nested)
         label = t.label(self.nested)
         best = sdir / "train" / "best.pt"
-        tinfo = self.train_trial(t)
+        tinfo = tinfo or self.train_trial(t)
         onnx_path = Path(self.stage(f"{label}: export", sdir / "stages" / "export.json",
                                     {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
                                      "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},

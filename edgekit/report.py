@@ -1,6 +1,7 @@
 """The sweep's table, its Pareto front, hard limits, the recommendation (paired statistics) and the picture."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("backend", "backend"),
@@ -73,9 +74,16 @@ def _paired(a: dict, b: dict) -> dict | None:
     """mAP50-95 of a minus b in points with its paired bootstrap interval, from the rows' saved matches."""
     if not (a.get("matches") and b.get("matches")) or not Path(a["matches"]).exists() or not Path(b["matches"]).exists():
         return None
+    return _paired_files(a["matches"], Path(a["matches"]).stat().st_mtime_ns, b["matches"],
+                         Path(b["matches"]).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _paired_files(a: str, a_mtime: int, b: str, b_mtime: int) -> dict:
+    """paired_diff of two saved matches files, once per (file, mtime) pair in a process."""
     from .eval.bootstrap import Matches, paired_diff
 
-    return paired_diff(Matches.load(a["matches"]), Matches.load(b["matches"]))
+    return paired_diff(Matches.load(a), Matches.load(b))
 
 
 def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict, dict]:

@@ -167,5 +167,6 @@ def test_halving_continues_the_survivor_from_its_rung_checkpoint(tmp_path, coco8
     train = json.loads((tmp_path / "H" / survivor / "train" / "train.json").read_text())
     assert train["status"] == "done" and train["epochs"] == 3 and train["epochs_requested"] == 3
     assert [e["epoch"] for e in train["epoch_records"]] == [1, 2, 3]  # one run continued, epoch 1 not trained twice
-    assert any("resuming" in line for line in logs)
+    assert sum("edgekit: training" in line for line in logs) == 2  # both to rung 1, then only continued
+    assert sum("edgekit: resuming" in line for line in logs) == 1
     assert doc["train_seconds_total"] >= train["wall_s"]

@@ -15,7 +15,7 @@ import re
 import statistics
 from pathlib import Path
 
-CV_STABLE = 0.05
+CV_STABLE = 0.10  # a shared 2-core CPU rarely holds 5 % between rounds of 30 images
 
 
 def _onnx_structure(path: Path) -> bytes:
@@ -37,17 +37,18 @@ def _onnx_structure(path: Path) -> bytes:
 
 
 def _ir_structure(xml: Path) -> bytes:
-    """The IR's layers and edges without rt_info and without where each constant sits in the .bin."""
+    """The IR's layers and edges without rt_info, layer names (the converter numbers them per session) and where
+    each constant sits in the .bin."""
     text = re.sub(r"<rt_info>.*?</rt_info>", "", xml.read_text(errors="replace"), flags=re.S)
-    return re.sub(r'\s(offset|size)="\d+"', "", text).encode()
+    return re.sub(r'\s(offset|size|name)="[^"]*"', "", text).encode()
 
 
 def graph_key(artifact, backend: str, precision: str, target: str) -> str:
     """sha256 of the artifact's structure without weight values, with backend, precision and target."""
     p = Path(artifact)
     if p.is_dir():
-        xmls = sorted(p.glob("*.xml"))
-        onnxs = sorted(p.glob("*.onnx"))
+        xmls = sorted(p.rglob("*.xml"))
+        onnxs = sorted(p.rglob("*.onnx"))
         p = xmls[0] if xmls else onnxs[0] if onnxs else p
     if p.suffix == ".onnx":
         body = _onnx_structure(p)
