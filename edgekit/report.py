@@ -87,20 +87,35 @@ def _paired_files(a: str, a_mtime: int, b: str, b_mtime: int) -> dict:
 
 
 def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict, dict]:
-    """(pick, best, comparisons): the fastest candidate not significantly worse than the best by > max_map_drop."""
+    """(pick, best, comparisons): the fastest candidate not significantly worse than the best by > max_map_drop.
+
+    Comparisons are made from the fastest down, only as far as the choice needs (each is a paired bootstrap).
+    """
     best = max(cands, key=lambda r: (r["map50_95"], r["fps_e2e"], -_cost(r)))
-    cmp = {}
-    for r in cands:
+    cmp: dict = {}
+
+    def acceptable(r) -> bool:
         if r is best:
-            continue
-        d = paired(best, r)
-        if d is None:  # no per-image matches: the point difference decides
-            diff = (best["map50_95"] - r["map50_95"]) * 100
-            d = {"diff": round(diff, 3), "ci": [diff, diff], "images": None}
-        cmp[id(r)] = d
-    ok = [r for r in cands if r is best or cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9]
-    pick = max(ok, key=lambda r: (r["fps_e2e"], -_cost(r), r["map50_95"]))
+            return True
+        if id(r) not in cmp:
+            d = paired(best, r)
+            if d is None:  # no per-image matches: the point difference decides
+                diff = (best["map50_95"] - r["map50_95"]) * 100
+                d = {"diff": round(diff, 3), "ci": [diff, diff], "images": None}
+            cmp[id(r)] = d
+        return cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9
+
+    order = sorted(cands, key=lambda r: -r["fps_e2e"])
+    top = next(r for r in order if acceptable(r))
+    fast = [r for r in order if _same_speed(r, top) and acceptable(r)]  # inside the speed noise: cost decides
+    pick = max(fast, key=lambda r: (-_cost(r), r["fps_e2e"], r["map50_95"]))
     return pick, best, cmp
+
+
+def _same_speed(r: dict, top: dict) -> bool:
+    """r's FPS is the top's, or below it by less than the larger of the two rows' round-to-round variation."""
+    tol = max(r.get("fps_cv") or 0.0, top.get("fps_cv") or 0.0)
+    return r["fps_e2e"] >= top["fps_e2e"] * (1 - tol) - 1e-9
 
 
 def _name(r: dict) -> str:
@@ -140,7 +155,7 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
     free_pick, free_best, _ = _choose(ok, max_map_drop, paired) if len(cands) < len(ok) else (pick, best, cmp)
     bound = [n for n, x in limits.items() if x is not None and any(
         n in r["misses"] for r in ok if r is free_pick or r["map50_95"] > best["map50_95"])]
-    rejected = [r for r in cands if r["fps_e2e"] > pick["fps_e2e"]]
+    rejected = [r for r in cands if r["fps_e2e"] > pick["fps_e2e"] and not _same_speed(pick, r)]
     bound_by = bound or (["max_map_drop"] if rejected else [])
     n_img = next((c["images"] for c in cmp.values() if c.get("images")), None)
     why = [f"{_name(pick)} gives mAP50-95 {pick['map50_95']:.3f}"
@@ -166,12 +181,15 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
             why.append(f"The most accurate artifact ({_name(best)}) reaches {best['map50_95']:.3f}; this one is "
                        f"{c['diff']:.2f} points lower (paired 95% interval [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]), "
                        f"not significantly more than the allowed {max_map_drop:g}, and it is the fastest such.")
-    same_speed = [r for r in cands if r is not pick and r["fps_e2e"] == pick["fps_e2e"]
-                  and (r is best or cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9)]
+    same_speed = [r for r in cands if r is not pick and _same_speed(r, pick if pick["fps_e2e"] >= r["fps_e2e"] else r)
+                  and (r is best or (id(r) in cmp and cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9))]
     if same_speed:
-        why.append(f"{len(same_speed)} other candidate(s) share its graph and speed measurement; the cheapest training "
-                   f"decided ({pick.get('train_wall_s') or 0:.0f} s, ${pick.get('cost_usd') or 0:.2f}).")
-    unresolved = [(r, cmp[id(r)]) for r in cands if r is not best and cmp[id(r)]["ci"][0] <= 0 <= cmp[id(r)]["ci"][1]
+        shared = sum(r["fps_e2e"] == pick["fps_e2e"] for r in same_speed)
+        why.append(f"{len(same_speed)} other candidate(s) are as fast within the measurement noise"
+                   + (f" ({shared} share its graph and speed measurement)" if shared else "")
+                   + f"; the cheapest training decided ({pick.get('train_wall_s') or 0:.0f} s, "
+                   f"${pick.get('cost_usd') or 0:.2f}).")
+    unresolved = [(r, cmp[id(r)]) for r in cands if id(r) in cmp and cmp[id(r)]["ci"][0] <= 0 <= cmp[id(r)]["ci"][1]
                   and abs(cmp[id(r)]["diff"]) > 1e-9 and cmp[id(r)].get("images")]
     if unresolved:
         from .eval.bootstrap import images_to_separate
@@ -180,7 +198,7 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
         need = images_to_separate(target["diff"], target["ci"], target["images"])
         out["val_images_needed"] = need
         why.append(f"The val split ({target['images']} images) is too small to separate {len(unresolved)} of the "
-                   f"candidates from the most accurate one" + (f"; about {need} val images would separate "
+                   f"{len(cmp)} candidate(s) compared from the most accurate one" + (f"; about {need} val images would separate "
                    f"a {abs(target['diff']):.2f}-point difference" if need else "") + ".")
     if bound:
         why.append("Bound by " + ", ".join(LIMITS[n][2].format(x=limits[n]) for n in bound) + ": it excluded "
@@ -315,8 +333,9 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latenc
                        zorder=2)
             ax.annotate(f"{r['strategy']} {SHORT.get(r['backend'], r['backend'])} {r['precision']}", (r[xkey], y),
                         fontsize=6, xytext=(4, 4), textcoords="offset points")
-        front = sorted(pareto_front(rows), key=lambda r: r["fps_e2e"])
+        front = pareto_front(rows)
         if front and all(r.get(xkey) is not None for r in front):
+            front = sorted(front, key=lambda r: r[xkey])
             ax.plot([r[xkey] for r in front], [r["map50_95"] for r in front], "--", color="gray", label="Pareto front")
         if rec and rec.get("artifact") and rec.get(xkey) is not None:
             ax.scatter([rec[xkey]], [rec["map50_95"]], s=420, facecolors="none", edgecolors="red", linewidths=2,
