@@ -107,9 +107,17 @@ def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict,
 
     order = sorted(cands, key=lambda r: -r["fps_e2e"])
     top = next(r for r in order if acceptable(r))
-    fast = [r for r in order if _same_speed(r, top) and acceptable(r)]  # inside the speed noise: cost decides
-    pick = max(fast, key=lambda r: (-_cost(r), r["fps_e2e"], r["map50_95"]))
+    fast = [r for r in order if _same_speed(r, top) and acceptable(r)]  # inside the speed noise
+    lead = max(fast, key=lambda r: (r["map50_95"], r["fps_e2e"]))
+    tied = [r for r in fast if r is lead or _tied(paired, lead, r)]  # and inside the mAP noise: cost decides
+    pick = max(tied, key=lambda r: (-_cost(r), r["map50_95"], r["fps_e2e"]))
     return pick, best, cmp
+
+
+def _tied(paired, a: dict, b: dict) -> bool:
+    """a is not significantly more accurate than b (paired interval of a - b reaches 0); without matches: equal."""
+    d = paired(a, b)
+    return d["ci"][0] <= 0 if d is not None else b["map50_95"] >= a["map50_95"]
 
 
 def _same_speed(r: dict, top: dict) -> bool:
@@ -187,8 +195,10 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
         shared = sum(r["fps_e2e"] == pick["fps_e2e"] for r in same_speed)
         why.append(f"{len(same_speed)} other candidate(s) are as fast within the measurement noise"
                    + (f" ({shared} share its graph and speed measurement)" if shared else "")
-                   + f"; the cheapest training decided ({pick.get('train_wall_s') or 0:.0f} s, "
-                   f"${pick.get('cost_usd') or 0:.2f}).")
+                   + ("; it is significantly more accurate than the cheaper one(s)."
+                      if any(_cost(r) < _cost(pick) for r in same_speed) else
+                      f"; the cheapest training decided ({pick.get('train_wall_s') or 0:.0f} s, "
+                      f"${pick.get('cost_usd') or 0:.2f})."))
     unresolved = [(r, cmp[id(r)]) for r in cands if id(r) in cmp and cmp[id(r)]["ci"][0] <= 0 <= cmp[id(r)]["ci"][1]
                   and abs(cmp[id(r)]["diff"]) > 1e-9 and cmp[id(r)].get("images")]
     if unresolved:

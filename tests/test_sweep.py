@@ -38,8 +38,11 @@ def test_rows_inside_the_paired_interval_are_tied_and_the_faster_wins(tmp_path):
 
 def test_equal_speed_goes_to_the_cheaper_training():
     rows = [_row("v8n", 320, "full", 0.400, 50, 20, cost=5.0), _row("v8n", 320, "head", 0.399, 50, 20, cost=1.0)]
-    rec = recommend(rows, max_map_drop=0.5, paired=lambda a, b: None)
+    tie = {"diff": 0.1, "ci": [-1.0, 1.2], "images": 100}
+    rec = recommend(rows, max_map_drop=0.5, paired=lambda a, b: tie)
     assert rec["strategy"] == "head" and "cheapest training decided" in rec["why"]
+    rec = recommend(rows, max_map_drop=0.5, paired=lambda a, b: {**tie, "ci": [0.05, 0.2]})
+    assert rec["strategy"] == "full"  # significantly more accurate at the same speed: cost does not decide
 
 
 ROWS = [_row("v8n", 640, "full", 0.50, 20, 48.0), _row("v8n", 320, "full", 0.44, 60, 15.0),
