@@ -260,10 +260,10 @@ class Job:
                  f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
         if not ok:
             cls = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in best.class_drops)
+            also = f"or a class more than {self.max_class_drop:g} " if self.max_class_drop is not None else ""
             err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
-                                    f"or a class more than {self.max_class_drop:g} "
-                                    f"(best: {best.label}, {best.drop_points:.2f}{cls}); sidecar marked FAILED, kept "
-                                    f"for inspection only (Engine refuses it without allow_failed=True)")
+                                    f"{also}(best: {best.label}, {best.drop_points:.2f}{cls}); sidecar marked FAILED, "
+                                    f"kept for inspection only (Engine refuses it without allow_failed=True)")
             err.result = res
             raise err
         return res
