@@ -85,7 +85,7 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     doc = read_sidecar(onnx_path)
     key = baseline_key(backend, device, ds, split, limit)
     cached = doc.get("accuracy", {}).get(key)
-    if cached and "per_class" in cached:
+    if cached:
         log(f"FP32 baseline on {backend} (cached in {onnx_path.with_suffix('.json').name}): "
             f"mAP50-95 {cached['map50_95']:.4f}")
         return cached
