@@ -1,4 +1,10 @@
-"""train-export: for each strategy, train -> export -> quantize/convert -> eval -> bench; then the table and the choice.
+"""train-export: for each trial (model x imgsz x strategy), train -> export -> quantize/convert -> eval; then speed
+once per graph, interleaved on the target; then the table, the constraints and the choice.
+
+A trial (edgekit.sweep.Trial) runs independently given this shared config and its stage-record folder
+(`Pipeline.run_trial`), so an executor may run trials elsewhere; speed is measured afterwards on the target, one
+measurement per graph (edgekit.sweep.speed). `--search halving` trains every trial to the first rung, keeps the best
+1/3 of each model x imgsz group, continues those from their checkpoint to the next rung, and so on.
 
 Every stage writes its output atomically and a small `<stage>.json` record of its inputs, keyed by content: the
 sha256 of every upstream file it consumes (dataset files, weights, best.pt, the ONNX, the artifact) and every option
@@ -18,14 +24,18 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
-from .io import atomic_write_json, atomic_write_text, sha256_file
+from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from .sweep.trial import Trial, model_name
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
+DEFAULT_IMGSZ = "256,320"  # two input sizes, so that the speed axis shows from the first run
+DEMO_STRATEGIES = "head,full"  # the bundled demo: 2 strategies x 2 sizes stay within ~8 min on 2 cores
 
 
 def split_strategies(text: str) -> list[str]:
@@ -43,6 +53,18 @@ def split_strategies(text: str) -> list[str]:
 
 def slug(strategy: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", strategy).strip("-")
+
+
+def split_list(text: str, what: str, cast=str) -> list:
+    """'a, b,,c' -> ['a', 'b', 'c'] (cast each); an empty list or a bad item is an EdgekitError naming the option."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        out = [cast(t) for t in items]
+    except ValueError:
+        raise EdgekitError(f"{what}: '{text}' is not a comma-separated list of {cast.__name__}s") from None
+    if not out:
+        raise EdgekitError(f"{what}: empty list")
+    return out
 
 
 @dataclass
@@ -82,6 +104,10 @@ def variants_for(target: str, backends: list[str], precisions: list[str] | None 
     return out
 
 
+class _RungDone(Exception):
+    """Raised from a training callback when a halving rung's epochs are done (train.json says 'interrupted')."""
+
+
 @dataclass
 class Pipeline:
     out: Path
@@ -89,26 +115,51 @@ class Pipeline:
     model: Path
     strategies: list[str]
     epochs: int = 3
-    imgsz: int = 320
+    imgsz: int | list = 320  # one size or a list: the sweep runs every size
     batch: int = 16
     target: str = "cpu"
     backends: list[str] = field(default_factory=lambda: ["openvino"])
     precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
+    max_class_drop: float | None = 3.0
     min_fps: float | None = None
+    max_latency_ms: float | None = None
     budget_usd: float | None = None
+    budget_hours: float | None = None
     gpu_hour_usd: float = 2.0
     calib_size: int = 300
     bench_iters: int = 30
+    bench_rounds: tuple = (3, 5)  # (min, max) interleaved rounds per graph
     seed: int = 0
     opset: int | None = None
     resume: bool = False
     retry_failed: bool = False
     trust_checkpoint: bool = False  # --model loads without the restricted-unpickler check
+    models: list | None = None  # several models; None: [model]
+    search: str = "grid"  # or "halving"
     log: object = print
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.models = [str(m) for m in (self.models or [self.model])]
+        names = [slug(Path(model_name(m)).stem) for m in self.models]
+        dup = next((m for m, n in zip(self.models, names) if names.count(n) > 1), None)
+        if dup is not None:
+            raise EdgekitError(f"--models: {dup}: two models would share the name '{Path(model_name(dup)).stem}' in "
+                               f"the report and the run folder; give them distinct file names")
+        self.imgszs = [int(x) for x in (self.imgsz if isinstance(self.imgsz, (list, tuple)) else [self.imgsz])]
+        if self.search not in ("grid", "halving"):
+            raise EdgekitError(f"--search: '{self.search}' is not one of grid, halving")
+
+    @property
+    def nested(self) -> bool:
+        """Several models or sizes: trial folders and labels name model and size."""
+        return len(self.models) > 1 or len(self.imgszs) > 1
+
+    def trials(self) -> list[Trial]:
+        return [Trial(m, z, s) for m in self.models for z in self.imgszs for s in self.strategies]
 
     def dataset(self):
         """The dataset, read and validated once per run: every stage gets this object, not the yaml path."""
@@ -154,9 +205,10 @@ class Pipeline:
             self._data_key = h.hexdigest()
         return self._data_key
 
-    def model_key(self) -> str:
+    def model_key(self, model=None) -> str:
         """sha256 of the starting weights (or architecture yaml) file, else its name (an Ultralytics yaml name)."""
-        return self.file_hash(self.model) if Path(self.model).is_file() else str(self.model)
+        model = self.model if model is None else model
+        return self.file_hash(model) if Path(model).is_file() else str(model)
 
     @property
     def _detail(self):
@@ -216,12 +268,13 @@ class Pipeline:
         atomic_write_json(record, doc)
         return result
 
-    # stages -----------------------------------------------------------------------------------
+    # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
         """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now)."""
-        if str(self.model).startswith("yolo_nas"):
-            raise EdgekitError(f"{self.model}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
-                               f"is 'edgekit train {self.model} --data DATA.yaml' (it exports the ONNX too)")
+        for m in self.models:
+            if str(m).startswith("yolo_nas"):
+                raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
+                                   f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
 
     def run(self) -> dict:
         self.check_model()
@@ -229,73 +282,145 @@ class Pipeline:
         for split in ("train", "val"):
             ds.samples(split)
         self.out.mkdir(parents=True, exist_ok=True)
+        trials, pruned, trained = self.trials(), [], {}
+        if self.search == "halving":
+            trials, pruned, trained = self.halve(trials)
         rows = []
-        for i, strategy in enumerate(self.strategies, 1):
-            self.log(f"=== strategy {i}/{len(self.strategies)}: {strategy}")
-            rows += self.run_strategy(strategy)
-        report = self.report(rows)
-        return report
+        for i, t in enumerate(trials, 1):
+            self.log(f"=== trial {i}/{len(trials)}: {t.label(self.nested)}")
+            rows += self.run_trial(t, trained.get(t))
+        self.measure_speed(rows)
+        return self.report(rows, pruned)
 
-    def run_strategy(self, strategy: str) -> list[dict]:
-        from .bench import run_bench
+    def train_inputs(self, t: Trial) -> dict:
+        from ._imports import tool_versions
+
+        device = "cpu" if not self.target.startswith("cuda") else self.target
+        return {"data": self.data_key(), "weights": self.model_key(t.model), "strategy": t.strategy,
+                "epochs": self.epochs, "imgsz": t.imgsz, "batch": self.batch, "seed": self.seed,
+                "device": device, "gpu_hour_usd": self.gpu_hour_usd, "versions": tool_versions("ultralytics", "torch")}
+
+    def train_trial(self, t: Trial, rung: int | None = None, resume: bool = False) -> dict:
+        """Train a trial to self.epochs, or (rung) stop after `rung` of them keeping last.pt; resume: from last.pt."""
+        from .train import train
+
+        tdir = t.folder(self.out, self.nested)
+        inputs = self.train_inputs(t)
+        device = inputs["device"]
+        final = rung is None or rung >= self.epochs
+        name = f"{t.label(self.nested)}: train" + ("" if final else f" to rung {rung}")
+        record = tdir / "stages" / ("train.json" if final else f"train@{rung}.json")
+        if not final:
+            inputs = {**inputs, "rung": rung}
+        ckpt = tdir / "train" / ("best.pt" if final else f"rung{rung}.pt")
+
+        def run():
+            from .train.record import read_train_json
+
+            callbacks = {} if final else {"on_fit_epoch_end": lambda tr: _stop_at(tr, rung)}
+            try:
+                doc = train(t.model, self.dataset(), strategy=t.strategy, epochs=self.epochs, imgsz=t.imgsz,
+                            batch=self.batch, device=device, out_dir=tdir / "train", seed=self.seed,
+                            gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
+                            trust_checkpoint=self.trust_checkpoint, resume=resume,
+                            **({"callbacks": callbacks} if callbacks else {}))
+            except _RungDone:
+                doc = read_train_json(tdir / "train")
+                with atomic_path(ckpt) as tmp:
+                    shutil.copy2(tdir / "train" / "last.pt", tmp)
+                recs = doc.get("epoch_records") or [{}]
+                doc = {**doc, "rung": rung, "map50_95": recs[-1].get("map50_95"), "map50": recs[-1].get("map50")}
+            return {k: v for k, v in doc.items() if k != "epoch_records"}
+
+        return self.stage(name, record, inputs, run, output=lambda r: ckpt)
+
+    def halve(self, trials: list[Trial]) -> tuple[list[Trial], list[dict], dict]:
+        """Successive halving over epochs within each model x imgsz group: (the trials left, the pruned ones, the
+        survivors' final train results)."""
+        from .sweep import rungs, survivors
+
+        alive, pruned, done = list(trials), [], {}
+        steps = rungs(self.epochs)
+        for i, r in enumerate(steps):
+            last = i == len(steps) - 1
+            self.log(f"=== halving rung {i + 1}/{len(steps)}: {len(alive)} trial(s) to {r} epoch(s)")
+            scores = {}
+            for t in alive:
+                if i:
+                    self._restore_rung(t, steps[i - 1])
+                done[t] = self.train_trial(t, None if last else r, resume=i > 0)
+                scores[t] = done[t].get("map50_95")
+                self.log(f"  {t.label(self.nested)}: mAP50-95 {scores[t] or 0:.4f} after {r} epoch(s)")
+            if last:
+                break
+            alive, out = survivors(scores, {t: t.group for t in alive})
+            for t in out:
+                pruned.append({"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy, "rung": r,
+                               "map50_95": scores[t], "train_wall_s": done[t].get("wall_s"),
+                               "cost_usd": done[t].get("cost_usd")})
+                self.log(f"  pruned {t.label(self.nested)} at rung {r} (mAP50-95 {scores[t] or 0:.4f})")
+        return alive, pruned, {t: done[t] for t in alive}
+
+    def _restore_rung(self, t: Trial, rung: int) -> None:
+        """Continue from the rung's own checkpoint: put it back as last.pt if a later, unfinished run moved it."""
+        tdir = t.folder(self.out, self.nested) / "train"
+        src, last = tdir / f"rung{rung}.pt", tdir / "last.pt"
+        if src.exists() and (not last.exists() or self.file_hash(src) != self.file_hash(last)):
+            with atomic_path(last) as tmp:
+                shutil.copy2(src, tmp)
+
+    def run_trial(self, t: Trial, tinfo: dict | None = None) -> list[dict]:
+        """Train (tinfo: the halving already did) -> export -> build and evaluate each backend/precision.
+
+        Rows come back without speed; `measure_speed` adds it. Each row keeps in `_bench` what to time.
+        """
         from .eval import evaluate
         from .export import export_onnx
-        from .train import train
 
         from ._imports import tool_versions
 
-        sdir = self.out / slug(strategy)
-        device = "cpu" if not self.target.startswith("cuda") else self.target
+        sdir = t.folder(self.out, self.nested)
+        label = t.label(self.nested)
         best = sdir / "train" / "best.pt"
-        tinfo = self.stage(f"{strategy}: train", sdir / "stages" / "train.json",
-                           {"data": self.data_key(), "weights": self.model_key(), "strategy": strategy,
-                            "epochs": self.epochs, "imgsz": self.imgsz, "batch": self.batch, "seed": self.seed,
-                            "device": device, "gpu_hour_usd": self.gpu_hour_usd,
-                            "versions": tool_versions("ultralytics", "torch")},
-                           lambda: train(self.model, self.dataset(), strategy=strategy, epochs=self.epochs,
-                                         imgsz=self.imgsz, batch=self.batch, device=device, out_dir=sdir / "train",
-                                         seed=self.seed, gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
-                                         trust_checkpoint=self.trust_checkpoint),
-                           output=lambda r: best)
-        onnx_path = Path(self.stage(f"{strategy}: export", sdir / "stages" / "export.json",
-                                    {"weights": self.file_hash(best), "imgsz": self.imgsz, "opset": self.opset,
+        tinfo = tinfo or self.train_trial(t)
+        onnx_path = Path(self.stage(f"{label}: export", sdir / "stages" / "export.json",
+                                    {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
                                      "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=self.imgsz, opset=self.opset,
+                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=t.imgsz, opset=self.opset,
                                                             log=self._detail, trust_checkpoint=self.trust_checkpoint)),
                                     output=Path))
         self.log(f"  trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s', 0):.0f} s, exported {onnx_path.name}")
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
-        fp32_map = None
         for v in variants_for(self.target, self.backends, self.precisions):
             name = f"{v.backend}-{v.precision}"
-            row = {"strategy": strategy, "backend": v.backend, "precision": v.precision,
-                   "train_wall_s": tinfo.get("wall_s"), "gpu_hours": tinfo.get("gpu_hours"),
+            row = {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy, "backend": v.backend,
+                   "precision": v.precision, "train_wall_s": tinfo.get("wall_s"), "gpu_hours": tinfo.get("gpu_hours"),
                    "cost_usd": tinfo.get("cost_usd"), "epochs": tinfo.get("epochs")}
             try:
-                built = self.stage(f"{strategy}: {name} build", sdir / "stages" / f"{name}.build.json",
+                built = self.stage(f"{label}: {name} build", sdir / "stages" / f"{name}.build.json",
                                    self.build_inputs(onnx_path, v), lambda v=v: self.build(onnx_path, v, sdir),
                                    output=lambda r: r["artifact"])
                 artifact = built["artifact"]
                 used = {"artifact": self.content_hash(artifact), "backend": v.backend, "target": self.target,
                         "versions": run_versions}
-                # a quantized artifact was already evaluated on the val split by its accuracy gate: reuse that
-                acc = self.stage(f"{strategy}: {name} eval", sdir / "stages" / f"{name}.eval.json",
-                                 {**used, "data": self.data_key()},
-                                 lambda a=artifact, v=v, b=built: b["accuracy"] or evaluate(
-                                     a, self.dataset(), backend=v.backend, device=self.target, progress=False))
-                bench = self.stage(f"{strategy}: {name} bench", sdir / "stages" / f"{name}.bench.json",
-                                   {**used, "iters": self.bench_iters},
-                                   lambda a=artifact, v=v: run_bench(a, device=self.target, backend=v.backend,
-                                                                     iters=self.bench_iters, warmup=5, log=self._detail))
-                e2e = bench["latency_ms"]["e2e"]
-                row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "eval_images": acc["images"],
-                            "latency_p50_ms": round(bench["latency_ms"]["infer"]["p50"], 3),
-                            "e2e_p50_ms": round(e2e["p50"], 3), "fps_e2e": round(bench["fps_e2e"], 2),
-                            "model_mb": bench.get("model_mb"), "artifact": artifact, "status": "ok"})
-                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f}, {bench['fps_e2e']:.1f} FPS end to end")
-                if v.precision == "fp32" and fp32_map is None:
-                    fp32_map = acc["map50_95"]
+                matches = sdir / "stages" / f"{name}.matches.npz"
+                # every row is evaluated here, the same way (a gate's own figure is not reused): its per-image
+                # matches feed the bootstrap interval and the paired comparisons of the recommendation
+                acc = self.stage(f"{label}: {name} eval", sdir / "stages" / f"{name}.eval.json",
+                                 {**used, "data": self.data_key(), "eval": "matches-v1"},
+                                 lambda a=artifact, v=v: evaluate(a, self.dataset(), backend=v.backend,
+                                                                  device=self.target, progress=False,
+                                                                  matches_path=matches),
+                                 output=lambda r: r["matches"])
+                row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "map50_95_ci": acc["map50_95_ci"],
+                            "per_class": acc["per_class"], "per_size": acc["per_size"], "eval_images": acc["images"],
+                            "matches": acc["matches"], "artifact": artifact, "status": "ok",
+                            "_bench": {"artifact": artifact, "backend": v.backend, "precision": v.precision,
+                                       "record": str(sdir / "stages" / f"{name}.bench.json"),
+                                       "name": f"{label}: {name} bench"}})
+                ci = acc["map50_95_ci"]
+                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
             except AccuracyGateError as e:
                 row.update({"status": "FAILED", "error": str(e), "artifact": None,
                             "gate": gate_figures(getattr(e, "result", None))})
@@ -306,6 +431,66 @@ class Pipeline:
             rows.append(row)
         return rows
 
+    # speed ------------------------------------------------------------------------------------
+    def bench_inputs(self, key: str, backend: str) -> dict:
+        from ._imports import tool_versions
+
+        return {"graph": key, "target": self.target, "iters": self.bench_iters, "rounds": list(self.bench_rounds),
+                "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
+
+    def measure_speed(self, rows: list[dict]) -> None:
+        """Time each distinct graph (rounds interleaved across graphs until stable) and give its rows the figures.
+
+        The first row of a graph owns its bench record; the other rows of that graph say whose measurement they show.
+        """
+        from .bench import run_bench
+        from .sweep.speed import graph_key, interleaved, one_round, summarize
+
+        owners: dict = {}
+        for r in rows:
+            b = r.pop("_bench", None)
+            if b is None:
+                continue
+            key = graph_key(b["artifact"], b["backend"], b["precision"], self.target)
+            owners.setdefault(key, {**b, "rows": []})["rows"].append(r)
+        done, todo = {}, []
+        for key, o in owners.items():
+            prev = self._done(o["name"], Path(o["record"]), self.bench_inputs(key, o["backend"]))
+            if prev is not None:
+                self._detail(f"[resume] {o['name']}: done, skipped")
+                done[key] = prev["result"]
+            else:
+                todo.append(key)
+        if todo:
+            self.log(f"timing {len(todo)} distinct graph(s), interleaved, {self.bench_rounds[0]}-{self.bench_rounds[1]} "
+                     f"rounds of {self.bench_iters} iterations")
+
+        def measure(key):
+            o = owners[key]
+            return one_round(run_bench(o["artifact"], device=self.target, backend=o["backend"],
+                                       iters=self.bench_iters, warmup=5, log=None))
+
+        for key in todo:
+            self._detail(f"[stage] {owners[key]['name']} ...")
+        rounds = interleaved(todo, measure, *self.bench_rounds, log=self._detail) if todo else {}
+        for key in todo:
+            o = owners[key]
+            done[key] = {**summarize(rounds[key]), "per_round": rounds[key]}
+            atomic_write_json(Path(o["record"]), {"stage": o["name"], "status": "done",
+                                                  "inputs": self.bench_inputs(key, o["backend"]),
+                                                  "result": done[key]})
+        for key, o in owners.items():
+            res = done[key]
+            for r in o["rows"]:
+                r.update({k: res[k] for k in ("latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv",
+                                              "model_mb")})
+                r.update({"e2e_p50_ms": res["latency_p50_ms"], "bench_rounds": res["rounds"],
+                          "bench_stable": res["stable"], "bench_graph": key[:12]})
+                if r is not o["rows"][0]:
+                    r["speed_shared_with"] = o["name"].rsplit(" bench", 1)[0]
+                self.log(f"  {r['model']}@{r['imgsz']} {r['strategy']} {r['backend']}-{r['precision']}: "
+                         f"{r['fps_e2e']:.1f} FPS end to end (cv {res['fps_cv'] if res['fps_cv'] is not None else '-'})")
+
     def build_inputs(self, onnx_path: Path, v: Variant) -> dict:
         """What a build's output depends on: the ONNX's content, the variant, the gate, the data and the recipe."""
         from ._imports import tool_versions
@@ -314,7 +499,7 @@ class Pipeline:
 
         recipe = recipe_for(read_sidecar(onnx_path).get("family")).path
         return {"onnx": self.file_hash(onnx_path), "variant": f"{v.backend}-{v.precision}", "target": self.target,
-                "max_map_drop": self.max_map_drop, "calib_size": self.calib_size, "data": self.data_key(),
+                "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop, "calib_size": self.calib_size, "data": self.data_key(),
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt")}
 
@@ -338,6 +523,7 @@ class Pipeline:
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
         res = quantize(onnx_path, self.dataset(), backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
                        calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
+                       max_class_drop=self.max_class_drop,
                        out_dir=sdir / f"{v.backend}_int8", force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
@@ -376,18 +562,26 @@ class Pipeline:
                              "source": "bf16 accuracy gate"}}
 
     # report -----------------------------------------------------------------------------------
-    def report(self, rows: list[dict]) -> dict:
+    def limits(self) -> dict:
+        return {"max_latency_ms": self.max_latency_ms, "min_fps": self.min_fps, "budget_usd": self.budget_usd,
+                "budget_hours": self.budget_hours}
+
+    def report(self, rows: list[dict], pruned: list | None = None) -> dict:
         from .report import add_speedups, pareto_png, recommend, render_markdown
 
         add_speedups(rows)
-        rec = recommend(rows, min_fps=self.min_fps, max_map_drop=self.max_map_drop, budget_usd=self.budget_usd)
-        doc = {"rows": rows, "recommendation": rec,
-               "config": {"data": str(self.data), "model": str(self.model), "strategies": self.strategies,
-                          "epochs": self.epochs, "imgsz": self.imgsz, "target": self.target, "backends": self.backends,
-                          "precisions": self.precisions, "max_map_drop": self.max_map_drop, "min_fps": self.min_fps,
-                          "budget_usd": self.budget_usd, "seed": self.seed}}
+        rec = recommend(rows, max_map_drop=self.max_map_drop, **self.limits())
+        trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
+        doc = {"rows": rows, "recommendation": rec, "pruned": list(pruned or []),
+               "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
+                                                                      for p in pruned or []), 1),
+               "config": {"data": str(self.data), "model": str(self.model), "models": self.models,
+                          "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
+                          "search": self.search, "target": self.target, "backends": self.backends,
+                          "precisions": self.precisions, "max_map_drop": self.max_map_drop,
+                          "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed}}
         atomic_write_json(self.out / "report.json", doc)
-        png = pareto_png(rows, self.out / "pareto.png", rec)
+        png = pareto_png(rows, self.out / "pareto.png", rec, max_latency_ms=self.max_latency_ms)
         atomic_write_text(self.out / "report.md", render_markdown(doc, png))
         return doc
 
@@ -398,3 +592,9 @@ def gate_figures(result: dict | None) -> dict | None:
         return None
     keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop")
     return {k: result[k] for k in keys if k in result}
+
+
+def _stop_at(trainer, rung: int) -> None:
+    """Training callback: end this run after `rung` epochs (last.pt and train.json are written by then)."""
+    if trainer.epoch + 1 >= rung:
+        raise _RungDone()

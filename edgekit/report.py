@@ -1,80 +1,238 @@
-"""The strategy table, its Pareto front, the recommendation and the picture."""
+"""The sweep's table, its Pareto front, hard limits, the recommendation (paired statistics) and the picture."""
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
-COLUMNS = [("strategy", "strategy"), ("backend", "backend"), ("precision", "prec"), ("train_wall_s", "train s"),
-           ("gpu_hours", "GPU-h"), ("cost_usd", "cost $"), ("map50", "mAP50"), ("map50_95", "mAP50-95"),
-           ("latency_p50_ms", "infer p50 ms"), ("e2e_p50_ms", "e2e p50 ms"), ("fps_e2e", "FPS e2e"),
-           ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
+COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("backend", "backend"),
+           ("precision", "prec"), ("train_wall_s", "train s"), ("cost_usd", "cost $"), ("map50", "mAP50"),
+           ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("infer_p50_ms", "infer p50 ms"),
+           ("latency_p50_ms", "e2e p50 ms"), ("latency_p90_ms", "e2e p90 ms"), ("fps_e2e", "FPS e2e"),
+           ("fps_cv", "FPS cv"), ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
 SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT"}
+# hard limits: name -> (row field, True when the row misses it, how to say it)
+LIMITS = {
+    "max_latency_ms": ("latency_p50_ms", lambda v, x: v > x, "e2e p50 latency {x:g} ms"),
+    "min_fps": ("fps_e2e", lambda v, x: v < x, "{x:g} FPS end to end"),
+    "budget_usd": ("cost_usd", lambda v, x: v > x, "training budget ${x:g}"),
+    "budget_hours": ("train_wall_s", lambda v, x: v / 3600 > x, "training budget {x:g} h"),
+}
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """FPS of each row over its strategy's FP32 ONNX Runtime row (the reference measured in the same run)."""
-    ref = {r["strategy"]: r["fps_e2e"] for r in rows
-           if r.get("status") == "ok" and r["backend"] == "onnxruntime" and r["precision"] == "fp32"}
+    """FPS of each row over its trial's FP32 ONNX Runtime row (the reference measured in the same run)."""
+    def trial(r):
+        return r.get("model"), r.get("imgsz"), r["strategy"]
+
+    ref = {trial(r): r["fps_e2e"] for r in rows
+           if r.get("status") == "ok" and r["backend"] == "onnxruntime" and r["precision"] == "fp32"
+           and r.get("fps_e2e")}
     for r in rows:
-        if r.get("status") == "ok" and ref.get(r["strategy"]):
-            r["speedup_vs_ref"] = round(r["fps_e2e"] / ref[r["strategy"]], 2)
+        if r.get("status") == "ok" and ref.get(trial(r)) and r.get("fps_e2e"):
+            r["speedup_vs_ref"] = round(r["fps_e2e"] / ref[trial(r)], 2)
 
 
 FORMATS = {"train_wall_s": "{:.0f}", "gpu_hours": "{:.3f}", "cost_usd": "{:.2f}", "map50": "{:.4f}",
-           "map50_95": "{:.4f}", "latency_p50_ms": "{:.1f}", "e2e_p50_ms": "{:.1f}", "fps_e2e": "{:.1f}",
-           "speedup_vs_ref": "{:.2f}", "model_mb": "{:.2f}"}
+           "map50_95": "{:.4f}", "infer_p50_ms": "{:.1f}", "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
+           "e2e_p50_ms": "{:.1f}", "fps_e2e": "{:.1f}", "fps_cv": "{:.3f}", "speedup_vs_ref": "{:.2f}",
+           "model_mb": "{:.2f}"}
 
 
 def _fmt(key: str, v) -> str:
     if v is None:
         return "-"
+    if key == "map50_95_ci" and isinstance(v, (list, tuple)):
+        return f"{v[0]:.3f}-{v[1]:.3f}"
     return FORMATS[key].format(v) if key in FORMATS and isinstance(v, (int, float)) else str(v)
+
+
+def _ok(rows):
+    return [r for r in rows if r.get("status") == "ok" and r.get("fps_e2e") is not None]
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Rows not beaten on both mAP50-95 and end-to-end FPS by another row."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+    ok = _ok(rows)
     return [r for r in ok if not any(o is not r and o["map50_95"] >= r["map50_95"] and o["fps_e2e"] >= r["fps_e2e"]
                                      and (o["map50_95"] > r["map50_95"] or o["fps_e2e"] > r["fps_e2e"]) for o in ok)]
 
 
-def recommend(rows: list[dict], min_fps=None, max_map_drop: float = 0.5, budget_usd=None) -> dict:
-    """The fastest artifact within max_map_drop points of the most accurate one, honouring FPS and budget limits."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+def mark_limits(rows: list[dict], **limits) -> None:
+    """Set each produced row's `misses`: the hard limits (max_latency_ms, min_fps, budget_usd, budget_hours) it misses."""
+    for r in rows:
+        if r.get("status") != "ok":
+            continue
+        r["misses"] = [name for name, x in limits.items() if x is not None and name in LIMITS
+                       and r.get(LIMITS[name][0]) is not None and LIMITS[name][1](r[LIMITS[name][0]], x)]
+
+
+def _cost(r) -> float:
+    return (r.get("cost_usd") or 0) or (r.get("train_wall_s") or 0) / 1e6  # wall time breaks ties when cost is 0
+
+
+def _paired(a: dict, b: dict) -> dict | None:
+    """mAP50-95 of a minus b in points with its paired bootstrap interval, from the rows' saved matches."""
+    if not (a.get("matches") and b.get("matches")) or not Path(a["matches"]).exists() or not Path(b["matches"]).exists():
+        return None
+    return _paired_files(a["matches"], Path(a["matches"]).stat().st_mtime_ns, b["matches"],
+                         Path(b["matches"]).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=4096)
+def _paired_files(a: str, a_mtime: int, b: str, b_mtime: int) -> dict:
+    """paired_diff of two saved matches files, once per (file, mtime) pair in a process."""
+    from .eval.bootstrap import Matches, paired_diff
+
+    return paired_diff(Matches.load(a), Matches.load(b))
+
+
+def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict, dict]:
+    """(pick, best, comparisons): the fastest candidate not significantly worse than the best by > max_map_drop.
+
+    Comparisons are made from the fastest down, only as far as the choice needs (each is a paired bootstrap).
+    """
+    best = max(cands, key=lambda r: (r["map50_95"], r["fps_e2e"], -_cost(r)))
+    cmp: dict = {}
+
+    def acceptable(r) -> bool:
+        if r is best:
+            return True
+        if id(r) not in cmp:
+            d = paired(best, r)
+            if d is None:  # no per-image matches: the point difference decides
+                diff = (best["map50_95"] - r["map50_95"]) * 100
+                d = {"diff": round(diff, 3), "ci": [diff, diff], "images": None}
+            cmp[id(r)] = d
+        return cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9
+
+    order = sorted(cands, key=lambda r: -r["fps_e2e"])
+    top = next(r for r in order if acceptable(r))
+    fast = [r for r in order if _same_speed(r, top) and acceptable(r)]  # inside the speed noise
+    lead = max(fast, key=lambda r: (r["map50_95"], r["fps_e2e"]))
+    tied = [r for r in fast if r is lead or _tied(paired, lead, r)]  # and inside the mAP noise: cost decides
+    pick = max(tied, key=lambda r: (-_cost(r), r["map50_95"], r["fps_e2e"]))
+    return pick, best, cmp
+
+
+def _tied(paired, a: dict, b: dict) -> bool:
+    """a is not significantly more accurate than b (paired interval of a - b reaches 0); without matches: equal."""
+    d = paired(a, b)
+    return d["ci"][0] <= 0 if d is not None else b["map50_95"] >= a["map50_95"]
+
+
+def _same_speed(r: dict, top: dict) -> bool:
+    """r's FPS is the top's, or below it by less than the larger of the two rows' round-to-round variation."""
+    tol = max(r.get("fps_cv") or 0.0, top.get("fps_cv") or 0.0)
+    return r["fps_e2e"] >= top["fps_e2e"] * (1 - tol) - 1e-9
+
+
+def _name(r: dict) -> str:
+    m = f"{r['model']}@{r['imgsz']} " if r.get("model") else ""
+    return f"{m}{r['strategy']}, {r['backend']} {r['precision']}"
+
+
+def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, min_fps=None, budget_usd=None,
+              budget_hours=None, paired=_paired) -> dict:
+    """The fastest artifact that meets every hard limit and whose mAP50-95 is not significantly (paired bootstrap)
+    worse than the best's by more than max_map_drop points; ties on speed go to the cheaper training.
+
+    bound_by: the hard limits that changed the choice (they excluded the pick or a more accurate row), else
+    ['max_map_drop'] when a faster row was turned down for accuracy, else [] (the fastest row of all).
+    """
+    limits = {"max_latency_ms": max_latency_ms, "min_fps": min_fps, "budget_usd": budget_usd,
+              "budget_hours": budget_hours}
+    mark_limits(rows, **limits)
+    ok = _ok(rows)
+    empty = {"model": None, "imgsz": None, "strategy": None, "backend": None, "precision": None, "artifact": None,
+             "bound_by": []}
     if not ok:
-        return {"strategy": None, "artifact": None, "why": "No artifact was produced successfully; see the rows' errors."}
-    notes = []
-    if budget_usd is not None:
-        within = [r for r in ok if (r.get("cost_usd") or 0) <= budget_usd]
-        if within:
-            if len(within) < len(ok):
-                notes.append(f"{len(ok) - len(within)} row(s) over the ${budget_usd:g} training budget were left out")
-            ok = within
+        return {**empty, "why": "No artifact was produced successfully; see the rows' errors."}
+    cands = [r for r in ok if not r.get("misses")]
+    if not cands:
+        said = []
+        for name, x in limits.items():
+            if x is not None and any(name in r["misses"] for r in ok):
+                field_ = LIMITS[name][0]
+                edge = (min if name != "min_fps" else max)(r[field_] for r in ok)
+                said.append(f"no artifact meets the {LIMITS[name][2].format(x=x)} (the best reaches {edge:.1f})"
+                            if name != "min_fps" else f"no artifact reaches {x:g} FPS end to end; the fastest is "
+                                                      f"{edge:.1f}")
+        return {**empty, "bound_by": [n for n, x in limits.items() if x is not None],
+                "why": "Nothing is recommended: " + "; ".join(said) + "."}
+    pick, best, cmp = _choose(cands, max_map_drop, paired)
+    free_pick, free_best, _ = _choose(ok, max_map_drop, paired) if len(cands) < len(ok) else (pick, best, cmp)
+    bound = [n for n, x in limits.items() if x is not None and any(
+        n in r["misses"] for r in ok if r is free_pick or r["map50_95"] > best["map50_95"])]
+    rejected = [r for r in cands if r["fps_e2e"] > pick["fps_e2e"] and not _same_speed(pick, r)]
+    bound_by = bound or (["max_map_drop"] if rejected else [])
+    n_img = next((c["images"] for c in cmp.values() if c.get("images")), None)
+    why = [f"{_name(pick)} gives mAP50-95 {pick['map50_95']:.3f}"
+           + (f" (95% CI {pick['map50_95_ci'][0]:.3f}-{pick['map50_95_ci'][1]:.3f})" if pick.get("map50_95_ci") else "")
+           + f" at {pick['fps_e2e']:.1f} FPS end to end"
+           + (f", e2e p50 {pick['latency_p50_ms']:.1f} ms" if pick.get("latency_p50_ms") is not None else "")
+           + " on the target."]
+    out = {}
+    if pick is best:
+        why.append("It is the most accurate artifact within the limits" + (
+            f"; the {len(rejected)} faster one(s) are significantly worse than it by more than the allowed "
+            f"{max_map_drop:g} points." if rejected else ", and the fastest."))
+    else:
+        c = cmp[id(pick)]
+        tied = c["ci"][0] <= 0 <= c["ci"][1]
+        out["tied"] = tied
+        if tied:
+            why.append(f"It is tied with the most accurate artifact ({_name(best)}, {best['map50_95']:.3f}): the "
+                       f"difference, {c['diff']:+.2f} points, lies inside the paired 95% interval [{c['ci'][0]:+.2f}, "
+                       f"{c['ci'][1]:+.2f}]" + (f" on {n_img} val images" if n_img else "") + ", so the faster/cheaper "
+                       "one wins.")
         else:
-            notes.append(f"no strategy trained within ${budget_usd:g}; the budget was ignored")
-    if min_fps is not None:
-        fast = [r for r in ok if r["fps_e2e"] >= min_fps]
-        if fast:
-            ok = fast
-        else:
-            notes.append(f"no artifact reaches {min_fps:g} FPS end to end; the fastest is "
-                         f"{max(r['fps_e2e'] for r in ok):.1f}")
-    best = max(ok, key=lambda r: r["map50_95"])
-    tol = max_map_drop / 100.0
-    near = [r for r in ok if r["map50_95"] >= best["map50_95"] - tol]
-    pick = max(near, key=lambda r: (r["fps_e2e"], r["map50_95"]))
-    why = (f"Strategy '{pick['strategy']}' exported to {pick['backend']} {pick['precision'].upper()} gives "
-           f"mAP50-95 {pick['map50_95']:.3f} at {pick['fps_e2e']:.1f} FPS end to end on the target. "
-           f"The most accurate artifact ({best['strategy']}, {best['backend']} {best['precision']}) reaches "
-           f"{best['map50_95']:.3f}; within the allowed drop of {max_map_drop:g} mAP points this one is the fastest"
-           f"{' of ' + str(len(near)) + ' candidates' if len(near) > 1 else ''}. Training took "
-           f"{pick.get('train_wall_s') or 0:.0f} s ({pick.get('gpu_hours') or 0:.3f} GPU-h, ${pick.get('cost_usd') or 0:.2f})"
-           + (". " + "; ".join(notes) + "." if notes else "."))
-    scratch = [r for r in rows if r.get("status") == "ok" and r["strategy"] == "scratch"]
+            why.append(f"The most accurate artifact ({_name(best)}) reaches {best['map50_95']:.3f}; this one is "
+                       f"{c['diff']:.2f} points lower (paired 95% interval [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]), "
+                       f"not significantly more than the allowed {max_map_drop:g}, and it is the fastest such.")
+    same_speed = [r for r in cands if r is not pick and _same_speed(r, pick if pick["fps_e2e"] >= r["fps_e2e"] else r)
+                  and (r is best or (id(r) in cmp and cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9))]
+    if same_speed:
+        shared = sum(r["fps_e2e"] == pick["fps_e2e"] for r in same_speed)
+        why.append(f"{len(same_speed)} other candidate(s) are as fast within the measurement noise"
+                   + (f" ({shared} share its graph and speed measurement)" if shared else "")
+                   + ("; it is significantly more accurate than the cheaper one(s)."
+                      if any(_cost(r) < _cost(pick) for r in same_speed) else
+                      f"; the cheapest training decided ({pick.get('train_wall_s') or 0:.0f} s, "
+                      f"${pick.get('cost_usd') or 0:.2f})."))
+    unresolved = [(r, cmp[id(r)]) for r in cands if id(r) in cmp and cmp[id(r)]["ci"][0] <= 0 <= cmp[id(r)]["ci"][1]
+                  and abs(cmp[id(r)]["diff"]) > 1e-9 and cmp[id(r)].get("images")]
+    if unresolved:
+        from .eval.bootstrap import images_to_separate
+
+        target = next((c for r, c in unresolved if r is pick), unresolved[0][1])
+        need = images_to_separate(target["diff"], target["ci"], target["images"])
+        out["val_images_needed"] = need
+        why.append(f"The val split ({target['images']} images) is too small to separate {len(unresolved)} of the "
+                   f"{len(cmp)} candidate(s) compared from the most accurate one" + (f"; about {need} val images would separate "
+                   f"a {abs(target['diff']):.2f}-point difference" if need else "") + ".")
+    if bound:
+        why.append("Bound by " + ", ".join(LIMITS[n][2].format(x=limits[n]) for n in bound) + ": it excluded "
+                   + f"{sum(1 for r in ok if r.get('misses'))} row(s)"
+                   + (f", including {_name(free_pick)} that would have been picked" if free_pick is not pick
+                      and free_pick.get("misses") else "")
+                   + (f" and the more accurate {_name(free_best)} ({free_best['map50_95']:.3f})"
+                      if free_best.get("misses") and free_best["map50_95"] > best["map50_95"] else "") + ".")
+    elif bound_by == ["max_map_drop"]:
+        why.append(f"Bound by the allowed mAP drop ({max_map_drop:g} points): {len(rejected)} faster row(s) are "
+                   f"significantly worse than that.")
+    missed = sum(1 for r in ok if r.get("misses"))
+    if missed and not bound:
+        why.append(f"{missed} row(s) miss a hard limit and were not considered; they would not have changed the choice.")
+    scratch = [r for r in ok if r["strategy"] == "scratch"]
     if scratch and pick["strategy"] != "scratch":
         s = max(scratch, key=lambda r: r["map50_95"])
-        why += f" Training from scratch with the same budget reached only mAP50-95 {s['map50_95']:.3f}."
-    return {"strategy": pick["strategy"], "backend": pick["backend"], "precision": pick["precision"],
-            "artifact": pick["artifact"], "map50_95": pick["map50_95"], "fps_e2e": pick["fps_e2e"], "why": why}
+        why.append(f"Training from scratch with the same budget reached only mAP50-95 {s['map50_95']:.3f}.")
+    why.append(f"Training took {pick.get('train_wall_s') or 0:.0f} s ({pick.get('gpu_hours') or 0:.3f} GPU-h, "
+               f"${pick.get('cost_usd') or 0:.2f}).")
+    return {"model": pick.get("model"), "imgsz": pick.get("imgsz"), "strategy": pick["strategy"],
+            "backend": pick["backend"], "precision": pick["precision"], "artifact": pick["artifact"],
+            "map50_95": pick["map50_95"], "map50_95_ci": pick.get("map50_95_ci"), "fps_e2e": pick["fps_e2e"],
+            "latency_p50_ms": pick.get("latency_p50_ms"), "bound_by": bound_by, **out, "why": " ".join(why)}
 
 
 def render_table(rows: list[dict]) -> str:
@@ -82,37 +240,75 @@ def render_table(rows: list[dict]) -> str:
     sep = "|" + "---|" * (len(COLUMNS) + 1)
     lines = [head, sep]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in COLUMNS) + f" | {r.get('status')} |")
+        status = r.get("status")
+        if r.get("misses"):
+            status = f"misses {', '.join(r['misses'])}"
+        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in COLUMNS) + f" | {status} |")
     return "\n".join(lines)
+
+
+def _segments(rows: list[dict]) -> list[str]:
+    """Per-size and per-class AP50-95 of each produced row, as a table."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("per_class") is not None]
+    if not ok:
+        return []
+    names = list(ok[0]["per_class"])
+    head = ["row", "small", "medium", "large"] + names
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in ok:
+        size = r.get("per_size") or {}
+        vals = [size.get(k) for k in ("small", "medium", "large")] + [r["per_class"].get(n) for n in names]
+        lines.append(f"| {_name(r)} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
+    return lines
 
 
 def render_markdown(doc: dict, png: Path | None) -> str:
     c, rec = doc["config"], doc["recommendation"]
-    n_eval = next((r["eval_images"] for r in doc["rows"] if r.get("eval_images")), None)
+    rows = doc["rows"]
+    n_eval = next((r["eval_images"] for r in rows if r.get("eval_images")), None)
+    models = c.get("models") or [c.get("model")]
+    limits = [LIMITS[n][2].format(x=c[n]) for n in LIMITS if c.get(n) is not None]
     parts = ["# edgekit train-export report", "",
-             f"data `{c['data']}`, model `{c['model']}`, {c['epochs']} epochs at {c['imgsz']} px, target `{c['target']}`, "
-             f"max mAP drop {c['max_map_drop']} points" + (f", min FPS {c['min_fps']}" if c.get("min_fps") else "") + "."
-             + (f" mAP on {n_eval} val images: with few images, differences of a point or two are noise." if n_eval else ""),
-             "",
-             render_table(doc["rows"]), "",
-             "FPS e2e: images/s through the whole pipeline (decode and letterbox in worker threads overlapping the "
-             "backend's own concurrent inference, then decode + NMS), batch 1. infer p50: inference-only latency of one "
-             "request; e2e p50: one image at a time, decode to detections. x ref: FPS e2e over the same strategy's FP32 "
-             "ONNX on ONNX Runtime, measured in the same run.", "",
-             "## Recommendation", "", rec["why"], ""]
+             f"data `{c['data']}`, model(s) {', '.join(f'`{m}`' for m in models)}, {c['epochs']} epochs at "
+             f"{c['imgsz']} px ({c.get('search', 'grid')} search), target `{c['target']}`, max mAP drop "
+             f"{c['max_map_drop']} points" + (f", hard limits: {'; '.join(limits)}" if limits else "") + "."
+             + (f" mAP on {n_eval} val images, with a per-image bootstrap 95% interval; differences inside the "
+                f"paired interval are ties." if n_eval else ""), ""]
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r.get("model"), r.get("imgsz")), []).append(r)
+    for (m, z), rs in groups.items():
+        if len(groups) > 1:
+            parts += [f"## {m} at {z} px", ""]
+        parts += [render_table(rs), ""]
+    parts += ["FPS e2e: images/s through the whole pipeline (decode and letterbox in worker threads overlapping the "
+              "backend's own concurrent inference, then decode + NMS), batch 1; the median of interleaved rounds "
+              "repeated until stable, FPS cv their coefficient of variation. e2e p50/p90: one image at a time, decode "
+              "to detections. Rows of the same graph (same model, size, backend and precision; weights differ) share "
+              "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime.", "",
+              "## Recommendation", "", rec["why"], ""]
     if rec.get("artifact"):
-        parts += [f"Artifact: `{rec['artifact']}`", ""]
+        parts += [f"Artifact: `{rec['artifact']}`" + (f" (bound by: {', '.join(rec['bound_by'])})"
+                                                      if rec.get("bound_by") else ""), ""]
     if png:
         parts += [f"![Pareto: mAP50-95 against end-to-end FPS]({png.name})", ""]
-    failed = [r for r in doc["rows"] if r.get("status") != "ok"]
+    seg = _segments(rows)
+    if seg:
+        parts += ["## Segments: AP50-95 by box size and by class", ""] + seg + [""]
+    if doc.get("pruned"):
+        parts += ["## Pruned by successive halving", ""] + [
+            f"- {p['model']}@{p['imgsz']} {p['strategy']}: at rung {p['rung']} epoch(s), mAP50-95 "
+            f"{p['map50_95'] if p['map50_95'] is not None else float('nan'):.4f}" for p in doc["pruned"]] + [""]
+    failed = [r for r in rows if r.get("status") != "ok"]
     if failed:
-        parts += ["## Not produced", ""] + [f"- {r['strategy']} {r['backend']} {r['precision']}: {r.get('error')}" for r in failed]
+        parts += ["## Not produced", ""] + [f"- {_name(r)}: {r.get('error')}" for r in failed]
     return "\n".join(parts) + "\n"
 
 
-def pareto_png(rows: list[dict], path: Path, rec: dict | None = None) -> Path | None:
-    """mAP50-95 against FPS, marker size from training cost (wall time when cost is 0), the front drawn."""
-    ok = [r for r in rows if r.get("status") == "ok"]
+def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latency_ms=None) -> Path | None:
+    """mAP50-95 (with its interval) against e2e FPS and against e2e p50 latency: marker per model, colour per imgsz,
+    size per training cost; the Pareto front; the latency budget as a line; the recommendation circled."""
+    ok = _ok(rows)
     if not ok:
         return None
     try:
@@ -127,29 +323,46 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None) -> Path | 
     use_cost = any((r.get("cost_usd") or 0) > 0 for r in ok)
     key = "cost_usd" if use_cost else "train_wall_s"
     top = max((r.get(key) or 0) for r in ok) or 1.0
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
-    strategies = sorted({r["strategy"] for r in ok})
-    cmap = plt.get_cmap("tab10")
-    markers = {"fp32": "o", "fp16": "s", "int8": "^"}
-    for r in ok:
-        color = cmap(strategies.index(r["strategy"]) % 10)
-        size = 60 + 500 * (r.get(key) or 0) / top
-        ax.scatter(r["fps_e2e"], r["map50_95"], s=size, color=color, marker=markers.get(r["precision"], "o"),
-                   alpha=0.75, edgecolors="black", linewidths=0.5)
-        ax.annotate(f"{SHORT.get(r['backend'], r['backend'])} {r['precision']}", (r["fps_e2e"], r["map50_95"]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
-    front = sorted(pareto_front(rows), key=lambda r: r["fps_e2e"])
-    ax.plot([r["fps_e2e"] for r in front], [r["map50_95"] for r in front], "--", color="gray", label="Pareto front")
-    if rec and rec.get("artifact"):
-        ax.scatter([rec["fps_e2e"]], [rec["map50_95"]], s=400, facecolors="none", edgecolors="red", linewidths=2,
-                   label="recommended")
-    for i, s in enumerate(strategies):
-        ax.scatter([], [], color=cmap(i % 10), label=s)
-    ax.set_xlabel("end-to-end FPS on the target (batch 1)")
-    ax.set_ylabel("mAP50-95 (val)")
-    ax.set_title(f"strategies: accuracy vs deploy speed (marker size: {'train cost' if use_cost else 'train time'})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    models = sorted({str(r.get("model")) for r in ok})
+    sizes = sorted({r.get("imgsz") or 0 for r in ok})
+    shapes = "os^Dvp*h"
+    cmap = plt.get_cmap("viridis" if len(sizes) > 2 else "tab10")
+    colour = {z: cmap(i / max(len(sizes) - 1, 1) if len(sizes) > 2 else i) for i, z in enumerate(sizes)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5), dpi=110, sharey=True)
+    for ax, xkey, xlabel in ((axes[0], "fps_e2e", "end-to-end FPS on the target (batch 1)"),
+                             (axes[1], "latency_p50_ms", "end-to-end p50 latency, ms (batch 1)")):
+        for r in ok:
+            if r.get(xkey) is None:
+                continue
+            y, ci = r["map50_95"], r.get("map50_95_ci")
+            if ci:
+                ax.errorbar(r[xkey], y, yerr=[[y - ci[0]], [ci[1] - y]], color="gray", alpha=0.5, lw=1, zorder=1)
+            ax.scatter(r[xkey], y, s=50 + 450 * (r.get(key) or 0) / top, color=colour[r.get("imgsz") or 0],
+                       marker=shapes[models.index(str(r.get("model"))) % len(shapes)], alpha=0.8,
+                       edgecolors="red" if r.get("misses") else "black", linewidths=1.5 if r.get("misses") else 0.5,
+                       zorder=2)
+            ax.annotate(f"{r['strategy']} {SHORT.get(r['backend'], r['backend'])} {r['precision']}", (r[xkey], y),
+                        fontsize=6, xytext=(4, 4), textcoords="offset points")
+        front = pareto_front(rows)
+        if front and all(r.get(xkey) is not None for r in front):
+            front = sorted(front, key=lambda r: r[xkey])
+            ax.plot([r[xkey] for r in front], [r["map50_95"] for r in front], "--", color="gray", label="Pareto front")
+        if rec and rec.get("artifact") and rec.get(xkey) is not None:
+            ax.scatter([rec[xkey]], [rec["map50_95"]], s=420, facecolors="none", edgecolors="red", linewidths=2,
+                       label="recommended", zorder=3)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    if max_latency_ms is not None:
+        axes[1].axvline(max_latency_ms, color="red", ls=":", label=f"latency budget {max_latency_ms:g} ms")
+    for i, m in enumerate(models):
+        axes[0].scatter([], [], marker=shapes[i % len(shapes)], color="white", edgecolors="black", label=m)
+    for z in sizes:
+        axes[0].scatter([], [], marker="s", color=colour[z], label=f"{z} px")
+    axes[0].set_ylabel("mAP50-95 (val, bootstrap 95% interval)")
+    axes[0].legend(fontsize=7, loc="best")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"accuracy vs deploy speed (marker: model, colour: input size, size: "
+                 f"{'train cost' if use_cost else 'train time'}; red edge: misses a hard limit)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

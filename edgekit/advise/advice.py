@@ -1,9 +1,12 @@
 """`advise`: is training from scratch worth it here, and which fine-tuning strategies to try."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..data import Dataset, load_dataset
 from ..data.profile import profile
-from .rule import choose, domain_verdict
+from .axes import box_fractions, domain_decided_by, suggest_imgsz, suggest_models
+from .rule import LARGE, SMALL, box_sizes, choose, domain_verdict
 
 SCRATCH_MIN_IMAGES = 200_000
 # Training-cost model (documented assumptions): a YOLOv8n-class model trains at ~250 images/s at 640 px on one
@@ -67,8 +70,20 @@ def advise(data, budget_usd: float | None = None, deadline_days: float | None = 
         reasons.append("freeze depth: " + ("deep (backbone frozen first) since pretrained features transfer well" if near
                                            else "shallow (unfreeze early) since the features must adapt to the new domain"
                                            if far else "medium: freeze the early layers, let the rest adapt"))
+    fr, native = box_fractions(ds)
+    sizes, tile, size_why = suggest_imgsz(fr, native)
+    models = suggest_models(target)
+    reasons.append("input sizes: " + "; ".join(size_why) + f" -> try {','.join(map(str, sizes))}")
+    med = float(np.median(box_sizes(ds))) if len(box_sizes(ds)) else 0.14
+    decided = domain_decided_by(dom, 0.25 if med < SMALL or med > LARGE else 0.0)
+    if decided != "frechet":
+        reasons.append(f"the Fréchet distance fell in the middle band, so the {decided} decided '{dom['closeness']}': "
+                       f"{overlap:.0%} of the class names are COCO's, but a shared name (an aerial-view 'car') need "
+                       f"not look like COCO's; weigh this")
+    args = f"--strategies {','.join(strategies)} --imgsz {','.join(map(str, sizes))} --models {','.join(models)}"
     return {"data": str(ds.source), "profile": prof, "domain": dom, "scratch_worth_it": scratch_ok, "verdict": verdict,
-            "strategies": strategies, "train_export_args": "--strategies " + ",".join(strategies), "reasons": reasons,
+            "strategies": strategies, "imgsz": sizes, "tiling": tile, "models": models, "domain_decided_by": decided,
+            "train_export_args": args, "reasons": reasons,
             "estimates": {"scratch_gpu_hours": round(scratch_h, 3), "finetune_gpu_hours": round(ft_h, 3),
                           "scratch_usd": round(scratch_usd, 2), "finetune_usd": round(ft_usd, 2), "gpu_hour_usd": gpu_hour_usd},
             "target": target}

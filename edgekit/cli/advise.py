@@ -30,10 +30,13 @@ def run(args):
     for prob in p["problems"]:
         say(f"  problem: {prob}")
     say(f"domain: Fréchet distance {r['domain']['frechet_distance']:.2f} to COCO ({r['domain']['band']}), "
-        f"{r['domain']['class_name_overlap_coco']:.0%} COCO class names")
+        f"{r['domain']['class_name_overlap_coco']:.0%} COCO class names"
+        + (f"; the {r['domain_decided_by']} decided the band" if r["domain_decided_by"] != "frechet" else ""))
     say(r["verdict"])
     for reason in r["reasons"]:
         say(f"  - {reason}")
+    say(f"input sizes to try: {', '.join(map(str, r['imgsz']))}" + ("  (tile the images: boxes are tiny)" if r["tiling"]
+                                                                   else "") + f"; models: {', '.join(r['models'])}")
     say(f"try: edgekit train-export --data {args.data} {r['train_export_args']}")
     emit_json(r, args.json)
     return 0

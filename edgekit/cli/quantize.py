@@ -17,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--calib-split", default="train", help="split to calibrate on (default train)")
     p.add_argument("--max-map-drop", type=float, default=0.5,
                    help="largest allowed mAP50-95 drop in points vs FP32 (0.5 = half a point; default 0.5)")
+    p.add_argument("--max-class-drop", type=float, default=3.0,
+                   help="also fail when a class with >= 20 val instances loses more than this many points (default 3.0)")
     p.add_argument("--eval-split", default="val", help="held-out split the gate evaluates on (default val)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images of the eval split")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
@@ -38,7 +40,8 @@ def run(args):
     try:
         config = QuantizeConfig(backend=args.backend, method=args.method, calib_size=args.calib_size,
                                 calib_split=args.calib_split, seed=args.seed, force=args.force,
-                                max_map_drop=args.max_map_drop, eval_split=args.eval_split,
+                                max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop,
+                                eval_split=args.eval_split,
                                 eval_limit=args.eval_limit, device=args.device, out_dir=args.output)
         res = quantize(args.model, args.data, config, log=log)
     except AccuracyGateError as e:

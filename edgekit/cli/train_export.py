@@ -1,25 +1,39 @@
 NAME = "train-export"
-HELP = "train several strategies, export, quantize, evaluate and benchmark each; report the table and a recommendation"
+HELP = ("train models x input sizes x strategies, export, quantize, evaluate and benchmark each; report the table and "
+        "a recommendation under latency/FPS/budget limits")
 
 
 def add_arguments(p):
     p.add_argument("--data", default=None, help="data.yaml (default: the bundled vehicles demo set)")
     p.add_argument("--model", default=None, help="pretrained weights (default: the bundled COCO YOLOv8n)")
+    p.add_argument("--models", default=None,
+                   help="several models, comma-separated: Ultralytics .pt weights or architecture .yaml files")
     p.add_argument("--strategies", default=None,
-                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full); a bare 'schedule' "
-                        "freezes the backbone for the first third of the epochs (at least 1), then trains everything")
+                   help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full; the bundled demo: "
+                        "scratch,head,full); a bare 'schedule' freezes the backbone for the first third of the epochs "
+                        "(at least 1), then trains everything")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--imgsz", default=None, help="input sizes, comma-separated (default 256,320)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--target", default="cpu", help="cpu or cuda:0")
     p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
                    "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
     p.add_argument("--precisions", default=None,
                    help="fp32,bf16,fp16,int8 (default fp32,bf16,int8; bf16 only where the target runs it)")
-    p.add_argument("--min-fps", type=float, default=None)
+    p.add_argument("--max-latency-ms", type=float, default=None,
+                   help="hard limit on the end-to-end p50 latency (batch 1) on the target: rows over it are never "
+                        "recommended")
+    p.add_argument("--min-fps", type=float, default=None, help="hard limit on end-to-end FPS")
     p.add_argument("--max-map-drop", type=float, default=0.5, help="mAP50-95 points (0.5 = half a point)")
-    p.add_argument("--budget-usd", type=float, default=None)
+    p.add_argument("--max-class-drop", type=float, default=3.0,
+                   help="the INT8 gate also fails when a class with >= 20 val boxes loses more AP50-95 points than "
+                        "this (default 3.0)")
+    p.add_argument("--budget-usd", type=float, default=None, help="hard limit on a row's training cost")
+    p.add_argument("--budget-hours", type=float, default=None, help="hard limit on a row's training wall time")
     p.add_argument("--gpu-hour-usd", type=float, default=2.0)
+    p.add_argument("--search", choices=("grid", "halving"), default="grid",
+                   help="grid: train every trial fully; halving: successive halving over epochs (rungs 1, 3, 9 for "
+                        "--epochs 9), keeping the best third of each model x imgsz group at each rung")
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--bench-iters", type=int, default=30)
     p.add_argument("--trust-checkpoint", action="store_true",
@@ -36,20 +50,29 @@ def run(args):
     from pathlib import Path
 
     from ..assets import demo_data, demo_weights
-    from ..pipeline import DEFAULT_STRATEGIES, Pipeline, split_strategies
+    from ..errors import EdgekitError
+    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, Pipeline, split_list, split_strategies
     from ..report import render_table
     from ._common import log, say
 
+    if args.model and args.models:
+        raise EdgekitError("--model and --models: give one of them (--models A,B includes the single-model case)")
+    models = split_list(args.models, "--models") if args.models else [args.model or str(demo_weights())]
+    imgsz = split_list(args.imgsz or DEFAULT_IMGSZ, "--imgsz", int)
+    if any(z < 32 or z % 32 for z in imgsz):
+        raise EdgekitError(f"--imgsz: {args.imgsz}: every size must be a positive multiple of 32")
+    demo = args.data is None
+    strategies = args.strategies or (DEMO_STRATEGIES if demo else DEFAULT_STRATEGIES)
     pipe = Pipeline(out=Path(args.output), data=Path(args.data) if args.data else demo_data(),
-                    model=Path(args.model) if args.model else demo_weights(),
-                    strategies=split_strategies(args.strategies or DEFAULT_STRATEGIES), epochs=args.epochs,
-                    imgsz=args.imgsz, batch=args.batch, target=args.target,
+                    model=Path(models[0]), models=models, strategies=split_strategies(strategies),
+                    epochs=args.epochs, imgsz=imgsz, batch=args.batch, target=args.target,
                     backends=[b.strip() for b in args.backends.split(",") if b.strip()],
                     precisions=[p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions
                     else None,
-                    max_map_drop=args.max_map_drop, min_fps=args.min_fps, budget_usd=args.budget_usd,
+                    max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
+                    max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
-                    seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
+                    search=args.search, seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
                     trust_checkpoint=args.trust_checkpoint)
     doc = pipe.run()
     say(render_table(doc["rows"]))

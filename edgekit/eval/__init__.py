@@ -1,4 +1,7 @@
-"""Evaluation: mAP of an artifact through Engine, with a maintained COCO evaluator; used by quantize, train and bench."""
+"""Evaluation: mAP of an artifact through Engine, with a maintained COCO evaluator; per-class and per-size AP and
+bootstrap intervals; used by quantize, train and bench."""
 from .accuracy import EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, check_classes, coco_map, evaluate
+from .bootstrap import Matches, bootstrap_ci, class_drops, images_to_separate, paired_diff
 
-__all__ = ["EVAL_CONF", "EVAL_IOU", "EVAL_MAX_DET", "check_classes", "coco_map", "evaluate"]
+__all__ = ["EVAL_CONF", "EVAL_IOU", "EVAL_MAX_DET", "check_classes", "coco_map", "evaluate", "Matches",
+           "bootstrap_ci", "class_drops", "images_to_separate", "paired_diff"]

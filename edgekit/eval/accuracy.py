@@ -10,6 +10,7 @@ from ..data import Dataset, load_dataset
 from ..runtime.images import read_image
 from ..errors import DataError, EdgekitError
 from ..runtime import Engine
+from .bootstrap import RESAMPLES, SEED, Matches, bootstrap_ci
 
 # Ultralytics' val settings, so that figures compare with `yolo val`
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.7, 300
@@ -46,7 +47,8 @@ def coco_map(gt_images: list[dict], gt_anns: list[dict], dets: np.ndarray, nc: i
                   "categories": [{"id": i, "name": str(i)} for i in range(nc)]}
     gt.createIndex()
     if len(dets) == 0:
-        return {"map50": 0.0, "map50_95": 0.0, "evaluator": lib}
+        return {"map50": 0.0, "map50_95": 0.0, "per_size": {"small": None, "medium": None, "large": None},
+                "evaluator": lib}
     dt = gt.loadRes(np.asarray(dets, np.float64))
     ev = COCOeval(gt, dt, "bbox")
     ev.params.maxDets = [1, 10, max_det]
@@ -54,15 +56,20 @@ def coco_map(gt_images: list[dict], gt_anns: list[dict], dets: np.ndarray, nc: i
     ev.accumulate()
     ev.summarize()
     s = ev.stats
-    return {"map50_95": max(float(s[0]), 0.0), "map50": max(float(s[1]), 0.0), "evaluator": lib}
+    size = {k: (round(float(v), 5) if v >= 0 else None) for k, v in zip(("small", "medium", "large"), s[3:6])}
+    return {"map50_95": max(float(s[0]), 0.0), "map50": max(float(s[1]), 0.0), "per_size": size, "evaluator": lib}
 
 
 def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: str | None = None,
              batch: int = 1, limit: int | None = None, skip_bad: bool = False, progress: bool = True,
-             engine: Engine | None = None, precision: str | None = None) -> dict:
-    """Run an artifact over a split through Engine and return {"map50", "map50_95", "images", ...}.
+             engine: Engine | None = None, precision: str | None = None, matches_path=None,
+             resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+    """Run an artifact over a split through Engine and return {"map50", "map50_95", "map50_95_ci", "per_class", ...}.
 
     precision: execution precision to ask the backend for (default: the artifact's own, fp32 for fp32/int8).
+    map50_95_ci: per-image bootstrap 95 % interval (`resamples` draws, fixed `seed`); per_class: AP50-95 by class name
+    (None where the split has no box of it), per_class_instances: its val boxes; per_size: COCO's small/medium/large AP.
+    matches_path: also save the per-image matches there (edgekit.eval.bootstrap.Matches), for paired comparisons.
     """
     _evaluator()  # a missing evaluator fails here, before any inference
     ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
@@ -119,8 +126,17 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
     if not images:
         raise EdgekitError(f"{ds.source}: no image of split '{split}' could be evaluated")
     wall = time.perf_counter() - t0
-    res = coco_map(images, anns, np.concatenate(rows) if rows else np.zeros((0, 7)), ds.nc)
-    return {"map50": round(res["map50"], 5), "map50_95": round(res["map50_95"], 5), "images": len(images),
+    dets = np.concatenate(rows) if rows else np.zeros((0, 7))
+    res = coco_map(images, anns, dets, ds.nc)
+    m = Matches.build(images, anns, dets, ds.nc)
+    if matches_path is not None:
+        m.save(matches_path)
+    ap, inst = m.class_ap(), m.ngt.sum(0)
+    return {"map50": round(res["map50"], 5), "map50_95": round(res["map50_95"], 5),
+            "map50_95_ci": bootstrap_ci(m, resamples, seed) if resamples else None,
+            "per_class": {ds.names[k]: (round(float(a), 5) if np.isfinite(a) else None) for k, a in enumerate(ap)},
+            "per_class_instances": {ds.names[k]: int(n) for k, n in enumerate(inst)}, "per_size": res["per_size"],
+            "matches": str(matches_path) if matches_path is not None else None, "images": len(images),
             "boxes": len(anns), "split": split, "data": str(ds.source), "artifact": str(engine.path),
             "backend": engine.backend_name, "device": device, "precision": engine.meta.precision,
             "precision_executed": precision_done, "evaluator": res["evaluator"],

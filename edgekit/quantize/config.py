@@ -16,6 +16,7 @@ class QuantizeConfig:
     seed: int = 0
     force: bool = False
     max_map_drop: float | None = 0.5
+    max_class_drop: float | None = 3.0  # mAP50-95 points any class with >= 20 val instances may lose
     eval_split: str = "val"
     eval_limit: int | None = None
     device: str | None = None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..eval import evaluate
+from ..eval import class_drops, evaluate
 from ..data import Dataset, load_dataset
 from ..data.calibration import CalibrationSet, calibration_set
 from ..errors import AccuracyGateError, ArtifactError, DataError
@@ -45,6 +45,7 @@ class Attempt:
     build_s: float = 0.0
     eval_s: float = 0.0
     precision_executed: str | None = None
+    class_drops: list = field(default_factory=list)  # [(class, points)] over --max-class-drop: fails the gate
 
     def summary(self) -> dict:
         return {"attempt": self.label, "method": self.method, "precision": self.precision,
@@ -107,7 +108,7 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     r = evaluate(onnx_path, ds, split=split, limit=limit, backend=backend, device=device, precision="fp32",
                  progress=False)
     res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "device", "precision_executed",
-                             "evaluator")}
+                             "evaluator", "per_class", "per_class_instances")}
     res["data"] = str(ds.source)
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**doc, key: res})
@@ -135,6 +136,7 @@ class Job:
         self.config, backend = config, config.backend
         self.backend, self.method, self.max_map_drop = backend, config.method, max_map_drop
         self.eval_split, self.eval_limit, self.log, self.device = eval_split, config.eval_limit, log, device
+        self.max_class_drop: float | None = config.max_class_drop  # points, for classes with >= 20 instances
         self.ds = data if isinstance(data, Dataset) else load_dataset(data)
         if len(self.fp32["names"]) != self.ds.nc:
             raise DataError(self.ds.source, f"dataset has {self.ds.nc} classes but {self.onnx.name} has "
@@ -203,6 +205,10 @@ class Job:
         a.map50, a.map50_95, a.precision_executed = r["map50"], r["map50_95"], r.get("precision_executed")
         a.drop_points = (self.baseline["map50_95"] - a.map50_95) * 100
         a.passed = self.gate_ok(a.drop_points)
+        if self.max_map_drop is not None and self.max_class_drop is not None:  # a collapsed class fails it too
+            a.class_drops = class_drops(self.baseline.get("per_class"), r.get("per_class"),
+                                        self.baseline.get("per_class_instances"), max_drop=self.max_class_drop)
+            a.passed = a.passed and not a.class_drops
         self.attempts.append(a)
         limit = "no gate" if self.max_map_drop is None else f"max {self.max_map_drop:g}"
         self.log(f"[{self.backend} {len(self.attempts)}] {label}: mAP50-95 {a.map50_95:.4f} vs FP32 "
@@ -268,9 +274,11 @@ class Job:
         self.log(f"{status}: {artifact} ({best.precision}, {best.label}), mAP50-95 {best.map50_95:.4f} "
                  f"(FP32 {self.baseline['map50_95']:.4f}, drop {best.drop_points:+.2f} points)")
         if not ok:
+            cls = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in best.class_drops)
+            also = f"or a class more than {self.max_class_drop:g} " if self.max_class_drop is not None else ""
             err = AccuracyGateError(f"{artifact}: every attempt lost more than {self.max_map_drop:g} mAP50-95 points "
-                                    f"(best: {best.label}, {best.drop_points:.2f}); sidecar marked FAILED, kept "
-                                    f"for inspection only (Engine refuses it without allow_failed=True)")
+                                    f"{also}(best: {best.label}, {best.drop_points:.2f}{cls}); sidecar marked FAILED, "
+                                    f"kept for inspection only (Engine refuses it without allow_failed=True)")
             err.result = res
             raise err
         return res
