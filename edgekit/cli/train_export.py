@@ -10,7 +10,7 @@ def add_arguments(p):
                    help="several models, comma-separated: Ultralytics .pt weights or architecture .yaml files")
     p.add_argument("--strategies", default=None,
                    help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full; the bundled demo: "
-                        "scratch,head,full); a bare 'schedule' freezes the backbone for the first third of the epochs "
+                        "head,full); a bare 'schedule' freezes the backbone for the first third of the epochs "
                         "(at least 1), then trains everything")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", default=None, help="input sizes, comma-separated (default 256,320)")
