@@ -1,7 +1,7 @@
 """Issue F's measurements on Vehicles-OpenImages: models x input sizes x strategies under a latency budget, and
 successive halving against the full grid. Writes benchmarks/results/F_sweep.md (and DIR/F_sweep.json).
 
-    python benchmarks/sweep_vehicles.py --data /work/shared/data/vehicles_openimages/data.yaml -o runs/F
+    python benchmarks/sweep_vehicles.py --data ../shared/data/vehicles_openimages/data.yaml -o runs/F
     python benchmarks/sweep_vehicles.py --data ... --reduced -o runs/F-reduced   # minutes: proves the script
 
 Part 1 (`--part budget`): `train-export --models yolov8n_coco.pt,yolo11n_coco.pt --imgsz 320,640 --strategies
