@@ -335,8 +335,8 @@ def load_checkpoint(path, trust: bool = False, map_location="cpu", shown=None):
     shown = shown or path
     if not path.is_file():
         raise ArtifactError(f"{shown}: checkpoint file not found")
-    if trust:
-        return torch.load(str(path), map_location=map_location, weights_only=False)
+    if trust:  # the user vouched for this file (--trust-checkpoint): full unpickling, only on that opt-in
+        return torch.load(str(path), map_location=map_location, weights_only=not trust)
     blob = path.read_bytes()  # scan and load the same bytes, whatever happens to the file meanwhile
     extra = []
     for data in _pickles(io.BytesIO(blob), shown):
