@@ -524,10 +524,15 @@ class Pipeline:
         res = quantize(onnx_path, self.dataset(), backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
                        calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
                        max_class_drop=self.max_class_drop,
-                       out_dir=sdir / f"{v.backend}_int8", force=True, log=self._detail)
+                       out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
+
+    @staticmethod
+    def int8_dir(sdir: Path, backend: str) -> Path:
+        """Where a trial's INT8 job of `backend` writes (its artifact, and the FP32-baseline cache bf16 shares)."""
+        return sdir / f"{backend}_int8"
 
     def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
         """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
@@ -539,7 +544,9 @@ class Pipeline:
         folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
                                   log=self._detail)
         ds = self.dataset()
-        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target, sdir / BASELINE_FILE)
+        # the same cache file as the OpenVINO INT8 job of this trial: its FP32 baseline is evaluated once
+        base = fp32_baseline(onnx_path, ds, "val", None, self._detail, "openvino", self.target,
+                             self.int8_dir(sdir, "openvino") / BASELINE_FILE)
         acc = evaluate(folder, ds, backend="openvino", device=self.target, progress=False)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         passed = drop <= self.max_map_drop + 1e-9
