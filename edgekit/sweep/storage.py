@@ -128,7 +128,8 @@ class Storage:
             try:
                 fs, base = pafs.FileSystem.from_uri(self.uri)
             except (ArrowException, ValueError, OSError) as e:  # ArrowInvalid, a missing libjvm, no network...
-                raise _bad(_display(self.uri), f"pyarrow.fs cannot open it: {_one_line(e)}") from e
+                reason = _one_line(e).replace(self.uri, _display(self.uri))  # pyarrow may quote the URI, secrets too
+                raise _bad(_display(self.uri), f"pyarrow.fs cannot open it: {reason}") from e
             base = base.rstrip("/")
             if not base:
                 raise _bad(_display(self.uri), "the URI names no bucket or folder")
