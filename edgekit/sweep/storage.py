@@ -1,4 +1,4 @@
-"""Where a distributed sweep keeps artifacts and stage records: a shared folder, or a pyarrow.fs URI behind local mirrors.
+"""Where a distributed sweep keeps artifacts and stage records: a shared folder, or a pyarrow.fs URI behind mirrors.
 
 A local path is a folder every node sees at the same path (a shared mount): tasks read and write it directly and
 pull/push do nothing. A URI (s3://, gs://, hdfs://, file://, ...) is mirrored into a node-local folder whose path is
@@ -141,7 +141,7 @@ class Storage:
         return f"{self._base}/{rel}" if rel else self._base
 
     def pull(self, rel: str = "", *, prune: bool = False) -> Path:
-        """Bring <storage>/<rel> (a file or a folder) into the mirror; return its local path (absent remotely: no error).
+        """Bring <storage>/<rel> (a file or a folder) into the mirror; return its local path (none remotely: no error).
 
         prune=True also deletes local files under rel that the storage does not have (only for a folder no other
         task on this node writes at the same time).
@@ -185,7 +185,7 @@ class Storage:
         return local
 
     def push(self, rel: str = "") -> None:
-        """Upload mirror/<rel> (a file or a folder) to the storage, each file atomically; nothing is deleted remotely."""
+        """Upload mirror/<rel> (a file or a folder) to the storage, each file atomically; nothing deleted remotely."""
         rel = _check_rel(rel)
         if not self.is_remote:
             return
@@ -220,7 +220,7 @@ class Storage:
                 os.utime(tmp, ns=(tmp.stat().st_atime_ns, info.mtime_ns))
 
     def _upload(self, src: Path, dst: str, info) -> None:
-        """Write one local file to dst (temp name, then move, where moves exist); stamp the local file with the result."""
+        """Write one local file to dst (temp name, then move, where moves exist); stamp the local file with its time."""
         fs = self._fs
         pafs = _pyarrow_fs()
         if info is not None and info.type == pafs.FileType.File and _same(src.stat(), info):
