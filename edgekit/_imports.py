@@ -10,6 +10,8 @@ from .errors import MissingDependency
 
 # module -> (pip extra, distribution names that provide it)
 KNOWN = {
+    "ray": ("ray", ("ray",)),
+    "pyarrow": ("ray", ("pyarrow",)),
     "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")),
     "openvino": ("openvino", ("openvino", "openvino-nightly")),
     "nncf": ("openvino-quantize", ("nncf",)),

@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +139,10 @@ class Pipeline:
     models: list | None = None  # several models; None: [model]
     search: str = "grid"  # or "halving"
     log: object = print
+    executor: object = None  # edgekit.sweep.executor.LocalExecutor when None (tasks in this process)
+    storage: object = None  # edgekit.sweep.storage.Storage holding `out` for every node; None: `out` itself
+    report_dir: Path | None = None  # where report.{md,json} and pareto.png go (None: out)
+    run_id: str | None = None  # set by run(): a retried task skips the stages this run already finished
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
@@ -218,7 +223,7 @@ class Pipeline:
     # stage records ----------------------------------------------------------------------------
     def _done(self, name: str, record: Path, inputs: dict) -> dict | None:
         """The record to reuse on resume: same inputs, and an intact output (or a recorded gate failure)."""
-        if not (self.resume and record.exists()):
+        if not record.exists():
             return None
         try:
             doc = json.loads(record.read_text())
@@ -226,8 +231,11 @@ class Pipeline:
             return None
         if not isinstance(doc, dict) or doc.get("inputs") != inputs:
             return None
+        same_run = self.run_id is not None and doc.get("run") == self.run_id  # a retried task of this run
+        if not (self.resume or same_run):
+            return None
         if doc.get("status") == "FAILED":
-            return None if self.retry_failed else doc
+            return None if self.retry_failed and not same_run else doc
         produced = doc.get("produced")
         if produced:
             p = Path(produced["path"])
@@ -257,16 +265,33 @@ class Pipeline:
             result = fn()
         except AccuracyGateError as e:
             atomic_write_json(record, {"stage": name, "status": "FAILED", "inputs": inputs, "error": str(e),
-                                       "gate": gate_figures(getattr(e, "result", None)),
+                                       "gate": gate_figures(getattr(e, "result", None)), "run": self.run_id,
                                        "seconds": round(time.perf_counter() - t, 2)})
+            self.push(record.parent.parent)
             raise
-        doc = {"stage": name, "status": "done", "inputs": inputs, "result": result,
+        doc = {"stage": name, "status": "done", "inputs": inputs, "result": result, "run": self.run_id,
                "seconds": round(time.perf_counter() - t, 2)}
         if output is not None:
             p = Path(output(result))
             doc["produced"] = {"path": str(p), "sha256": self.content_hash(p)}
         atomic_write_json(record, doc)
+        self.push(record.parent.parent)
         return result
+
+    # storage ----------------------------------------------------------------------------------
+    def rel(self, path) -> str:
+        """A path under the run folder, relative to it (the name it has in the storage)."""
+        return Path(path).relative_to(self.out).as_posix()
+
+    def push(self, folder: Path) -> None:
+        """Upload a trial folder to a remote storage after a stage (nothing to do for a shared folder)."""
+        if self.storage is not None and self.storage.is_remote:
+            self.storage.push(self.rel(folder))
+
+    def pull(self, path: Path) -> None:
+        """Bring a trial folder (or an artifact) from a remote storage into this node's mirror."""
+        if self.storage is not None and self.storage.is_remote:
+            self.storage.pull(self.rel(path))
 
     # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
@@ -277,20 +302,102 @@ class Pipeline:
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
 
     def run(self) -> dict:
+        from .sweep.executor import LocalExecutor
+
         self.check_model()
         ds = self.dataset()  # validate before spending any time
         for split in ("train", "val"):
             ds.samples(split)
         self.out.mkdir(parents=True, exist_ok=True)
-        trials, pruned, trained = self.trials(), [], {}
-        if self.search == "halving":
-            trials, pruned, trained = self.halve(trials)
-        rows = []
-        for i, t in enumerate(trials, 1):
-            self.log(f"=== trial {i}/{len(trials)}: {t.label(self.nested)}")
-            rows += self.run_trial(t, trained.get(t))
+        self.run_id = self.run_id or uuid.uuid4().hex
+        self.executor = self.executor or LocalExecutor()
+        trials = self.trials()
+        rows, pruned, failed = self.execute(trials)
         self.measure_speed(rows)
-        return self.report(rows, pruned)
+        doc = self.report(rows + [failed_row(t, e) for t, e in failed.items()], pruned)
+        if failed:
+            t, e = next(iter(failed.items()))
+            self.log(f"{len(failed)} of {len(trials)} trial(s) failed; the report lists them")
+            raise e.cause if e.cause is not None and isinstance(e.cause, EdgekitError) else SweepFailed(
+                f"{len(failed)} of {len(trials)} trial(s) failed; first: {t.label(self.nested)}: {e.error}")
+        return doc
+
+    def task_pipeline(self) -> "Pipeline":
+        """The copy of this config that tasks receive: itself in this process, else without the executor and the
+        console (a Ray worker logs to its own log file)."""
+        from .sweep.executor import LocalExecutor
+
+        if type(self.executor) is LocalExecutor:
+            return self
+        from dataclasses import replace
+
+        return replace(self, executor=None, log=_task_log)
+
+    def execute(self, trials: list[Trial]) -> tuple[list[dict], list[dict], dict]:
+        """Train (grid, or halving rungs within each model x imgsz group, promoted as each group's rung completes),
+        then export/build/evaluate each trained trial, through the executor; (rows, pruned, trial -> TaskFailed)."""
+        from .sweep import rungs, survivors
+
+        ex, task = self.executor, self.task_pipeline()
+        steps = rungs(self.epochs) if self.search == "halving" else [self.epochs]
+        pending, rows, failed, pruned, trained = {}, {}, {}, [], {}
+        alive = {}
+        for t in trials:
+            alive.setdefault(t.group, []).append(t)
+        scores: dict = {g: {} for g in alive}
+
+        def train(t, i):
+            last = i == len(steps) - 1
+            h = ex.submit("train", _task_train, task, t, None if last else steps[i], i > 0,
+                          steps[i - 1] if i else None)
+            pending[h] = ("train", t, i)
+
+        if len(steps) > 1:
+            self.log(f"=== halving: rungs {steps} epoch(s), {len(trials)} trial(s) in {len(alive)} model x imgsz "
+                     f"group(s)")
+        for t in trials:
+            train(t, 0)
+        n_done = 0
+        while pending:
+            h, (ok, value) = ex.wait(list(pending))
+            kind, t, i = pending.pop(h)
+            label = t.label(self.nested)
+            if not ok:
+                failed[t] = value
+                self.log(f"  {label}: {kind} failed: {value.error}")
+                self._detail(value.detail)
+            elif kind == "trial":
+                rows[t] = value
+                n_done += 1
+                self.log(f"=== trial {n_done}/{len(trials)} done: {label} ({len(value)} row(s))")
+            elif i == len(steps) - 1:
+                trained[t] = value
+                self.log(f"  {label}: trained {value.get('epochs')} epochs in {value.get('wall_s') or 0:.0f} s"
+                         + (f" (resumed after epoch {value['resumed_from_epoch']})"
+                            if value.get("resumed_from_epoch") else ""))
+                pending[ex.submit("trial", _task_trial, task, t, value)] = ("trial", t, i)
+            else:
+                scores[t.group][t] = value.get("map50_95")
+                self.log(f"  {label}: mAP50-95 {value.get('map50_95') or 0:.4f} after {steps[i]} epoch(s)")
+                trained[t] = value
+            if kind != "train" or i == len(steps) - 1:
+                continue
+            g = t.group
+            alive[g] = [x for x in alive[g] if x not in failed]
+            if any(x not in scores[g] for x in alive[g]):
+                continue  # the group's rung is not complete yet
+            keep, out = survivors(scores[g], {x: g for x in scores[g]}) if scores[g] else ([], [])
+            for x in out:
+                pruned.append({"model": model_name(x.model), "imgsz": x.imgsz, "strategy": x.strategy,
+                               "rung": steps[i], "map50_95": scores[g][x], "train_wall_s": trained[x].get("wall_s"),
+                               "cost_usd": trained[x].get("cost_usd")})
+                self.log(f"  pruned {x.label(self.nested)} at rung {steps[i]} (mAP50-95 {scores[g][x] or 0:.4f})")
+            alive[g], scores[g] = keep, {}
+            for x in keep:
+                train(x, i + 1)
+        order = {t: k for k, t in enumerate(trials)}
+        return ([r for t in sorted(rows, key=order.get) for r in rows[t]], pruned,
+                {t: failed[t] for t in sorted(failed, key=order.get)})
 
     def train_inputs(self, t: Trial) -> dict:
         from ._imports import tool_versions
@@ -314,15 +421,22 @@ class Pipeline:
             inputs = {**inputs, "rung": rung}
         ckpt = tdir / "train" / ("best.pt" if final else f"rung{rung}.pt")
 
+        started = record.with_name(record.stem + ".started.json")
+
         def run():
             from .train.record import read_train_json
 
             callbacks = {} if final else {"on_fit_epoch_end": lambda tr: _stop_at(tr, rung)}
+            # a retried task (its worker died) or a --resume after a crash continues from the last finished epoch
+            again = not resume and self._started(started, inputs) and (tdir / "train" / "last.pt").exists()
+            done_epochs = len(read_train_json(tdir / "train").get("epoch_records") or []) if again else 0
+            atomic_write_json(started, {"stage": name, "status": "started", "inputs": inputs, "run": self.run_id})
+            self.push(tdir)
             try:
                 doc = train(t.model, self.dataset(), strategy=t.strategy, epochs=self.epochs, imgsz=t.imgsz,
                             batch=self.batch, device=device, out_dir=tdir / "train", seed=self.seed,
                             gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
-                            trust_checkpoint=self.trust_checkpoint, resume=resume,
+                            trust_checkpoint=self.trust_checkpoint, resume=resume or (again and done_epochs > 0),
                             **({"callbacks": callbacks} if callbacks else {}))
             except _RungDone:
                 doc = read_train_json(tdir / "train")
@@ -330,36 +444,19 @@ class Pipeline:
                     shutil.copy2(tdir / "train" / "last.pt", tmp)
                 recs = doc.get("epoch_records") or [{}]
                 doc = {**doc, "rung": rung, "map50_95": recs[-1].get("map50_95"), "map50": recs[-1].get("map50")}
+            if again and done_epochs:
+                doc = {**doc, "resumed_from_epoch": done_epochs}
             return {k: v for k, v in doc.items() if k != "epoch_records"}
 
         return self.stage(name, record, inputs, run, output=lambda r: ckpt)
 
-    def halve(self, trials: list[Trial]) -> tuple[list[Trial], list[dict], dict]:
-        """Successive halving over epochs within each model x imgsz group: (the trials left, the pruned ones, the
-        survivors' final train results)."""
-        from .sweep import rungs, survivors
-
-        alive, pruned, done = list(trials), [], {}
-        steps = rungs(self.epochs)
-        for i, r in enumerate(steps):
-            last = i == len(steps) - 1
-            self.log(f"=== halving rung {i + 1}/{len(steps)}: {len(alive)} trial(s) to {r} epoch(s)")
-            scores = {}
-            for t in alive:
-                if i:
-                    self._restore_rung(t, steps[i - 1])
-                done[t] = self.train_trial(t, None if last else r, resume=i > 0)
-                scores[t] = done[t].get("map50_95")
-                self.log(f"  {t.label(self.nested)}: mAP50-95 {scores[t] or 0:.4f} after {r} epoch(s)")
-            if last:
-                break
-            alive, out = survivors(scores, {t: t.group for t in alive})
-            for t in out:
-                pruned.append({"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy, "rung": r,
-                               "map50_95": scores[t], "train_wall_s": done[t].get("wall_s"),
-                               "cost_usd": done[t].get("cost_usd")})
-                self.log(f"  pruned {t.label(self.nested)} at rung {r} (mAP50-95 {scores[t] or 0:.4f})")
-        return alive, pruned, {t: done[t] for t in alive}
+    def _started(self, marker: Path, inputs: dict) -> bool:
+        """Whether a training with these inputs was started before by this run (or any run, with --resume)."""
+        try:
+            doc = json.loads(marker.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return doc.get("inputs") == inputs and (self.resume or doc.get("run") == self.run_id)
 
     def _restore_rung(self, t: Trial, rung: int) -> None:
         """Continue from the rung's own checkpoint: put it back as last.pt if a later, unfinished run moved it."""
@@ -374,10 +471,10 @@ class Pipeline:
 
         Rows come back without speed; `measure_speed` adds it. Each row keeps in `_bench` what to time.
         """
+        from ._imports import tool_versions
         from .eval import evaluate
         from .export import export_onnx
-
-        from ._imports import tool_versions
+        from .sweep.speed import graph_key
 
         sdir = t.folder(self.out, self.nested)
         label = t.label(self.nested)
@@ -419,6 +516,7 @@ class Pipeline:
                             "_bench": {"artifact": artifact, "backend": v.backend, "precision": v.precision,
                                        "record": str(sdir / "stages" / f"{name}.bench.json"),
                                        "name": f"{label}: {name} bench"}})
+                row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.target)
                 ci = acc["map50_95_ci"]
                 self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
             except AccuracyGateError as e:
@@ -429,6 +527,13 @@ class Pipeline:
                 row.update({"status": "error", "error": str(e), "artifact": None})
                 self.log(f"  {name}: error: {e}")
             rows.append(row)
+        doc = {"format": ROWS_FORMAT, "root": str(self.out.resolve()),
+               "trial": {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy},
+               "data": self.data_key(), "target": self.target, "rows": rows}
+        path = sdir / "stages" / "rows.json"
+        if _json_or_none(path) != json.loads(json.dumps(doc)):  # resumed with nothing new: left untouched
+            atomic_write_json(path, doc)
+            self.push(sdir)
         return rows
 
     # speed ------------------------------------------------------------------------------------
@@ -443,16 +548,17 @@ class Pipeline:
 
         The first row of a graph owns its bench record; the other rows of that graph say whose measurement they show.
         """
-        from .bench import run_bench
-        from .sweep.speed import graph_key, interleaved, one_round, summarize
+        from .sweep.speed import interleaved, summarize
 
         owners: dict = {}
         for r in rows:
             b = r.pop("_bench", None)
             if b is None:
                 continue
-            key = graph_key(b["artifact"], b["backend"], b["precision"], self.target)
-            owners.setdefault(key, {**b, "rows": []})["rows"].append(r)
+            owners.setdefault(b["graph"], {**b, "rows": []})["rows"].append(r)
+        if self.storage is not None and self.storage.is_remote:
+            for o in owners.values():  # the records written by other nodes, for resume and for the report
+                self.pull(Path(o["record"]).parent)
         done, todo = {}, []
         for key, o in owners.items():
             prev = self._done(o["name"], Path(o["record"]), self.bench_inputs(key, o["backend"]))
@@ -465,27 +571,30 @@ class Pipeline:
             self.log(f"timing {len(todo)} distinct graph(s), interleaved, {self.bench_rounds[0]}-{self.bench_rounds[1]} "
                      f"rounds of {self.bench_iters} iterations")
 
-        def measure(key):
+        task = self.task_pipeline()
+
+        def measure(key):  # one round at a time: the next is submitted when this one has returned
             o = owners[key]
-            return one_round(run_bench(o["artifact"], device=self.target, backend=o["backend"],
-                                       iters=self.bench_iters, warmup=5, log=None))
+            return self.executor.run("bench", _task_bench, task, o["artifact"], o["backend"])
 
         for key in todo:
             self._detail(f"[stage] {owners[key]['name']} ...")
         rounds = interleaved(todo, measure, *self.bench_rounds, log=self._detail) if todo else {}
         for key in todo:
             o = owners[key]
-            done[key] = {**summarize(rounds[key]), "per_round": rounds[key]}
-            atomic_write_json(Path(o["record"]), {"stage": o["name"], "status": "done",
+            nodes = sorted({r["bench_node"] for r in rounds[key]})
+            done[key] = {**summarize(rounds[key]), "per_round": rounds[key], "bench_node": ",".join(nodes)}
+            atomic_write_json(Path(o["record"]), {"stage": o["name"], "status": "done", "run": self.run_id,
                                                   "inputs": self.bench_inputs(key, o["backend"]),
                                                   "result": done[key]})
+            self.push(Path(o["record"]).parent.parent)
         for key, o in owners.items():
             res = done[key]
             for r in o["rows"]:
                 r.update({k: res[k] for k in ("latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv",
                                               "model_mb")})
                 r.update({"e2e_p50_ms": res["latency_p50_ms"], "bench_rounds": res["rounds"],
-                          "bench_stable": res["stable"], "bench_graph": key[:12]})
+                          "bench_stable": res["stable"], "bench_graph": key[:12], "bench_node": res.get("bench_node")})
                 if r is not o["rows"][0]:
                     r["speed_shared_with"] = o["name"].rsplit(" bench", 1)[0]
                 self.log(f"  {r['model']}@{r['imgsz']} {r['strategy']} {r['backend']}-{r['precision']}: "
@@ -574,23 +683,33 @@ class Pipeline:
                 "budget_hours": self.budget_hours}
 
     def report(self, rows: list[dict], pruned: list | None = None) -> dict:
-        from .report import add_speedups, pareto_png, recommend, render_markdown
+        config = {"data": str(self.data), "model": str(self.model), "models": self.models,
+                  "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
+                  "search": self.search, "target": self.target, "backends": self.backends,
+                  "precisions": self.precisions, "max_map_drop": self.max_map_drop,
+                  "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed}
+        extra = {"executor": self.executor.describe()} if self.executor is not None else {}
+        return write_report(self.report_dir or self.out, rows, pruned, config, self.max_map_drop, self.limits(),
+                            extra)
 
-        add_speedups(rows)
-        rec = recommend(rows, max_map_drop=self.max_map_drop, **self.limits())
-        trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
-        doc = {"rows": rows, "recommendation": rec, "pruned": list(pruned or []),
-               "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
-                                                                      for p in pruned or []), 1),
-               "config": {"data": str(self.data), "model": str(self.model), "models": self.models,
-                          "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
-                          "search": self.search, "target": self.target, "backends": self.backends,
-                          "precisions": self.precisions, "max_map_drop": self.max_map_drop,
-                          "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed}}
-        atomic_write_json(self.out / "report.json", doc)
-        png = pareto_png(rows, self.out / "pareto.png", rec, max_latency_ms=self.max_latency_ms)
-        atomic_write_text(self.out / "report.md", render_markdown(doc, png))
-        return doc
+
+def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict, max_map_drop: float, limits: dict,
+                 extra: dict | None = None) -> dict:
+    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`."""
+    from .report import add_speedups, pareto_png, recommend, render_markdown
+
+    add_speedups(rows)
+    rec = recommend(rows, max_map_drop=max_map_drop, **limits)
+    trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
+    doc = {"rows": rows, "recommendation": rec, "pruned": list(pruned or []),
+           "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
+                                                                  for p in pruned or []), 1),
+           "config": config, **(extra or {})}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", doc)
+    png = pareto_png(rows, out / "pareto.png", rec, max_latency_ms=limits.get("max_latency_ms"))
+    atomic_write_text(out / "report.md", render_markdown(doc, png))
+    return doc
 
 
 def gate_figures(result: dict | None) -> dict | None:
@@ -605,3 +724,56 @@ def _stop_at(trainer, rung: int) -> None:
     """Training callback: end this run after `rung` epochs (last.pt and train.json are written by then)."""
     if trainer.epoch + 1 >= rung:
         raise _RungDone()
+
+
+ROWS_FORMAT = "edgekit-trial-rows/1"  # stages/rows.json: a trial's rows before speed (what report --merge reads)
+
+
+class SweepFailed(EdgekitError):
+    """Some trials failed (after retries); the report was written and lists them."""
+
+
+def failed_row(t: Trial, e) -> dict:
+    """The report's row for a trial whose training or export failed: its error, no artifact."""
+    return {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy, "backend": "-", "precision": "-",
+            "status": "error", "error": e.error, "artifact": None}
+
+
+def _task_log(msg: str) -> None:
+    """The log of a task in a Ray worker: its stdout, which Ray keeps in the worker's log file."""
+    print(msg, flush=True)
+
+
+def _task_train(pipe: Pipeline, t: Trial, rung: int | None, resume: bool, restore: int | None) -> dict:
+    """Executor task: train a trial (to a rung, or fully), continuing from the previous rung's checkpoint."""
+    sdir = t.folder(pipe.out, pipe.nested)
+    pipe.pull(sdir)
+    if restore is not None:
+        pipe._restore_rung(t, restore)
+    return pipe.train_trial(t, rung, resume)
+
+
+def _task_trial(pipe: Pipeline, t: Trial, tinfo: dict) -> list[dict]:
+    """Executor task: export, build and evaluate each backend/precision of a trained trial."""
+    pipe.pull(t.folder(pipe.out, pipe.nested))
+    return pipe.run_trial(t, tinfo)
+
+
+def _task_bench(pipe: Pipeline, artifact: str, backend: str) -> dict:
+    """Executor task: one timing round of an artifact on this node's device; says which node it ran on."""
+    from .bench import run_bench
+    from .sweep.executor import node_name
+    from .sweep.speed import one_round
+
+    pipe.pull(Path(artifact))
+    res = one_round(run_bench(artifact, device=pipe.target, backend=backend, iters=pipe.bench_iters, warmup=5,
+                              log=None))
+    return {**res, "bench_node": node_name()}
+
+
+def _json_or_none(path: Path):
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

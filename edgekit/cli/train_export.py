@@ -44,6 +44,20 @@ def add_arguments(p):
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume: build again the artifacts that failed their accuracy gate (skipped otherwise)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: every task in this process (default); ray: trials' stages as Ray tasks on a cluster "
+                        "(pip install 'edgekit[ray]')")
+    p.add_argument("--ray-address", default=None,
+                   help="the Ray cluster to join (host:port or 'auto'); default: start a one-node Ray here")
+    p.add_argument("--bench-resource", default=None,
+                   help="Ray custom resource that marks the target device's node (e.g. jetson0): bench tasks run "
+                        "only there, one at a time; default: the node this command runs on")
+    p.add_argument("--storage", default=None,
+                   help="with --executor ray: where artifacts and stage records go, seen by every node: a shared "
+                        "folder or a pyarrow.fs URI (s3://bucket/run, gs://, hdfs://, file://); default: -o. The "
+                        "report is written to -o")
+    p.add_argument("--task-cpus", type=float, default=1.0,
+                   help="with --executor ray: CPUs each train/export task reserves (Ray sets its thread count)")
 
 
 def run(args):
@@ -62,8 +76,10 @@ def run(args):
     if any(z < 32 or z % 32 for z in imgsz):
         raise EdgekitError(f"--imgsz: {args.imgsz}: every size must be a positive multiple of 32")
     demo = args.data is None
+    executor, storage, out = sweep_place(args)
     strategies = args.strategies or (DEMO_STRATEGIES if demo else DEFAULT_STRATEGIES)
-    pipe = Pipeline(out=Path(args.output), data=Path(args.data) if args.data else demo_data(),
+    data = Path(args.data) if args.data else demo_data()
+    pipe = Pipeline(out=out, data=data.absolute() if args.executor == "ray" else data,
                     model=Path(models[0]), models=models, strategies=split_strategies(strategies),
                     epochs=args.epochs, imgsz=imgsz, batch=args.batch, target=args.target,
                     backends=[b.strip() for b in args.backends.split(",") if b.strip()],
@@ -73,10 +89,35 @@ def run(args):
                     max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
                     search=args.search, seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
-                    trust_checkpoint=args.trust_checkpoint)
-    doc = pipe.run()
+                    trust_checkpoint=args.trust_checkpoint, executor=executor, storage=storage,
+                    report_dir=Path(args.output))
+    try:
+        doc = pipe.run()
+    finally:
+        executor.close()
     say(render_table(doc["rows"]))
     say()
     say(doc["recommendation"]["why"])
-    say(f"\nwrote {pipe.out / 'report.md'}, {pipe.out / 'report.json'}, {pipe.out / 'pareto.png'}")
+    out = Path(args.output)
+    say(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'pareto.png'}")
     return 0
+
+
+def sweep_place(args):
+    """(executor, storage or None, run folder) from --executor, --ray-address, --bench-resource, --storage."""
+    from pathlib import Path
+
+    from ..errors import EdgekitError
+    from ..sweep.executor import make_executor
+
+    if args.executor == "local":
+        if args.storage:
+            raise EdgekitError("--storage: needs --executor ray (the local executor writes to -o)")
+        return make_executor("local", args.ray_address, args.bench_resource), None, Path(args.output)
+    from ..sweep.storage import Storage
+
+    storage = Storage(args.storage) if args.storage else None
+    out = storage.root if storage else Path(args.output).absolute()  # Ray workers do not share our cwd
+    gpu = str(args.target).startswith("cuda")
+    return (make_executor("ray", args.ray_address, args.bench_resource, gpu=gpu, task_cpus=args.task_cpus,
+                          verbose=bool(getattr(args, "verbose", False))), storage, out)
