@@ -142,6 +142,20 @@ def test_ddp_worker_without_plan_differs(launched, tmp_path):
     assert worker["rewarm"] == [] != parent["rewarm"]
 
 
+def test_ddp_worker_without_plan_in_callbacks_stops(ul, monkeypatch):
+    """A worker whose callbacks carry no plan (Ultralytics changed how it rebuilds) stops instead of training vanilla."""
+    from types import SimpleNamespace
+
+    from edgekit.errors import EdgekitError
+    from edgekit.train.ddp import adopt_plan
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(EdgekitError) as e:
+        adopt_plan(SimpleNamespace(callbacks={"on_train_start": [print]}, plan=None))
+    assert str(e.value).startswith("DDP worker (LOCAL_RANK 1): the strategy plan did not arrive with the trainer's "
+                                   "callbacks (Ultralytics 8.4")
+
+
 def _one_worker_ddp(monkeypatch):
     """Make train() take Ultralytics' DDP route on CPU: one torch.distributed.run worker (its device is the CPU)."""
     import edgekit.train.ddp  # noqa: F401
@@ -213,7 +227,8 @@ REC = {"epoch": 1, "train_s": 1.0, "loss": 2.0, "trainable_params": 10, "frozen_
 
 @pytest.mark.parametrize("results, message", [
     (None, "the DDP workers exited without results from rank 0"),
-    ({"records": [], "applied": [], "metrics": None, "finished": False}, "rank 0 of the DDP run finished no validated epoch"),
+    ({"records": [], "applied": [], "metrics": None, "finished": False},
+     "rank 0 of the DDP run finished no validated epoch"),
     ({"records": [{k: v for k, v in REC.items() if not k.startswith("map")}], "applied": [], "metrics": None,
       "finished": True}, "finished no validated epoch"),
 ])
@@ -276,6 +291,28 @@ def test_ddp_without_cloudpickle_names_package_and_extra(ul, tmp_path, coco8, we
               **QUIET)
     assert str(e.value).startswith("multi-GPU training needs cloudpickle>=3.1.1") and str(e.value).endswith(message)
     assert "\n" not in str(e.value)
+
+
+def test_bad_input_ddp_callback_that_cannot_reach_workers(ul, tmp_path, coco8, weights, monkeypatch):
+    """A callback the workers cannot unpickle (here it holds a lock): one line naming it, before any launch."""
+    import threading
+
+    from edgekit.errors import EdgekitError
+    from edgekit.train import train
+
+    lock = threading.Lock()
+
+    def locked(trainer):
+        with lock:
+            pass
+
+    _one_worker_ddp(monkeypatch)
+    with pytest.raises(EdgekitError) as e:
+        train(weights, coco8, "full", epochs=1, imgsz=IMGSZ, batch=BATCH, device="cpu", out_dir=tmp_path / "r",
+              callbacks={"on_train_start": locked}, **QUIET)
+    assert str(e.value) == ("multi-GPU training: callback test_bad_input_ddp_callback_that_cannot_reach_workers."
+                            "<locals>.locked (on_train_start) cannot be sent to the DDP workers: "
+                            "cannot pickle '_thread.lock' object")
 
 
 @pytest.mark.parametrize("device, name", [("0,1", "ddp"), ("cuda:0,1", "ddp"), ("0", "run"), ("cpu", "run")])

@@ -58,9 +58,24 @@ def require_cloudpickle() -> None:
 
 
 def before_launch(trainer) -> None:
-    """Parent side, before Ultralytics writes the DDP file: check cloudpickle, drop an earlier run's results."""
+    """Parent side, before Ultralytics writes the DDP file: cloudpickle, picklable callbacks, no stale results."""
     require_cloudpickle()
+    check_callbacks(trainer.callbacks)
     results_path(trainer).unlink(missing_ok=True)
+
+
+def check_callbacks(callbacks: dict) -> None:
+    """One-line EdgekitError naming the callback that cannot be pickled for the workers (with the plan, the log)."""
+    import cloudpickle
+
+    for event, fns in callbacks.items():
+        for fn in fns:
+            try:
+                cloudpickle.dumps(fn)
+            except Exception as e:  # pickling fails with TypeError, PicklingError, AttributeError... alike
+                name = getattr(fn, "__qualname__", repr(fn))
+                raise EdgekitError(f"multi-GPU training: callback {name} ({event}) cannot be sent to the DDP "
+                                   f"workers: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def results_path(trainer) -> Path:
@@ -89,9 +104,9 @@ def adopt_plan(trainer) -> None:
     if plan is None:
         import ultralytics
 
-        raise EdgekitError(f"DDP worker (LOCAL_RANK {os.environ.get('LOCAL_RANK')}): the strategy plan did not arrive with the trainer's callbacks "
-                           f"(Ultralytics {ultralytics.__version__} rebuilds its workers differently than edgekit "
-                           f"expects); train on one device")
+        raise EdgekitError(f"DDP worker (LOCAL_RANK {os.environ.get('LOCAL_RANK')}): the strategy plan did not "
+                           f"arrive with the trainer's callbacks (Ultralytics {ultralytics.__version__} rebuilds "
+                           f"its workers differently than edgekit expects); train on one device")
     trainer.plan = plan
     if records():
         trainer.add_callback("on_fit_epoch_end", write_results)

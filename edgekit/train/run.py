@@ -277,7 +277,7 @@ def prepare(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int 
             gpu_hour_usd: float = 2.0, cpu_hour_usd: float = 0.0, workers: int = 0, backbone_lr_mult: float = 1.0,
             log=print, callbacks: dict | None = None, skip_bad: bool = False, trust_checkpoint: bool = False,
             **overrides) -> "Job | dict":
-    """Everything train() does before Ultralytics trains (same arguments): a Job, or the train.json of a finished run."""
+    """What train() does before Ultralytics trains (same arguments): a Job, or the train.json of a finished run."""
     from .._ultralytics import ultralytics
     from .yolo import Plan
 
