@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ArtifactError, DataError, EdgekitError
@@ -128,11 +129,21 @@ def _copy_checkpoint(src, dst: Path) -> None:
             shutil.copy2(src, tmp)
 
 
+def launches_ddp(device) -> bool:
+    """True when Ultralytics will train on several GPUs through its DDP subprocesses ('0,1')."""
+    return n_gpus(device) > 1
+
+
 def _trainer_args(yaml_path: Path, out: Path, epochs: int, imgsz: int, batch: int, device, patience: int,
                   workers: int, pretrained: bool, gpus: int, overrides: dict) -> dict:
-    """Ultralytics train arguments for a new run."""
+    """Ultralytics train arguments for a new run.
+
+    DDP: Ultralytics' folder is out/ddp, because its launcher deletes that folder before starting the workers
+    (out holds the data view the workers read, and train.json).
+    """
+    where = dict(project=str(out), name="ddp") if launches_ddp(device) else dict(project=str(out.parent), name=out.name)
     args = dict(data=str(yaml_path), epochs=epochs, imgsz=int(imgsz), batch=int(batch), device=str(device),
-                patience=int(patience), workers=int(workers), project=str(out.parent), name=out.name, exist_ok=True,
+                patience=int(patience), workers=int(workers), **where, exist_ok=True,
                 plots=False, pretrained=pretrained, val=True, verbose=True)
     if gpus == 0:
         args["amp"] = False  # the AMP check downloads weights; AMP is off on CPU anyway
@@ -160,8 +171,8 @@ def _start_args(args: dict, model: str, out: Path, trust_checkpoint: bool):
     return args, ckpt_tmp
 
 
-def _run_trainer(args: dict, plan, record: _Record, callbacks: dict | None, ckpt_tmp):
-    """Build the Ultralytics trainer with the plan's callbacks and ours, train, and return it."""
+def _build_trainer(args: dict, plan, record: _Record, callbacks: dict | None):
+    """The Ultralytics trainer with the plan on it, the plan's callbacks and ours (DDP workers get both pickled)."""
     from .yolo import trainer_class
 
     out = record.out
@@ -173,14 +184,32 @@ def _run_trainer(args: dict, plan, record: _Record, callbacks: dict | None, ckpt
     for event, fn in (callbacks or {}).items():
         for f in (fn if isinstance(fn, (list, tuple)) else [fn]):
             trainer.add_callback(event, f)
+    return trainer
+
+
+def _run_trainer(job: "Job"):
+    """Train; on several GPUs take rank 0's epoch records and final metrics back. Returns the trainer."""
+    from subprocess import CalledProcessError
+
+    from . import ddp
+
+    trainer, record = job.trainer, job.record
     try:
         trainer.train()
-    except BaseException:
+    except BaseException as e:
+        if trainer.ddp:
+            ddp.adopt_results(trainer, job.plan)  # the epochs rank 0 finished before the failure
         record.write("interrupted")
+        if isinstance(e, CalledProcessError):
+            raise EdgekitError(f"multi-GPU training on device {record.info['device']}: a DDP worker exited with "
+                               f"code {e.returncode} (its output is above); {record.out / 'train.json'} keeps the "
+                               f"finished epochs") from None
         raise
     finally:
-        if ckpt_tmp is not None:
-            ckpt_tmp.cleanup()
+        if job.ckpt_tmp is not None:
+            job.ckpt_tmp.cleanup()
+    if trainer.ddp:
+        ddp.finished_results(trainer, job.plan)
     return trainer
 
 
@@ -200,6 +229,17 @@ def _finish(trainer, record: _Record) -> dict:
     return doc
 
 
+@dataclass
+class Job:
+    """One run, ready to train: the Ultralytics trainer carrying the plan and its callbacks, and its train.json."""
+
+    trainer: object
+    plan: object
+    record: _Record
+    ckpt_tmp: object
+    log: object
+
+
 def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 640, batch: int = 16,
           device="cpu", out_dir="runs/train", patience: int = 50, resume: bool = False,
           gpu_hour_usd: float = 2.0, cpu_hour_usd: float = 0.0, workers: int = 0, backbone_lr_mult: float = 1.0,
@@ -209,12 +249,35 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
 
     data: a data.yaml path or a loaded edgekit Dataset.
     strategy: see edgekit.train.strategy (None: 'full', or the recorded one when resuming).
+    device: 'cpu', '0', or several GPUs '0,1' (Ultralytics DDP; the strategy reaches its workers, edgekit.train.ddp).
     resume: continue from out_dir/last.pt with the same strategy; the schedule state follows from the epoch.
     callbacks: extra Ultralytics callbacks {event: fn(trainer)}; overrides: extra Ultralytics train arguments.
     trust_checkpoint: hand the .pt to Ultralytics unchecked (default: a private copy that passed edgekit.checkpoint).
     skip_bad: report bad samples (log and train.json "skipped") and train without them, instead of stopping.
     The dataset is validated before training and never written to: Ultralytics works on a view in out_dir/.data.
     """
+    job = prepare(weights_or_arch, data, strategy, epochs=epochs, imgsz=imgsz, batch=batch, device=device,
+                  out_dir=out_dir, patience=patience, resume=resume, gpu_hour_usd=gpu_hour_usd,
+                  cpu_hour_usd=cpu_hour_usd, workers=workers, backbone_lr_mult=backbone_lr_mult, log=log,
+                  callbacks=callbacks, skip_bad=skip_bad, trust_checkpoint=trust_checkpoint, **overrides)
+    if isinstance(job, dict):
+        return job
+    doc = _finish(_run_trainer(job), job.record)
+    log(f"edgekit: {doc['resolved_strategy']}: mAP50 {_metric(doc['map50'])}  mAP50-95 {_metric(doc['map50_95'])}  "
+        f"{doc['epochs']} epochs in {doc['wall_s']:.0f}s -> {job.record.out / 'best.pt'}")
+    return doc
+
+
+def _metric(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def prepare(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 640, batch: int = 16,
+            device="cpu", out_dir="runs/train", patience: int = 50, resume: bool = False,
+            gpu_hour_usd: float = 2.0, cpu_hour_usd: float = 0.0, workers: int = 0, backbone_lr_mult: float = 1.0,
+            log=print, callbacks: dict | None = None, skip_bad: bool = False, trust_checkpoint: bool = False,
+            **overrides) -> "Job | dict":
+    """What train() does before Ultralytics trains (same arguments): a Job, or the train.json of a finished run."""
     from .._ultralytics import ultralytics
     from .yolo import Plan
 
@@ -255,10 +318,13 @@ def train(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int = 
         args, ckpt_tmp = _start_args(args, model, out, trust_checkpoint)
         log(f"edgekit: training {Path(str(weights_or_arch)).name} on {data_path.name} with strategy "
             f"{resolved.spec} for {epochs} epochs at imgsz {imgsz} on {device}")
-    doc = _finish(_run_trainer(args, plan, record, callbacks, ckpt_tmp), record)
-    log(f"edgekit: {resolved.spec}: mAP50 {doc['map50']:.4f}  mAP50-95 {doc['map50_95']:.4f}  "
-        f"{doc['epochs']} epochs in {doc['wall_s']:.0f}s -> {out / 'best.pt'}")
-    return doc
+    try:
+        trainer = _build_trainer(args, plan, record, callbacks)
+    except BaseException:
+        if ckpt_tmp is not None:
+            ckpt_tmp.cleanup()
+        raise
+    return Job(trainer, plan, record, ckpt_tmp, log)
 
 
 def _schedule(prior: list, applied: list) -> list:

@@ -7,6 +7,7 @@
   frozen EMA entries kept equal to the frozen weights) and save_model (LoRA merged into best.pt).
 Ultralytics re-enables requires_grad on every layer in _setup_train and calls model.train() each epoch; the
 callbacks below run after both (on_pretrain_routine_end, on_train_epoch_start, first on_train_batch_start).
+On several GPUs the Plan reaches Ultralytics' DDP workers inside the callbacks it pickles for them (edgekit.train.ddp).
 """
 from __future__ import annotations
 
@@ -180,10 +181,23 @@ def trainer_class():
     ultralytics()
     from ultralytics.models.yolo.detect import DetectionTrainer
 
+    from . import ddp
     from .lora import apply_lora, has_lora, merge_checkpoint
 
     class EdgekitTrainer(DetectionTrainer):
         plan: Plan | None = None
+
+        def __init__(self, cfg=None, overrides=None, _callbacks=None):
+            from ultralytics.utils import DEFAULT_CFG
+
+            super().__init__(DEFAULT_CFG if cfg is None else cfg, overrides, _callbacks)
+            if _callbacks is not None and ddp.in_worker():  # a DDP worker, rebuilt from the parent's pickled state
+                ddp.adopt_plan(self)
+
+        def train(self):
+            if self.ddp:  # this process launches the DDP workers
+                ddp.before_launch(self)
+            return super().train()
 
         def get_model(self, cfg=None, weights=None, verbose=True):
             s = self.plan.strategy if self.plan else None
