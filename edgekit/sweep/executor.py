@@ -96,12 +96,16 @@ class RayExecutor(LocalExecutor):
 
     def __init__(self, address: str | None = None, bench_resource: str | None = None, gpu: bool = False,
                  task_cpus: float = 1, max_retries: int = 3, verbose: bool = False):
+        import os
+
         from .._imports import require
 
+        if address is None:  # a Ray started here for this sweep only: every process binds the loopback address
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         require("ray", "train-export --executor ray")
         import ray
 
-        self.ray = ray
+        self.ray, self._pending = ray, {}
         self.started = not ray.is_initialized()
         if self.started:
             ray.init(address=address, log_to_driver=verbose, include_dashboard=False, configure_logging=verbose,
@@ -116,7 +120,6 @@ class RayExecutor(LocalExecutor):
                                f"the resource '{bench_resource}' (start the device's node with "
                                f"ray start --resources '{{\"{bench_resource}\": 1}}')")
         self.driver_node = ray.get_runtime_context().get_node_id()
-        self._pending: dict = {}
 
     def options(self, kind: str) -> dict:
         """Ray task options for a kind of task."""
