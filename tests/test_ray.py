@@ -194,3 +194,26 @@ def test_bad_input_bench_resource_nobody_offers(cluster, tmp_path, coco8, capsys
     assert err.startswith("edgekit train-export: error: --bench-resource: no node of the Ray cluster at ")
     assert "offers the resource 'jetson9'" in err
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("gpu, resource, kind, expected", [
+    (False, "jetson0", "bench", {"num_cpus": 0, "resources": {"jetson0": 1}, "max_retries": 3}),
+    (True, "jetson0", "bench", {"num_cpus": 0, "resources": {"jetson0": 1}, "max_retries": 3, "num_gpus": 1}),
+    (False, None, "train", {"num_cpus": 2, "max_retries": 3}),
+    (True, None, "train", {"num_cpus": 2, "max_retries": 3, "num_gpus": 1}),
+    (True, None, "trial", {"num_cpus": 2, "max_retries": 3, "num_gpus": 1}),
+])
+def test_task_options_by_kind_and_target(gpu, resource, kind, expected):
+    ex = RayExecutor.__new__(RayExecutor)  # the options alone, without a cluster
+    ex.gpu, ex.bench_resource, ex.task_cpus, ex.max_retries = gpu, resource, 2, 3
+    assert ex.options(kind) == expected
+
+
+def test_bench_without_a_resource_stays_on_the_driver_node():
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    ex = RayExecutor.__new__(RayExecutor)
+    ex.gpu, ex.bench_resource, ex.task_cpus, ex.max_retries, ex.driver_node = False, None, 1, 3, "ab" * 28
+    opts = ex.options("bench")
+    assert opts["num_cpus"] == 0 and isinstance(opts["scheduling_strategy"], NodeAffinitySchedulingStrategy)
+    assert opts["scheduling_strategy"].node_id == "ab" * 28 and opts["scheduling_strategy"].soft is False

@@ -1,14 +1,14 @@
 """Where a sweep's tasks run: in this process (local) or as Ray tasks on a cluster (ray).
 
 The sweep (edgekit.pipeline) submits three kinds of task and waits for whichever finishes first:
-- "train": train one trial (to a halving rung, or fully); on a CUDA target it asks Ray for a GPU;
+- "train": train one trial (to a halving rung, or fully);
 - "trial": export -> build -> evaluate each backend/precision of a trained trial;
 - "bench": one timing round of one graph on the target device.
 A task is a module-level function and its arguments (picklable); its result or its exception comes back through
 `result`. Stage records make every task idempotent: a task that is run again (Ray retries one whose worker died)
 skips the stages it already finished in this run.
 
-Ray: train and trial tasks take `task_cpus` CPUs each (Ray sets OMP_NUM_THREADS to that, so concurrent trainings do
+Ray: on a CUDA target every task asks for one GPU. Train and trial tasks take `task_cpus` CPUs each (Ray sets OMP_NUM_THREADS to that, so concurrent trainings do
 not oversubscribe a node) and are retried `max_retries` times when their worker dies. Bench tasks run one at a time
 (the sweep submits the next one when the last has returned) on the node that holds the device: the one with the
 custom resource `bench_resource` (e.g. `ray start --resources '{"jetson0": 1}' --num-cpus 0`: with no CPUs to offer,
@@ -123,17 +123,15 @@ class RayExecutor(LocalExecutor):
 
     def options(self, kind: str) -> dict:
         """Ray task options for a kind of task."""
+        gpus = {"num_gpus": 1} if self.gpu else {}  # on a CUDA target every kind of task runs on a GPU
         if kind == "bench":
             if self.bench_resource:
-                return {"num_cpus": 0, "resources": {self.bench_resource: 1}, "max_retries": self.max_retries}
+                return {"num_cpus": 0, "resources": {self.bench_resource: 1}, "max_retries": self.max_retries, **gpus}
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            return {"num_cpus": 0, "max_retries": self.max_retries,
+            return {"num_cpus": 0, "max_retries": self.max_retries, **gpus,
                     "scheduling_strategy": NodeAffinitySchedulingStrategy(self.driver_node, soft=False)}
-        opts = {"num_cpus": self.task_cpus, "max_retries": self.max_retries}
-        if kind == "train" and self.gpu:
-            opts["num_gpus"] = 1
-        return opts
+        return {"num_cpus": self.task_cpus, "max_retries": self.max_retries, **gpus}
 
     def submit(self, kind: str, fn, *args):
         ref = self.ray.remote(fn).options(name=f"edgekit-{kind}", **self.options(kind)).remote(*args)
