@@ -76,13 +76,18 @@ def run(args):
     if any(z < 32 or z % 32 for z in imgsz):
         raise EdgekitError(f"--imgsz: {args.imgsz}: every size must be a positive multiple of 32")
     demo = args.data is None
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    known = backend_names()
+    bad = next((b for b in backends if b not in known), None) if backends else ""
+    if bad is not None:
+        raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
     executor, storage, out = sweep_place(args)
     strategies = args.strategies or (DEMO_STRATEGIES if demo else DEFAULT_STRATEGIES)
     data = Path(args.data) if args.data else demo_data()
     pipe = Pipeline(out=out, data=data.absolute() if args.executor == "ray" else data,
                     model=Path(models[0]), models=models, strategies=split_strategies(strategies),
                     epochs=args.epochs, imgsz=imgsz, batch=args.batch, target=args.target,
-                    backends=[b.strip() for b in args.backends.split(",") if b.strip()],
+                    backends=backends,
                     precisions=[p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions
                     else None,
                     max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
@@ -101,6 +106,13 @@ def run(args):
     out = Path(args.output)
     say(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'pareto.png'}")
     return 0
+
+
+def backend_names() -> list[str]:
+    """The registered backends (the built-in ones, and any a plugin registered)."""
+    from ..runtime.backends import BACKENDS
+
+    return sorted(BACKENDS)
 
 
 def sweep_place(args):
