@@ -64,6 +64,30 @@ def test_merge_rebuilds_one_report_from_two_runs(runs, tmp_path, capsys):
     assert (tmp_path / "M" / "pareto.png").stat().st_size > 0
     assert doc["config"]["merged_from"] == [str(a.resolve()), str(b.resolve())]
     assert doc["config"]["imgsz"] == [64, 96] and doc["config"]["strategies"] == ["head", "full"]
+    code, whole, _, _ = _merge(capsys, tmp_path / "M2", a.parent)  # a folder holding both runs: the same report
+    assert code == 0 and whole["rows"] == doc["rows"] and whole["recommendation"] == rec
+
+
+@pytest.mark.parametrize("rows", [
+    [{"matches": "/old/X/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz", "artifact": "/old/X/y.onnx"}],
+    [{"status": "error", "error": "no row produced: the layout names the trial's place"}],
+])
+def test_a_nested_trial_finds_its_run_folder(tmp_path, rows):
+    """A multi-model/size run keeps trials in <run>/<model>-<imgsz>/<strategy>: the run is two folders up."""
+    from edgekit.sweep.merge import load_run
+
+    stages = tmp_path / "X" / "yolov8n-coco-64" / "head" / "stages"
+    stages.mkdir(parents=True)
+    (stages / "rows.json").write_text(json.dumps({
+        "format": "edgekit-trial-rows/1", "root": "/old/X", "data": "d", "target": "cpu",
+        "trial": {"model": "yolov8n_coco.pt", "imgsz": 64, "strategy": "head"}, "rows": rows}))
+    (t,) = load_run(tmp_path)["trials"]
+    assert t["run"] == tmp_path / "X"
+    new = str((tmp_path / "X").resolve())
+    assert t["doc"]["root"] == new
+    if "matches" in rows[0]:
+        assert t["doc"]["rows"][0] == {"matches": f"{new}/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz",
+                                       "artifact": f"{new}/y.onnx"}
 
 
 def test_merge_of_a_moved_run_rebases_its_paths(runs, tmp_path, capsys):
