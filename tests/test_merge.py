@@ -175,7 +175,8 @@ def _conflict(runs, tmp):
 
 def _other_target(runs, tmp):
     a, copy, _ = _edited(runs, tmp, "target", "cuda:0")
-    return [a, copy], f"{a} and {copy} were made on different targets (cpu vs cuda:0): their mAP and FPS are not comparable"
+    return [a, copy], (f"{a} and {copy} were made on different targets (cpu vs cuda:0): their mAP and FPS are not "
+                       f"comparable")
 
 
 def _bad_format(runs, tmp):
