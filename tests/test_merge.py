@@ -68,9 +68,13 @@ def test_merge_rebuilds_one_report_from_two_runs(runs, tmp_path, capsys):
     assert code == 0 and whole["rows"] == doc["rows"] and whole["recommendation"] == rec
 
 
+ROW = {"model": "yolov8n_coco.pt", "imgsz": 64, "strategy": "head", "backend": "onnxruntime", "precision": "fp32"}
+
+
 @pytest.mark.parametrize("rows", [
-    [{"matches": "/old/X/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz", "artifact": "/old/X/y.onnx"}],
-    [{"status": "error", "error": "no row produced: the layout names the trial's place"}],
+    [{**ROW, "matches": "/old/X/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz",
+      "artifact": "/old/X/y.onnx"}],
+    [{**ROW, "status": "error", "error": "no row produced: the layout names the trial's place"}],
 ])
 def test_a_nested_trial_finds_its_run_folder(tmp_path, rows):
     """A multi-model/size run keeps trials in <run>/<model>-<imgsz>/<strategy>: the run is two folders up."""
@@ -86,8 +90,8 @@ def test_a_nested_trial_finds_its_run_folder(tmp_path, rows):
     new = str((tmp_path / "X").resolve())
     assert t["doc"]["root"] == new
     if "matches" in rows[0]:
-        assert t["doc"]["rows"][0] == {"matches": f"{new}/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz",
-                                       "artifact": f"{new}/y.onnx"}
+        assert t["doc"]["rows"][0] == {**ROW, "artifact": f"{new}/y.onnx",
+                                       "matches": f"{new}/yolov8n-coco-64/head/stages/onnxruntime-fp32.matches.npz"}
 
 
 def test_merge_of_a_moved_run_rebases_its_paths(runs, tmp_path, capsys):
@@ -184,7 +188,22 @@ def _bad_format(runs, tmp):
     return [copy], f"{p}: format 'edgekit-trial-rows/0' is not edgekit-trial-rows/1"
 
 
-@pytest.mark.parametrize("case", [_empty, _missing, _other_data, _conflict, _other_target, _bad_format])
+def _bad_rows(runs, tmp):
+    _, copy, p = _edited(runs, tmp, "rows", [{"model": "m", "imgsz": 64, "strategy": "head"}])
+    return [copy], f"{p}: rows[0]: missing key(s) backend, precision"
+
+
+def _bad_bench(runs, tmp):
+    copy = _copy(runs[0], tmp / "A-bench")
+    p = copy / "head" / "stages" / "onnxruntime-fp32.bench.json"
+    doc = json.loads(p.read_text())
+    del doc["result"]["fps_cv"]
+    p.write_text(json.dumps(doc))
+    return [copy], f"{p}: result: missing key(s) fps_cv"
+
+
+@pytest.mark.parametrize("case", [_empty, _missing, _other_data, _conflict, _other_target, _bad_format, _bad_rows,
+                                  _bad_bench])
 def test_bad_input_merge(case, runs, tmp_path, capsys):
     dirs, message = case(runs, tmp_path)
     code, doc, _, err = _merge(capsys, tmp_path / "M", *dirs)

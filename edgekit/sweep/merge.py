@@ -58,7 +58,8 @@ def _run_folder(path: Path, doc: dict) -> Path:
         for p in (r.get("matches"), (r.get("_bench") or {}).get("record")):
             if isinstance(p, str) and p.startswith(root.rstrip("/") + "/"):
                 depth = len(Path(p).parent.parent.relative_to(root).parts)
-                return trial_dir.parents[depth - 1] if depth else trial_dir
+                if 0 < depth <= len(trial_dir.parents):
+                    return trial_dir.parents[depth - 1]
     t = doc["trial"]  # no produced row: the folder layout says (nested runs name model and size)
     nested = Trial(t["model"], t["imgsz"], t["strategy"]).folder(Path("."), True)
     if trial_dir.name == slug(t["strategy"]) and trial_dir.parent.name == nested.parent.name:
@@ -74,7 +75,31 @@ def _rows_doc(path: Path) -> dict:
     missing = [k for k in ("root", "trial", "data", "target", "rows") if k not in doc]
     if missing:
         raise EdgekitError(f"{path}: missing key(s) {', '.join(missing)}")
+    trial = doc["trial"]
+    if not isinstance(trial, dict) or any(k not in trial for k in ("model", "imgsz", "strategy")):
+        raise EdgekitError(f"{path}: trial: needs model, imgsz and strategy")
+    if not isinstance(doc["rows"], list) or not all(isinstance(r, dict) for r in doc["rows"]):
+        raise EdgekitError(f"{path}: rows: not a list of objects")
+    for i, r in enumerate(doc["rows"]):
+        missing = [k for k in ROW_KEY if k not in r]
+        if missing:
+            raise EdgekitError(f"{path}: rows[{i}]: missing key(s) {', '.join(missing)}")
+        b = r.get("_bench")
+        if b is not None and not (isinstance(b, dict) and isinstance(b.get("graph"), str) and b.get("record")):
+            raise EdgekitError(f"{path}: rows[{i}]._bench: needs graph and record")
     return doc
+
+
+def _bench_doc(path: Path) -> dict | None:
+    """A finished speed record (None when it is not one); a finished one lacking figures is an error naming it."""
+    doc = _read_json(path)
+    graph, res = (doc.get("inputs") or {}).get("graph"), doc.get("result")
+    if doc.get("status") != "done" or not graph or not isinstance(res, dict):
+        return None
+    missing = [k for k in SPEED_KEYS + ("rounds", "stable") if k not in res]
+    if missing:
+        raise EdgekitError(f"{path}: result: missing key(s) {', '.join(missing)}")
+    return doc if res["fps_e2e"] is not None else None
 
 
 def load_run(folder) -> dict:
@@ -98,11 +123,10 @@ def load_run(folder) -> dict:
         if run not in reports:
             rp = run / "report.json"
             reports[run] = _read_json(rp) if rp.exists() else None
-        for rec in sorted((path.parent).glob("*.bench.json")):
-            b = _read_json(rec)
-            graph = (b.get("inputs") or {}).get("graph")
-            if b.get("status") == "done" and graph and (b.get("result") or {}).get("fps_e2e") is not None:
-                benches.setdefault(graph, []).append((rec, run, b))
+        for rec in sorted(path.parent.glob("*.bench.json")):
+            b = _bench_doc(rec)
+            if b is not None:
+                benches.setdefault(b["inputs"]["graph"], []).append((rec, run, b))
     return {"dir": folder, "trials": trials, "benches": benches, "reports": reports}
 
 
