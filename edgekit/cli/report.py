@@ -40,6 +40,10 @@ def run(args):
     untimed = sum(1 for r in rows if r.get("untimed"))
     if untimed:
         log(f"{untimed} row(s) untimed: no run among --merge measured their graph; they are never recommended")
+    nodes = sorted({r["bench_node"] for r in rows if r.get("bench_node")})
+    if len(nodes) > 1:
+        log(f"speeds were measured on {len(nodes)} nodes ({', '.join(nodes)}): their FPS compare only if these are "
+            f"the same device")
     doc = write_report(out, rows, pruned, config, args.max_map_drop, limits)
     say(render_table(doc["rows"]))
     say()
