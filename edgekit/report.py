@@ -146,7 +146,9 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
     empty = {"model": None, "imgsz": None, "strategy": None, "backend": None, "precision": None, "artifact": None,
              "bound_by": []}
     if not ok:
-        return {**empty, "why": "No artifact was produced successfully; see the rows' errors."}
+        return {**empty, "why": "Nothing is recommended: no produced artifact was timed on the target (untimed rows "
+                "are never recommended)." if any(r.get("status") == "ok" for r in rows) else
+                "No artifact was produced successfully; see the rows' errors."}
     cands = [r for r in ok if not r.get("misses")]
     if not cands:
         said = []
@@ -243,6 +245,8 @@ def render_table(rows: list[dict]) -> str:
         status = r.get("status")
         if r.get("misses"):
             status = f"misses {', '.join(r['misses'])}"
+        if r.get("untimed"):
+            status = f"{status}, untimed (never recommended)"
         lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in COLUMNS) + f" | {status} |")
     return "\n".join(lines)
 

@@ -154,7 +154,7 @@ def test_help_and_engine_work_without_torch_and_ultralytics(onnx320, bus_jpg):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    for cmd in ("advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"):
+    for cmd in ("advise", "train", "export", "quantize", "eval", "bench", "train-export", "report", "doctor"):
         assert f"    {cmd}" in r.stdout, cmd
 
 

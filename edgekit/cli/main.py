@@ -12,7 +12,7 @@ from .. import __version__
 from ..errors import EdgekitError
 
 # the order commands are listed in --help; modules not listed here are appended
-ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "doctor"]
+ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "report", "doctor"]
 # commands whose full log (edgekit at DEBUG, third-party at INFO) is kept in their output folder
 RUN_LOGS = {"train-export": "train-export.log"}
 
