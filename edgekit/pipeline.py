@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
 from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from .sweep.trial import Trial, model_name
+from .sweep.trial import ROWS_FORMAT, Trial, model_name
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
 DEFAULT_IMGSZ = "256,320"  # two input sizes, so that the speed axis shows from the first run
@@ -548,6 +548,7 @@ class Pipeline:
 
         The first row of a graph owns its bench record; the other rows of that graph say whose measurement they show.
         """
+        from .sweep.merge import apply_speed
         from .sweep.speed import interleaved, summarize
 
         owners: dict = {}
@@ -591,12 +592,7 @@ class Pipeline:
         for key, o in owners.items():
             res = done[key]
             for r in o["rows"]:
-                r.update({k: res[k] for k in ("latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv",
-                                              "model_mb")})
-                r.update({"e2e_p50_ms": res["latency_p50_ms"], "bench_rounds": res["rounds"],
-                          "bench_stable": res["stable"], "bench_graph": key[:12], "bench_node": res.get("bench_node")})
-                if r is not o["rows"][0]:
-                    r["speed_shared_with"] = o["name"].rsplit(" bench", 1)[0]
+                apply_speed(r, res, key, None if r is o["rows"][0] else o["name"].rsplit(" bench", 1)[0])
                 self.log(f"  {r['model']}@{r['imgsz']} {r['strategy']} {r['backend']}-{r['precision']}: "
                          f"{r['fps_e2e']:.1f} FPS end to end (cv {res['fps_cv'] if res['fps_cv'] is not None else '-'})")
 
@@ -724,9 +720,6 @@ def _stop_at(trainer, rung: int) -> None:
     """Training callback: end this run after `rung` epochs (last.pt and train.json are written by then)."""
     if trainer.epoch + 1 >= rung:
         raise _RungDone()
-
-
-ROWS_FORMAT = "edgekit-trial-rows/1"  # stages/rows.json: a trial's rows before speed (what report --merge reads)
 
 
 class SweepFailed(EdgekitError):

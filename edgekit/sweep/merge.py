@@ -14,8 +14,7 @@ import os
 from pathlib import Path
 
 from ..errors import EdgekitError
-from ..pipeline import ROWS_FORMAT
-from .trial import Trial, slug
+from .trial import ROWS_FORMAT, Trial, slug
 
 SPEED_KEYS = ("latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv", "model_mb")
 ROW_KEY = ("model", "imgsz", "strategy", "backend", "precision")

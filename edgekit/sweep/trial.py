@@ -5,6 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+ROWS_FORMAT = "edgekit-trial-rows/1"  # <trial>/stages/rows.json: a trial's rows before speed (report --merge reads it)
+
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
