@@ -76,7 +76,7 @@ HEAD = ["| model | imgsz | strategy | backend | mAP50-95 [95% CI] | e2e p50 ms |
 def part_budget(a, data, out: Path, md: list, res: dict) -> None:
     models = [str(Path(a.weights) / m) for m in a.models.split(",")]
     kw = dict(models=models, imgsz=[int(x) for x in a.imgsz.split(",")], strategies=a.strategies, epochs=a.epochs)
-    doc = pipeline(out / "budget", data, a=a, **kw)
+    doc = pipeline(out / "budget", data, a=a, resume=a.resume, **kw)
     ok = [r for r in doc["rows"] if r.get("status") == "ok"]
     fps = [r["fps_e2e"] for r in ok]
     lat = sorted(r["latency_p50_ms"] for r in ok)
@@ -162,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib-size", type=int, default=300)
     p.add_argument("--bench-iters", type=int, default=30)
     p.add_argument("--results", default=str(ROOT / "benchmarks" / "results" / "F_sweep.md"))
+    p.add_argument("--resume", action="store_true", help="part 1: reuse the stages an earlier run finished")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-o", "--output", default="runs/F")
     a = p.parse_args(argv)
