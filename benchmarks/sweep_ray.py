@@ -188,7 +188,7 @@ def main(argv=None) -> int:
           f"- Ray / local wall time: **{ray_wall / local_wall:.2f}**.",
           f"- Same rows: {res['rows_equal_4dp']} of {res['rows']} rows have the same mAP50-95 to 4 decimals; the "
           f"largest difference is {res['map_abs_diff_max'] if res['map_abs_diff_max'] is not None else float('nan'):.4f}"
-          " (training on 1 thread per task vs all cores changes float summation order; the tests train both on 1 "
+          " (training on 1 thread per task vs all cores can change float summation order; the tests train both on 1 "
           "thread and see equal rows).",
           f"- Every bench task ran on the device node ({device[:12]}…): {'yes' if on_device else 'NO'}. FPS of the "
           f"same graph, Ray bench task / local: median {res['fps_ray_over_local_median']}.",
