@@ -142,7 +142,7 @@ class Pipeline:
     executor: object = None  # edgekit.sweep.executor.LocalExecutor when None (tasks in this process)
     storage: object = None  # edgekit.sweep.storage.Storage holding `out` for every node; None: `out` itself
     report_dir: Path | None = None  # where report.{md,json} and pareto.png go (None: out)
-    run_id: str | None = None  # set by run(): a retried task skips the stages this run already finished
+    run_id: str | None = None  # set by each run(): a retried task skips the stages this run already finished
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
@@ -309,7 +309,7 @@ class Pipeline:
         for split in ("train", "val"):
             ds.samples(split)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.run_id = self.run_id or uuid.uuid4().hex
+        self.run_id = uuid.uuid4().hex  # each run() is a run: a second call does not count as a retry of the first
         self.executor = self.executor or LocalExecutor()
         trials = self.trials()
         rows, pruned, failed = self.execute(trials)
