@@ -1,6 +1,8 @@
 """`train()`: one strategy, one Ultralytics run, out_dir/best.pt + out_dir/train.json (atomic)."""
 from __future__ import annotations
 
+import os
+
 import shutil
 import time
 from dataclasses import dataclass
@@ -178,13 +180,21 @@ def _build_trainer(args: dict, plan, record: _Record, callbacks: dict | None):
     out = record.out
     trainer = trainer_class()(overrides=args)
     trainer.plan = plan
-    save = {"on_model_save": lambda t: _copy_checkpoint(t.last, out / "last.pt")}
-    for event, fn in {**plan.callbacks(), **save}.items():
+    for event, fn in plan.callbacks().items():
         trainer.add_callback(event, fn)
+    # after the plan has recorded the epoch (not at on_model_save, which Ultralytics runs before on_fit_epoch_end):
+    # a crash between the two then leaves last.pt and train.json at the same epoch, so a resume loses no record
+    trainer.add_callback("on_fit_epoch_end", lambda t: _keep_last(t, out))
     for event, fn in (callbacks or {}).items():
         for f in (fn if isinstance(fn, (list, tuple)) else [fn]):
             trainer.add_callback(event, f)
     return trainer
+
+
+def _keep_last(trainer, out: Path) -> None:
+    """Copy the epoch's last.pt into the run folder (rank 0 only: the other DDP ranks save nothing)."""
+    if os.environ.get("RANK", "-1") in ("-1", "0") and Path(trainer.last).exists():
+        _copy_checkpoint(trainer.last, out / "last.pt")
 
 
 def _run_trainer(job: "Job"):
