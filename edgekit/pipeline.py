@@ -452,11 +452,8 @@ class Pipeline:
 
     def _started(self, marker: Path, inputs: dict) -> bool:
         """Whether a training with these inputs was started before by this run (or any run, with --resume)."""
-        try:
-            doc = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        return doc.get("inputs") == inputs and (self.resume or doc.get("run") == self.run_id)
+        doc = _json_or_none(marker)
+        return isinstance(doc, dict) and doc.get("inputs") == inputs and (self.resume or doc.get("run") == self.run_id)
 
     def _restore_rung(self, t: Trial, rung: int) -> None:
         """Continue from the rung's own checkpoint: put it back as last.pt if a later, unfinished run moved it."""
