@@ -64,7 +64,7 @@ def test_triton_configs_follow_the_schema(repo, onnx160):
         c = cfgs[f"yolo_{stage}"]
         assert c.backend == "python" and c.parameters["stage"].string_value == stage
         assert (repo / f"yolo_{stage}" / "1" / "model.py").is_file()
-    assert (repo / "README.md").read_text().count("tritonserver --model-repository=/models") == 1
+    assert (repo / "yolo" / "README.md").read_text().count("tritonserver --model-repository=/models") == 1
 
 
 def test_triton_ensemble_wiring_is_consistent(repo):
