@@ -164,9 +164,9 @@ class Service:
 
     def config(self) -> dict:
         """The model configuration in Triton's JSON form (GET /v2/models/NAME/config)."""
-        def tensors(spec, optional):
-            return [{"name": n, "data_type": "TYPE_STRING" if dt == "BYTES" else f"TYPE_{dt}", "format": "FORMAT_NONE",
-                     "dims": dims, **({"optional": True} if optional else {})} for n, dt, dims in spec]
+        def tensors(spec, is_input):
+            return [{"name": n, "data_type": "TYPE_STRING" if dt == "BYTES" else f"TYPE_{dt}", "dims": dims,
+                     **({"format": "FORMAT_NONE", "optional": True} if is_input else {})} for n, dt, dims in spec]
 
         gpu = not str(self.engine.device).lower().startswith("cpu")
         return {"name": self.name, "platform": "", "backend": f"edgekit_{self.engine.backend_name}",
