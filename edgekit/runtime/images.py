@@ -160,10 +160,9 @@ def check_bytes(data: bytes, path, max_pixels: int = MAX_PIXELS) -> str:
     """The image kind, after checking the header, the size it declares (ImageTooLarge) and that a JPEG is whole."""
     kind = image_kind(data[:16], path)
     size = header_size(data, kind)
-    if size is None:
-        raise DataError(path, f"corrupt {kind.upper()} (its header does not give the image size)")
-    if min(size) <= 0:
-        raise DataError(path, f"corrupt {kind.upper()} (its header declares a {size[0]}x{size[1]} image)")
+    if size is None or min(size) <= 0:
+        said = "does not give the image size" if size is None else f"declares a {size[0]}x{size[1]} image"
+        raise DataError(path, f"corrupt image (cannot be decoded: its {kind.upper()} header {said})")
     check_size(*size, path, max_pixels=max_pixels)
     if kind == "jpeg":
         _check_jpeg_end(data, path)
