@@ -254,6 +254,7 @@ BAD_FIELDS = [  # (request header as JSON text or dict, binary tail, status, mes
     ({**_image_head(), "parameters": {"binary_data_output": "yes"}}, b"", 400, "binary_data_output must be true"),
     ({**_image_head(), "outputs": [{"name": "MASKS"}]}, b"", 400, "outputs[0]: expected an object whose name"),
     ({**_image_head(), "id": 7}, b"", 400, "'id' must be a string"),
+    (_image_head(data=None, parameters={"shared_memory_region": "r0"}), b"", 400, "shared memory is not supported"),
     ({"inputs": [{"name": "IMAGE", "shape": [5, 1], "datatype": "BYTES", "data": ["AA=="] * 5}]}, b"", 400,
      "a batch of 5 images is over this model's max_batch_size 4"),
 ]

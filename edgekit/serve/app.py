@@ -202,10 +202,10 @@ class Service:
         return encode_response(self.name, head, outs)
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The request body, refused with 413 past `limit` bytes (a declared Content-Length is refused before reading)."""
+async def read_body(request, limit: int, option: str = "serve --max-body-mb") -> bytes:
+    """The request body; 413 past `limit` bytes, whose excess is read and dropped, never kept or decoded."""
     declared = request.headers.get("content-length")
-    too_big = V2Error(f"request body is over the limit of {limit / 2 ** 20:g} MB (serve --max-body-mb)", 413)
+    too_big = V2Error(f"request body is over the limit of {limit / 2 ** 20:g} MB ({option})", 413)
     over = declared is not None and declared.isdigit() and int(declared) > limit
     chunks, got = [], 0
     async for chunk in request.stream():  # past the limit, the rest is read and dropped, so the client gets the 413
@@ -302,7 +302,7 @@ def create_app(service: Service):
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request):
-        body = await read_body(request, 2 ** 16)
+        body = await read_body(request, 2 ** 16, "a repository index request")
         try:
             doc = json.loads(body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

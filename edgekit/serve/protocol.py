@@ -99,7 +99,10 @@ def read_inputs(head: dict, tail: bytes) -> dict:
         if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
             raise V2Error(f"input {name}: shape must be a list of non-negative integers, got {shape!r:.60}")
         count = math.prod(shape)
-        size = _params(t, f"input {name}").get("binary_data_size")
+        params = _params(t, f"input {name}")
+        if "shared_memory_region" in params:
+            raise V2Error(f"input {name}: shared memory is not supported here (send the data in the body)")
+        size = params.get("binary_data_size")
         if size is not None:
             if not _is_int(size) or size < 0:
                 raise V2Error(f"input {name}: parameters.binary_data_size must be a non-negative integer, "
