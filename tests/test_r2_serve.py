@@ -166,10 +166,11 @@ def engine(dynamic160):
         yield e
 
 
-def _binary_request(port, payload: bytes, name="IMAGE", shape=(1,), datatype="BYTES", size=None, extra=b""):
-    head = json.dumps({"inputs": [{"name": name, "shape": list(shape), "datatype": datatype,
-                                   "parameters": {"binary_data_size": len(payload) if size is None else size}}]}).encode()
-    return status(port, "POST", "/v2/models/model/infer", head + payload + extra,
+def _binary_request(port, payload: bytes):
+    """IMAGE [1] with the payload (a serialized BYTES tensor) as binary data: (status, headers, body)."""
+    head = json.dumps({"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES",
+                                   "parameters": {"binary_data_size": len(payload)}}]}).encode()
+    return status(port, "POST", "/v2/models/model/infer", head + payload,
                   {"Inference-Header-Content-Length": str(len(head))})
 
 
@@ -408,7 +409,7 @@ def test_serve_extra_serves_alone_and_all_keeps_everything():
     assert "tritonclient" not in src
 
 
-# --- 4: deploy --triton keeps the repository's other models ------------------------------------------------------------
+# --- 4: deploy --triton keeps the repository's other models -----------------------------------------------------
 
 @pytest.fixture()
 def user_repo(tmp_path):

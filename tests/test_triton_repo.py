@@ -196,9 +196,9 @@ def test_bad_input_deploy(onnx160, tmp_path, capsys, argv, code, msg):
     assert not (tmp_path / "r").exists()
 
 
-# --- optional: a real tritonserver (nvidia-pytriton's build) loads the repository's pre/post models ---------------------
+# --- optional: a real tritonserver (nvidia-pytriton's build) loads the repository's pre/post models ----------------
 
-PYTRITON_VENV = "EDGEKIT_PYTRITON_VENV"  # a venv with nvidia-pytriton, numpy<2, opencv-python-headless (never the main env)
+PYTRITON_VENV = "EDGEKIT_PYTRITON_VENV"  # a venv: nvidia-pytriton, numpy<2, opencv-python-headless (never the main env)
 
 
 def _pytriton_server_dir(tmp_path: Path) -> tuple[Path, dict]:
@@ -259,7 +259,8 @@ def test_real_tritonserver_serves_pre_and_post(repo, onnx160, tmp_path):
                 pass
             time.sleep(0.5)
         else:
-            pytest.fail(f"tritonserver did not load yolo_pre/yolo_post: {(tmp_path / 'tritonserver.log').read_text()[-3000:]}")
+            tail = (tmp_path / "tritonserver.log").read_text()[-3000:]
+            pytest.fail(f"tritonserver did not load yolo_pre/yolo_post: {tail}")
         sess = ort.InferenceSession(str(repo / "yolo_model" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
         engine = Engine(onnx160)
         total = 0

@@ -39,8 +39,9 @@ def run(args):
     from ..serve.server import serve
 
     for flag, v, lo in (("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
-                        ("--workers", args.workers, 1), ("--port", args.port, 0), ("--max-delay-ms", args.max_delay_ms, 0),
-                        ("--max-body-mb", args.max_body_mb, 0.001), ("--max-image-mp", args.max_image_mp, 1e-6)):
+                        ("--workers", args.workers, 1), ("--port", args.port, 0),
+                        ("--max-delay-ms", args.max_delay_ms, 0), ("--max-body-mb", args.max_body_mb, 0.001),
+                        ("--max-image-mp", args.max_image_mp, 1e-6)):
         if not v >= lo:  # NaN fails too
             raise EdgekitError(f"{flag} must be >= {lo:g}, got {v}")
     opts = {"threads": args.threads} if args.threads else {}

@@ -270,7 +270,8 @@ def create_app(service: Service):
 
     @app.get("/v2")
     async def server_metadata():
-        return {"name": "edgekit", "version": __version__, "extensions": ["binary_tensor_data", "model_configuration", "statistics"]}
+        return {"name": "edgekit", "version": __version__,
+                "extensions": ["binary_tensor_data", "model_configuration", "statistics"]}
 
     @app.get("/v2/models/stats")  # every model's: declared before /v2/models/{name}, which would take it
     async def all_stats():

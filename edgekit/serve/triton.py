@@ -217,8 +217,9 @@ def write_triton_repo(artifact, out_dir, name: str | None = None, backend: str |
     folders = [f"{name}_model", f"{name}_pre", f"{name}_post", name]
     foreign = [f for f in folders if ((repo / f).exists() or (repo / f).is_symlink()) and not _ours(repo / f)]
     if foreign and not force:
+        them = "it" if len(foreign) == 1 else "them"
         raise EdgekitError(f"{repo}: {', '.join(foreign)} already in the repository and not written by edgekit "
-                           f"deploy; nothing was changed (pass --force to replace {'it' if len(foreign) == 1 else 'them'})")
+                           f"deploy; nothing was changed (pass --force to replace {them})")
     io = net_io(model_file, backend, meta)
     if io.batch not in (None, 1):
         raise ArtifactError(f"{model_file}: fixed batch {io.batch}; Triton batching needs batch 1 or a dynamic "
