@@ -27,7 +27,7 @@ KNOWN = {
     "fastapi": ("serve", ("fastapi",)),
     "uvicorn": ("serve", ("uvicorn",)),
     "prometheus_client": ("serve", ("prometheus-client",)),
-    "tritonclient": ("serve", ("tritonclient",)),
+    "tritonclient": ("examples", ("tritonclient",)),
     "mlperf_loadgen": ("bench", ("mlcommons-loadgen",)),
 }
 

@@ -3,7 +3,9 @@
     edgekit serve model.onnx --port 8000 &
     python examples/client_tritonclient.py bus.jpg --url 127.0.0.1:8000 --model model
 
-The same request works against the Triton ensemble (its outputs carry a leading batch dimension of 1).
+The same request works against the Triton ensemble: both batch (max_batch_size > 0), so IMAGE's shape is
+[batch, 1] = [1, 1] for one image, and the outputs carry that leading batch dimension. Needs tritonclient:
+pip install 'edgekit[examples]' (or 'tritonclient[http]').
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ def detect(client, model: str, image_path: str, conf: float | None = None):
     """One encoded image in, (boxes x1 y1 x2 y2 in original pixels, scores, class ids) out."""
     with open(image_path, "rb") as f:
         data = f.read()
-    inp = httpclient.InferInput("IMAGE", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([data], dtype=object))
+    inp = httpclient.InferInput("IMAGE", [1, 1], "BYTES")  # [batch, 1]: what Triton expects of dims [1]
+    inp.set_data_from_numpy(np.array([[data]], dtype=object))
     params = {"conf": conf} if conf is not None else None  # per-request thresholds (edgekit serve only)
     r = client.infer(model, [inp], parameters=params)
     boxes, scores, labels = (r.as_numpy(n) for n in ("BOXES", "SCORES", "LABELS"))

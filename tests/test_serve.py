@@ -193,13 +193,13 @@ BAD_REQUESTS = [  # (path, body, headers, status, message part)
     ("/v2/models/model/infer", b'{"inputs": [{"name": "X", "shape": [1], "datatype": "BYTES", "data": ["AA=="]}]}',
      {}, 400, "send exactly one input"),
     ("/v2/models/model/infer", b'{"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["bm9p"]}]}',
-     {}, 400, "not a decodable image"),
+     {}, 400, "input IMAGE[0]: not an image"),
     ("/v2/models/model/infer", b'{"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", "data": ["%%"]}]}',
      {}, 400, "must be base64"),
     ("/v2/models/model/infer", b'{"inputs": [{"name": "IMAGE_HWC", "shape": [2, 2], "datatype": "UINT8", '
      b'"data": [1, 2, 3, 4]}]}', {}, 400, "shape must be [H, W, 3]"),
     ("/v2/models/model/infer", b'{"inputs": [{"name": "IMAGE_HWC", "shape": [2, 2, 3], "datatype": "UINT8", '
-     b'"data": [1]}]}', {}, 400, "does not fit"),
+     b'"data": [1]}]}', {}, 400, "1 elements in 'data', shape [2, 2, 3] needs 12"),
     ("/v2/models/model/infer", b'{"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "BYTES", '
      b'"parameters": {"binary_data_size": 99}}]}', {"Inference-Header-Content-Length": "ALL"}, 400, "runs past the end"),
     ("/v2/models/model/infer", b'{}', {"Inference-Header-Content-Length": "x"}, 400, "is not an integer"),

@@ -64,7 +64,7 @@ def test_triton_configs_follow_the_schema(repo, onnx160):
         c = cfgs[f"yolo_{stage}"]
         assert c.backend == "python" and c.parameters["stage"].string_value == stage
         assert (repo / f"yolo_{stage}" / "1" / "model.py").is_file()
-    assert (repo / "README.md").read_text().count("tritonserver --model-repository=/models") == 1
+    assert (repo / "yolo" / "README.md").read_text().count("tritonserver --model-repository=/models") == 1
 
 
 def test_triton_ensemble_wiring_is_consistent(repo):
@@ -194,3 +194,99 @@ def test_bad_input_deploy(onnx160, tmp_path, capsys, argv, code, msg):
     err = capsys.readouterr().err
     assert msg in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+# --- optional: a real tritonserver (nvidia-pytriton's build) loads the repository's pre/post models ----------------
+
+PYTRITON_VENV = "EDGEKIT_PYTRITON_VENV"  # a venv: nvidia-pytriton, numpy<2, opencv-python-headless (never the main env)
+
+
+def _pytriton_server_dir(tmp_path: Path) -> tuple[Path, dict]:
+    """tritonserver and its backends copied out of the venv's pytriton (with the Python stub of the venv's version),
+    and the environment it runs in; skips when the venv is not there."""
+    import os
+    import shutil
+
+    venv = os.environ.get(PYTRITON_VENV)
+    if not venv:
+        pytest.skip(f"set {PYTRITON_VENV} to a venv with nvidia-pytriton, 'numpy<2' and opencv-python-headless")
+    sites = sorted(Path(venv).glob("lib/python3.*/site-packages"))
+    dist = sites[0] / "pytriton" / "tritonserver" if sites else None
+    if dist is None or not (dist / "bin" / "tritonserver").is_file():
+        pytest.skip(f"{PYTRITON_VENV}={venv}: no pytriton tritonserver in it")
+    version = sites[0].parent.name[len("python"):]
+    server = tmp_path / "tritonserver"
+    for part in ("bin", "backends", "caches"):
+        shutil.copytree(dist / part, server / part)
+    shutil.copy2(dist / "python_backend_stubs" / version / "triton_python_backend_stub",
+                 server / "backends" / "python" / "triton_python_backend_stub")
+    env = {**os.environ, "PATH": f"{venv}/bin:{os.environ.get('PATH', '')}", "PYTHONPATH": str(sites[0]),
+           "LD_LIBRARY_PATH": str(sites[0] / "nvidia_pytriton.libs")}
+    return server, env
+
+
+def test_real_tritonserver_serves_pre_and_post(repo, onnx160, tmp_path):
+    """Issue 19 item 15 (optional check): the repository `deploy` writes loads into a real tritonserver (2.51, from
+    nvidia-pytriton, which has no ONNX Runtime or OpenVINO backend, so only the Python-backend models load), takes
+    IMAGE as [1, 1] and gives Engine's detections around the network run here."""
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    ort = pytest.importorskip("onnxruntime")
+    th = pytest.importorskip("tritonclient.http")
+    from edgekit import Engine
+
+    server, env = _pytriton_server_dir(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "tritonserver.log").open("w")
+    proc = subprocess.Popen([str(server / "bin" / "tritonserver"), f"--model-repository={repo}",
+                             f"--backend-directory={server / 'backends'}", "--model-control-mode=explicit",
+                             "--load-model=yolo_pre", "--load-model=yolo_post", "--http-address=127.0.0.1",
+                             f"--http-port={port}", "--allow-grpc=false", "--allow-metrics=false"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        client = th.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if client.is_model_ready("yolo_pre") and client.is_model_ready("yolo_post"):
+                    break
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        else:
+            tail = (tmp_path / "tritonserver.log").read_text()[-3000:]
+            pytest.fail(f"tritonserver did not load yolo_pre/yolo_post: {tail}")
+        sess = ort.InferenceSession(str(repo / "yolo_model" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+        engine = Engine(onnx160)
+        total = 0
+        for img in VAL:
+            i = th.InferInput("IMAGE", [1, 1], "BYTES")  # [batch, 1]: what examples/client_tritonclient.py sends
+            i.set_data_from_numpy(np.array([[img.read_bytes()]], dtype=object))
+            pre = client.infer("yolo_pre", [i])
+            raw = sess.run(None, {"images": pre.as_numpy("images")})[0]
+            r, lb = th.InferInput("RAW", list(raw.shape), "FP32"), th.InferInput("LETTERBOX", [1, 5], "FP64")
+            r.set_data_from_numpy(raw.astype(np.float32))
+            lb.set_data_from_numpy(pre.as_numpy("LETTERBOX"))
+            post = client.infer("yolo_post", [r, lb])
+            ref = engine(img)
+            np.testing.assert_array_equal(post.as_numpy("LABELS")[0], ref.class_ids)
+            np.testing.assert_allclose(post.as_numpy("BOXES")[0], ref.boxes, atol=0.01)
+            total += len(ref)
+        assert total > 0
+        with pytest.raises(th.InferenceServerException, match=r"Expected \[-1,1\]|unexpected shape"):
+            one = th.InferInput("IMAGE", [1], "BYTES")  # the old client's shape: real Triton refuses it
+            one.set_data_from_numpy(np.array([VAL[0].read_bytes()], dtype=object))
+            client.infer("yolo_pre", [one])
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()

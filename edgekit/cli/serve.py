@@ -1,8 +1,10 @@
 NAME = "serve"
 HELP = "serve an artifact over HTTP with the KServe v2 / Triton protocol (micro-batching, /metrics)"
-DESCRIPTION = (HELP + ". Endpoints: /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/infer "
-               "(input IMAGE: one encoded image as BYTES, or IMAGE_HWC: a uint8 BGR HxWx3 tensor; outputs BOXES, "
-               "SCORES, LABELS in original-image pixels), /metrics. Needs: pip install 'edgekit[serve]'.")
+DESCRIPTION = (HELP + ". Endpoints: /v2/health/live, /v2/health/ready, /v2/models/NAME, /v2/models/NAME/config, "
+               "/v2/models/NAME/stats, /v2/repository/index, /v2/models/NAME/infer (input IMAGE: encoded images as "
+               "BYTES, shape [1] or [n, 1]; or IMAGE_HWC: uint8 BGR, [H, W, 3] or [n, H, W, 3]; outputs BOXES, SCORES, "
+               "LABELS in original-image pixels, with a batch dimension when the input had one), /metrics. "
+               "Needs: pip install 'edgekit[serve]'.")
 
 
 def add_arguments(p):
@@ -20,6 +22,14 @@ def add_arguments(p):
     p.add_argument("--workers", type=int, default=1,
                    help="inference threads, each with its own copy of the engine (default 1)")
     p.add_argument("--threads", type=int, default=None, help="backend threads per engine (default: the backend's)")
+    from ..runtime.images import MAX_PIXELS  # the one image limit (numpy and OpenCV only)
+    from ..serve.app import MAX_BODY_MB
+
+    p.add_argument("--max-body-mb", type=float, default=MAX_BODY_MB,
+                   help=f"larger request bodies are answered 413 without being read on (default {MAX_BODY_MB:g})")
+    p.add_argument("--max-image-mp", type=float, default=MAX_PIXELS / 1e6,
+                   help="images whose header declares more megapixels are answered 413 before decoding "
+                        f"(default {MAX_PIXELS / 1e6:g}: the limit of eval, train and Engine)")
     p.add_argument("--allow-failed", action="store_true",
                    help="serve an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
@@ -29,10 +39,13 @@ def run(args):
     from ..serve.server import serve
 
     for flag, v, lo in (("--max-batch", args.max_batch, 1), ("--max-queue", args.max_queue, 1),
-                        ("--workers", args.workers, 1), ("--port", args.port, 0), ("--max-delay-ms", args.max_delay_ms, 0)):
-        if v < lo:
-            raise EdgekitError(f"{flag} must be >= {lo}, got {v}")
+                        ("--workers", args.workers, 1), ("--port", args.port, 0),
+                        ("--max-delay-ms", args.max_delay_ms, 0), ("--max-body-mb", args.max_body_mb, 0.001),
+                        ("--max-image-mp", args.max_image_mp, 1e-6)):
+        if not v >= lo:  # NaN fails too
+            raise EdgekitError(f"{flag} must be >= {lo:g}, got {v}")
     opts = {"threads": args.threads} if args.threads else {}
     return serve(args.artifact, host=args.host, port=args.port, name=args.name, device=args.device,
                  backend=args.backend, workers=args.workers, max_batch=args.max_batch,
-                 max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, allow_failed=args.allow_failed, **opts)
+                 max_delay_ms=args.max_delay_ms, max_queue=args.max_queue, allow_failed=args.allow_failed,
+                 max_body_mb=args.max_body_mb, max_pixels=int(args.max_image_mp * 1e6), **opts)

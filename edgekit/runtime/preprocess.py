@@ -2,6 +2,10 @@
 
 It reproduces Ultralytics' LetterBox (auto=False, center=True, scaleup=True, pad value 114,
 cv2.INTER_LINEAR) so that an artifact sees the same pixels here as under Ultralytics.
+
+Thin images (a 20000x20 strip at imgsz 320): a side that the common gain would round to 0 px is drawn 1 px wide
+instead (that axis alone is stretched), and boxes map back through each axis' own scale, so they land inside the
+image where the network saw them. Every other image keeps the one gain of Ultralytics.
 """
 from __future__ import annotations
 
@@ -20,15 +24,28 @@ class Letterbox:
     pad_top: int
     orig_shape: tuple[int, int]  # (h, w)
 
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(x, y) scale of the resize: the gain, or 1/side along a side drawn 1 px wide (see the module's note)."""
+        h, w = self.orig_shape
+        return tuple(self.gain if int(round(side * self.gain)) >= 1 else 1.0 / side for side in (w, h))
+
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Map xyxy boxes from network input pixels back to original-image pixels (in place, clipped)."""
         boxes[:, [0, 2]] -= self.pad_left
         boxes[:, [1, 3]] -= self.pad_top
-        boxes /= self.gain
+        sx, sy = self.scales
+        boxes[:, 0::2] /= sx
+        boxes[:, 1::2] /= sy
         h, w = self.orig_shape
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         return boxes
+
+
+def _scaled(side: int, gain: float) -> int:
+    """A side's length after the resize: rounded as Ultralytics does, but never 0 px."""
+    return max(1, int(round(side * gain)))
 
 
 def letterbox(img: np.ndarray, new_shape=(640, 640), color: int = 114, scaleup: bool = True,
@@ -39,7 +56,7 @@ def letterbox(img: np.ndarray, new_shape=(640, 640), color: int = 114, scaleup: 
     r = min(nh / h, nw / w)
     if not scaleup:
         r = min(r, 1.0)
-    uw, uh = int(round(w * r)), int(round(h * r))
+    uw, uh = _scaled(w, r), _scaled(h, r)
     dw, dh = nw - uw, nh - uh
     if auto:
         dw, dh = dw % stride, dh % stride

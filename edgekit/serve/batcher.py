@@ -40,10 +40,14 @@ class MicroBatcher:
         return self.queue.qsize()
 
     def submit(self, blob: np.ndarray) -> Future:
-        """Queue one (1, C, H, W) blob; the Future gets its raw network output row. Raises QueueFull."""
+        """Queue one (1, C, H, W) blob; the Future gets its raw network output row. Raises QueueFull.
+
+        When it is done, the Future also carries queue_s (waiting for its batch) and infer_s (its batch's call).
+        """
         if self._stopping.is_set():
             raise QueueFull("server is shutting down")
         fut: Future = Future()
+        fut.queued_at = time.perf_counter()
         try:
             self.queue.put_nowait((blob, fut))
         except queue.Full:
@@ -83,10 +87,12 @@ class MicroBatcher:
                 for _, f in items:
                     f.set_exception(e)
                 continue
-            for k, (_, f) in enumerate(items):
-                f.set_result(raw[k])
+            took = time.perf_counter() - t0
             if self.on_batch:
-                self.on_batch(len(items), time.perf_counter() - t0)
+                self.on_batch(len(items), took)
+            for k, (_, f) in enumerate(items):
+                f.queue_s, f.infer_s = t0 - f.queued_at, took
+                f.set_result(raw[k])
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Refuse new work, finish what is queued, join the workers; True when all stopped in time."""

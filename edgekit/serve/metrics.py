@@ -38,3 +38,48 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         return self._pc.generate_latest(self.registry), self._pc.CONTENT_TYPE_LATEST
+
+
+class Stats:
+    """Triton's inference statistics of one model (GET /v2/models/NAME/stats): counts and cumulative nanoseconds.
+
+    Per request: success / fail (whole request), queue (waiting for a batch), compute_input (parse, decode,
+    letterbox), compute_infer (its batch's network call), compute_output (decode + NMS, response); per batch size:
+    compute_infer. inference_count counts images, execution_count network calls.
+    """
+
+    KEYS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
+
+    def __init__(self, name: str, version: str = "1"):
+        import threading
+
+        self.name, self.version = name, version
+        self._lock = threading.Lock()
+        self._d = {k: [0, 0] for k in self.KEYS}
+        self._batches: dict[int, list[int]] = {}
+        self.inference_count = self.execution_count = self.last_inference_ms = 0
+
+    def add(self, key: str, seconds: float, count: int = 1) -> None:
+        with self._lock:
+            d = self._d[key]
+            d[0] += count
+            d[1] += int(seconds * 1e9)
+
+    def on_batch(self, size: int, seconds: float) -> None:
+        import time
+
+        with self._lock:
+            b = self._batches.setdefault(size, [0, 0])
+            b[0] += 1
+            b[1] += int(seconds * 1e9)
+            self.execution_count += 1
+            self.inference_count += size
+            self.last_inference_ms = int(time.time() * 1000)
+
+    def doc(self) -> dict:
+        with self._lock:
+            return {"name": self.name, "version": self.version, "last_inference": self.last_inference_ms,
+                    "inference_count": self.inference_count, "execution_count": self.execution_count,
+                    "inference_stats": {k: {"count": c, "ns": ns} for k, (c, ns) in self._d.items()},
+                    "batch_stats": [{"batch_size": s, "compute_infer": {"count": c, "ns": ns}}
+                                    for s, (c, ns) in sorted(self._batches.items())]}

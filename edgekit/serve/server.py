@@ -21,14 +21,16 @@ def model_name(artifact) -> str:
 
 def build_service(artifact, name: str | None = None, device: str = "cpu", backend: str | None = None,
                   workers: int = 1, max_batch: int = 8, max_delay_ms: float = 2.0, max_queue: int = 64,
-                  allow_failed: bool = False, **engine_options):
+                  allow_failed: bool = False, max_body_mb: float | None = None, max_pixels: int | None = None,
+                  **engine_options):
     """One Engine per inference worker (a backend need not be thread-safe), and the Service around them."""
     from ..runtime import Engine
     from .app import Service
 
     engines = [Engine(artifact, device=device, backend=backend, allow_failed=allow_failed, **engine_options)
                for _ in range(max(1, workers))]
-    return Service(name or model_name(artifact), engines, max_batch, max_delay_ms / 1000.0, max_queue)
+    limits = {k: v for k, v in (("max_body_mb", max_body_mb), ("max_pixels", max_pixels)) if v is not None}
+    return Service(name or model_name(artifact), engines, max_batch, max_delay_ms / 1000.0, max_queue, **limits)
 
 
 def serve(artifact, host: str = "127.0.0.1", port: int = 8000, graceful_s: float = 30.0, log=None, **kw) -> int:

@@ -4,22 +4,30 @@ DIR/
   NAME_model/  config.pbtxt, 1/model.onnx | 1/model.xml + model.bin | 1/model.plan
   NAME_pre/    config.pbtxt, 1/model.py, 1/edgekit_meta.json, 1/edgekit_runtime/  (letterbox)
   NAME_post/   the same files, stage "post"  (decode + NMS, boxes in original-image pixels)
-  NAME/        config.pbtxt (ensemble: IMAGE -> BOXES, SCORES, LABELS), 1/
+  NAME/        config.pbtxt (ensemble: IMAGE -> BOXES, SCORES, LABELS), 1/, README.md
+
+The repository may hold other models: only these four folders are written, each with a MARKER file saying edgekit
+wrote it. A folder of that name without the marker is someone else's and is replaced only with force=True. Each
+folder is built in a hidden staging folder inside the repository, then renamed into place (one folder at a time).
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ArtifactError
-from ..io import atomic_dir
+from .. import __version__
+from ..errors import ArtifactError, EdgekitError
 
 PLATFORMS = {"onnxruntime": ("onnxruntime", "model.onnx"), "openvino": ("openvino", "model.xml"),
              "tensorrt": ("tensorrt", "model.plan")}
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 RUNTIME_FILES = ("__init__.py", "preprocess.py", "postprocess.py", "detections.py")
+MARKER = ".edgekit-deploy.json"  # in every model folder edgekit writes: what makes a folder ours to replace
+SUFFIX_BACKEND = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
 
 
 @dataclass
@@ -37,9 +45,11 @@ class NetIO:
 def net_io(artifact: Path, backend: str, meta) -> NetIO:
     """Read tensor names and shapes from the model itself (ONNX, IR) or from the sidecar (TensorRT)."""
     if backend == "onnxruntime":
-        from .._imports import require
+        from .._imports import available, require
 
-        onnx = require("onnx", "writing a Triton repository")
+        if not available("onnx") and available("openvino"):  # OpenVINO reads ONNX too: no need for onnx here
+            return net_io(artifact, "openvino", meta)
+        onnx = require("onnx", "reading an ONNX model's inputs and outputs for a Triton repository")
         g = onnx.load(str(artifact), load_external_data=False).graph
         dims = lambda v: [d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
         i, o = g.input[0], g.output[0]
@@ -143,17 +153,57 @@ def _python_model(folder: Path, stage: str, meta_doc: dict) -> None:
     (ver / "edgekit_meta.json").write_text(json.dumps(meta_doc, indent=2) + "\n")
 
 
+def _ours(folder: Path) -> bool:
+    """True when edgekit deploy wrote this model folder (its marker file says so)."""
+    try:
+        return json.loads((folder / MARKER).read_text()).get("written_by") == "edgekit deploy"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _deploy_backend(src: Path, backend: str | None) -> str:
+    """The Triton backend for an artifact: named, else from its file type (what Triton runs, not what is here)."""
+    if backend:
+        return backend
+    if src.is_dir():
+        return "openvino"
+    if src.suffix.lower() in SUFFIX_BACKEND:
+        return SUFFIX_BACKEND[src.suffix.lower()]
+    from ..runtime.backends import pick_backend
+
+    return pick_backend(src)  # an unknown suffix: its error names the known ones
+
+
+def _write_folder(staging: Path, folder: str, fill) -> Path:
+    """Build one model folder under staging with fill(path), then its marker."""
+    f = staging / folder
+    f.mkdir()
+    fill(f)
+    (f / MARKER).write_text(json.dumps({"written_by": "edgekit deploy", "edgekit": __version__}) + "\n")
+    return f
+
+
+def _swap_in(new: Path, dst: Path, staging: Path) -> None:
+    """Rename new over dst (the old one moved aside into staging first, then deleted with it)."""
+    if dst.exists() or dst.is_symlink():
+        os.replace(dst, staging / f".old-{dst.name}")
+    os.replace(new, dst)
+
+
 def write_triton_repo(artifact, out_dir, name: str | None = None, backend: str | None = None,
                       max_batch: int = 8, instances: int = 1, delay_us: int = 2000, conf: float = 0.25,
-                      iou: float = 0.7, max_det: int = 300) -> Path:
-    """artifact -> a Triton model repository at out_dir (replaced atomically); returns out_dir."""
-    from ..runtime.backends import pick_backend
+                      iou: float = 0.7, max_det: int = 300, force: bool = False) -> Path:
+    """artifact -> its four model folders in the Triton repository out_dir (other models kept); returns out_dir.
+
+    EdgekitError, before anything is written, when one of the four folders exists and is not edgekit's (unless
+    force).
+    """
     from ..runtime.meta import find_model_file, load_meta
     from .server import model_name
 
     src = Path(artifact)
     meta = load_meta(src)  # the same metadata Engine would use: refuses an artifact without it
-    backend = backend or pick_backend(src)
+    backend = _deploy_backend(src, backend)
     if backend not in PLATFORMS:
         raise ArtifactError(f"{src}: Triton has no backend for edgekit's '{backend}' artifacts "
                             f"(use .onnx, an OpenVINO IR or a TensorRT .engine)")
@@ -161,6 +211,15 @@ def write_triton_repo(artifact, out_dir, name: str | None = None, backend: str |
     if backend == "onnxruntime" and model_file.suffix.lower() != ".onnx":
         raise ArtifactError(f"{model_file}: the onnxruntime backend needs an .onnx file")
     name = name or model_name(src)
+    repo = Path(out_dir)
+    if repo.exists() and not repo.is_dir():
+        raise EdgekitError(f"{repo}: not a folder (a Triton model repository is a folder of model folders)")
+    folders = [f"{name}_model", f"{name}_pre", f"{name}_post", name]
+    foreign = [f for f in folders if ((repo / f).exists() or (repo / f).is_symlink()) and not _ours(repo / f)]
+    if foreign and not force:
+        them = "it" if len(foreign) == 1 else "them"
+        raise EdgekitError(f"{repo}: {', '.join(foreign)} already in the repository and not written by edgekit "
+                           f"deploy; nothing was changed (pass --force to replace {them})")
     io = net_io(model_file, backend, meta)
     if io.batch not in (None, 1):
         raise ArtifactError(f"{model_file}: fixed batch {io.batch}; Triton batching needs batch 1 or a dynamic "
@@ -170,25 +229,42 @@ def write_triton_repo(artifact, out_dir, name: str | None = None, backend: str |
     mb = max_batch if io.batch is None else 1
     meta_doc = {"names": meta.names, "imgsz": list(meta.imgsz), "pad_value": meta.pad_value, "layout": meta.layout,
                 "input_dtype": io.dtype, "conf": conf, "iou": iou, "max_det": max_det}
-    with atomic_dir(out_dir) as tmp:
-        m = tmp / f"{name}_model"
-        _copy_model(model_file, backend, m / "1")
-        (m / "config.pbtxt").write_text(model_config(f"{name}_model", backend, io, mb, instances, delay_us))
-        for stage in ("pre", "post"):
-            p = tmp / f"{name}_{stage}"
-            _python_model(p, stage, meta_doc)
-            (p / "config.pbtxt").write_text(python_config(f"{name}_{stage}", stage, io, mb, instances, delay_us))
-        (tmp / name / "1").mkdir(parents=True)
-        (tmp / name / "config.pbtxt").write_text(ensemble_config(name, io, mb))
-        (tmp / "README.md").write_text(readme(name, out_dir))
-    return Path(out_dir)
+
+    def model(f: Path) -> None:
+        _copy_model(model_file, backend, f / "1")
+        (f / "config.pbtxt").write_text(model_config(f.name, backend, io, mb, instances, delay_us))
+
+    def python(stage: str):
+        def fill(f: Path) -> None:
+            _python_model(f, stage, meta_doc)
+            (f / "config.pbtxt").write_text(python_config(f.name, stage, io, mb, instances, delay_us))
+        return fill
+
+    def ensemble(f: Path) -> None:
+        (f / "1").mkdir()
+        (f / "config.pbtxt").write_text(ensemble_config(name, io, mb))
+        (f / "README.md").write_text(readme(name, repo))
+
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".edgekit-deploy.", dir=repo))
+    try:
+        built = [_write_folder(staging, f, fill) for f, fill in
+                 zip(folders, (model, python("pre"), python("post"), ensemble))]
+        for f in built:  # the ensemble last: its steps exist when it appears
+            _swap_in(f, repo / f.name, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return repo
 
 
 def readme(name: str, out_dir) -> str:
     return f"""# Triton model repository for `{name}` (written by edgekit)
 
-Send one encoded image (BYTES) as `IMAGE` to the ensemble `{name}`; it returns `BOXES` (x1 y1 x2 y2 in
-original-image pixels), `SCORES` and `LABELS` (class ids; names in `{name}_pre/1/edgekit_meta.json`).
+Send encoded images (BYTES) as `IMAGE`, shape `[n, 1]` (`[1, 1]` for one image: the models batch, so the first
+dimension is the batch), to the ensemble `{name}`; it returns `BOXES` `[n, k, 4]` (x1 y1 x2 y2 in original-image
+pixels), `SCORES` `[n, k]` and `LABELS` `[n, k]` (class ids, -1 pads; names in `{name}_pre/1/edgekit_meta.json`).
+Each of the four folders `{name}`, `{name}_model`, `{name}_pre`, `{name}_post` holds `{MARKER}`: `edgekit deploy`
+replaces only folders that carry it, and leaves the repository's other models alone.
 The Python-backend models need OpenCV in the server's Python (`pip install opencv-python-headless`).
 
     docker run --rm -p 8000:8000 -p 8001:8001 -p 8002:8002 -v "$PWD/{Path(out_dir).name}:/models" \\
