@@ -8,7 +8,8 @@ time of one command `cli_logging()`:
   stdout), Python warnings raised outside edgekit, records that would reach the root logger's last-resort handler,
   and whatever third-party code prints on stdout: all of it goes to the `edgekit.thirdparty` logger, shown only with
   `-v` (errors always);
-- keeps the real stdout for the command's own result (`out()`), so `--json -` prints JSON only.
+- keeps the real stdout for the command's own result (`out()`), so `--json -` prints JSON only; with `-q` the
+  readable result (`text_out()`) is not printed, only the JSON asked for with `--json -`.
 `log_file()` adds a file that records edgekit at DEBUG and third-party packages at INFO (what they print by
 default; their DEBUG, e.g. torch.autograd's, slows the work). Everything is restored on exit.
 """
@@ -138,8 +139,11 @@ def out() -> io.TextIOBase:
     return _session.stdout if _session is not None else sys.stdout
 
 
-def text_out() -> io.TextIOBase:
-    """Where a command's human-readable result goes: stdout, or stderr when stdout carries its JSON (--json -)."""
+def text_out() -> io.TextIOBase | None:
+    """Where a command's human-readable result goes: stdout, or stderr when stdout carries its JSON (--json -);
+    None with -q (errors only)."""
+    if _session is not None and _session.verbosity < 0:
+        return None
     return sys.stderr if _session is not None and _session.json_stdout else out()
 
 
