@@ -251,3 +251,17 @@ def test_list_options_take_the_comma_form():
     # only path lists (several files or folders) are space-separated: a comma may be part of a path
     spaced = sorted(f"{cmd} {a.option_strings[0]}" for cmd, a in _actions(p) if a.nargs in ("+", "*") and a.option_strings)
     assert spaced == ["edgekit bench --compare", "edgekit export --imgsz", "edgekit report --merge"]
+
+
+def test_main_in_process_restores_what_it_changed():
+    """main() ignores SIGXFSZ and adds an import hook for the time of one command only; the environment is as before."""
+    import signal
+
+    from edgekit.cli.main import main
+
+    from edgekit._home import _Finder
+
+    before = (signal.getsignal(signal.SIGXFSZ), dict(os.environ))
+    assert main(["doctor", "-q"]) == 0
+    assert (signal.getsignal(signal.SIGXFSZ), dict(os.environ)) == before
+    assert not [f for f in sys.meta_path if isinstance(f, _Finder)]  # (other packages may add their own finders)

@@ -5,7 +5,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .. import __version__
@@ -53,14 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _ignore_file_size_signal() -> None:
-    """Over the file-size limit (ulimit -f) the kernel sends SIGXFSZ, which kills without a word: ignored, the write
-    fails with EFBIG instead and the atomic-write layer says which file could not be written."""
+@contextmanager
+def _file_size_signal_ignored():
+    """Over the file-size limit (ulimit -f) the kernel sends SIGXFSZ, which kills without a word: ignored for the
+    command, the write fails with EFBIG instead and the atomic-write layer says which file could not be written."""
     import signal
     import threading
 
-    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if not hasattr(signal, "SIGXFSZ") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def _stdout_closed() -> int:
@@ -88,16 +95,16 @@ def main(argv=None) -> int:
 
     if args.verbose and args.quiet:
         parser.error("-v/--verbose and -q/--quiet exclude each other")
-    _ignore_file_size_signal()
     try:
         with ExitStack() as stack:
+            stack.enter_context(_file_size_signal_ignored())
             stack.enter_context(redirect_imports())
             stack.enter_context(cli_logging(1 if args.verbose else -1 if args.quiet else 0,
                                             json_stdout=getattr(args, "json", None) == "-"))
             if args.command in RUN_LOGS and getattr(args, "output", None):
                 stack.enter_context(log_file(Path(args.output) / RUN_LOGS[args.command]))
             code = args._run(args)
-            sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        sys.stdout.flush()  # the real stdout again: a closed pipe shows here, not at interpreter exit
         return int(code or 0)
     except EdgekitError as e:
         msg = " ".join(str(e).split())  # always one line
