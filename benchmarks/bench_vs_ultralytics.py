@@ -124,7 +124,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="coco128 folder (or its data.yaml); its images/val are used")
     ap.add_argument("--weights", required=True, help="yolov8n .pt (exported to OpenVINO FP32 by Ultralytics)")
-    ap.add_argument("--int8", default=None, help="Ultralytics INT8 OpenVINO folder of the same model")
+    ap.add_argument("--int8", default=None, help="Ultralytics INT8 OpenVINO folder of the same model (default: "
+                                                 "WEIGHTS' folder/<model>_int8_openvino_model if present; 'none': skip)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=32, help="images per interleaved slice (A B C on each slice)")
     ap.add_argument("--work", default="runs/bench_vs_ultralytics", help="where the FP32 export is cached")
@@ -152,7 +153,7 @@ def main() -> int:
     weights = Path(args.weights)
     models = {"FP32": export_fp32(weights, work)}
     int8 = Path(args.int8) if args.int8 else weights.parent / f"{weights.stem.split('_')[0]}_int8_openvino_model"
-    if int8.exists():
+    if int8.exists() and args.int8 != "none":
         models["INT8"] = int8
     ul = ultralytics()
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "images": len(files),

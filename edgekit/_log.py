@@ -175,14 +175,43 @@ def cli_logging(verbosity: int = 0, json_stdout: bool = False):
 
 
 class _LazyFile(logging.FileHandler):
-    """A log file (and its folder) created at the first record: a command refused up front leaves nothing behind."""
+    """A log file (and its folder) created at the first record: a command refused up front leaves nothing behind.
+    When the disk is full (or the file-size limit reached) the log stops with one warning line, not a traceback."""
 
     def __init__(self, path: Path):
         super().__init__(path, encoding="utf-8", delay=True)
+        self.stopped = False
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def emit(self, record):
+        if not self.stopped:
+            super().emit(record)
+
+    def handleError(self, record):
+        if not self._out_of_space(sys.exc_info()[1]):
+            super().handleError(record)
+
+    def close(self):
+        try:
+            super().close()  # flushes what is buffered: may fail the same way
+        except OSError as e:
+            if not self._out_of_space(e):
+                raise
+
+    def _out_of_space(self, exc) -> bool:
+        """A write failed for lack of space: warn once, write no more."""
+        from .io import NO_SPACE, space_reason
+
+        if not isinstance(exc, OSError) or exc.errno not in NO_SPACE:
+            return False
+        if not self.stopped:
+            self.stopped = True
+            print(f"warning: {self.baseFilename}: cannot write the log: {space_reason(exc.errno)}; the log stops "
+                  f"here", file=sys.stderr)
+        return True
 
 
 @contextlib.contextmanager

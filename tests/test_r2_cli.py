@@ -205,14 +205,14 @@ def test_commands_write_nothing_into_home(onnx160, tmp_path):
 
 def test_a_users_mplconfigdir_is_respected_and_the_environment_restored(tmp_path):
     """An MPLCONFIGDIR the user set is used as is; XDG_CACHE_HOME is back to the user's value after the import."""
-    mpl = tmp_path / "mpl"
+    mpl, xdg = tmp_path / "mpl", tmp_path / "xdg"
     code = ("import os\nfrom edgekit._imports import require\nm = require('matplotlib')\nrequire('onnxruntime')\n"
             "print(m.get_configdir()); print(os.environ.get('MPLCONFIGDIR')); print(os.environ['XDG_CACHE_HOME'])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       env=_env(HOME=str(tmp_path / "home"), MPLCONFIGDIR=str(mpl), XDG_CACHE_HOME="/nonexistent/x"))
+                       env=_env(HOME=str(tmp_path / "home"), MPLCONFIGDIR=str(mpl), XDG_CACHE_HOME=str(xdg)))
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(mpl), str(mpl), "/nonexistent/x"]
-    assert not (tmp_path / "home").exists()
+    assert r.stdout.split() == [str(mpl), str(mpl), str(xdg)]
+    assert not (tmp_path / "home").exists() and not xdg.exists()  # ONNX Runtime's device id went private
 
 
 # help texts and list options ------------------------------------------------------------------------------------------
@@ -265,3 +265,34 @@ def test_main_in_process_restores_what_it_changed():
     assert main(["doctor", "-q"]) == 0
     assert (signal.getsignal(signal.SIGXFSZ), dict(os.environ)) == before
     assert not [f for f in sys.meta_path if isinstance(f, _Finder)]  # (other packages may add their own finders)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_no_space_and_quota_name_the_target(tmp_path, code):
+    """Item 7 for a full disk and an exhausted quota (not simulable without a mount): the OSError a write raises
+    becomes the EdgekitError naming the target, the temp file goes, the old file stays."""
+    import errno
+
+    from edgekit.errors import EdgekitError
+    from edgekit.io import atomic_path
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(EdgekitError, match=rf"^{target}: cannot write: .*any previous model.onnx is unchanged"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"partial")
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"] and target.read_bytes() == b"old"
+
+
+def test_run_log_over_file_size_limit_stops_with_one_warning(tmp_path):
+    """Item 7 for the run log (train-export.log): a failed log write is one warning line, not a logging traceback."""
+    code = ("import signal, sys\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "from edgekit._log import LOG, cli_logging, log_file\n"
+            "with cli_logging(-1), log_file(sys.argv[1]):\n"
+            "    for i in range(3000):\n        LOG.debug('x' * 100)\n")
+    r = subprocess.run(["bash", "-c", 'ulimit -f 100; exec "$@"', "bash", sys.executable, "-c", code,
+                        str(tmp_path / "run.log")], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [f"warning: {tmp_path / 'run.log'}: cannot write the log: file too large "
+                                             f"(over the file-size limit, ulimit -f); the log stops here"]
