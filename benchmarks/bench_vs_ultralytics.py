@@ -124,8 +124,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="coco128 folder (or its data.yaml); its images/val are used")
     ap.add_argument("--weights", required=True, help="yolov8n .pt (exported to OpenVINO FP32 by Ultralytics)")
-    ap.add_argument("--int8", default=None, help="Ultralytics INT8 OpenVINO folder of the same model (default: "
-                                                 "WEIGHTS' folder/<model>_int8_openvino_model if present; 'none': skip)")
+    ap.add_argument("--int8", default=None,
+                    help="Ultralytics INT8 OpenVINO folder of the same model (default: WEIGHTS' "
+                         "folder/<model>_int8_openvino_model if present; 'none': skip)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=32, help="images per interleaved slice (A B C on each slice)")
     ap.add_argument("--work", default="runs/bench_vs_ultralytics", help="where the FP32 export is cached")
@@ -228,7 +229,8 @@ def main() -> int:
         }
         m = report["models"][f"{tag} {prec}"]
         print(f"{tag} {prec} (executed: Ultralytics {ul_exec}, edgekit {ek_exec}; detections "
-              f"{'match' if m['same_detections'] else 'DIFFER'}): median end-to-end throughput ratio edgekit/Ultralytics {m['median_throughput_ratio']:.2f}x; "
+              f"{'match' if m['same_detections'] else 'DIFFER'}): median end-to-end throughput ratio "
+              f"edgekit/Ultralytics {m['median_throughput_ratio']:.2f}x; "
               f"median p50 latency ratio {m['median_p50_ratio']:.2f} (below 1 = edgekit faster)", flush=True)
     if args.json:
         from edgekit.io import atomic_write_json

@@ -203,6 +203,26 @@ def test_commands_write_nothing_into_home(onnx160, tmp_path):
     assert list(home.rglob("*")) == [] and list(xdg.rglob("*")) == []
 
 
+def test_train_and_export_write_nothing_into_home(weights, tmp_path):
+    """The same for the commands that import them indirectly: Ultralytics imports matplotlib while training and
+    ONNX Runtime while exporting (before: ~/.config/matplotlib, ~/.cache/matplotlib, ~/.cache/Microsoft/...)."""
+    pytest.importorskip("ultralytics")
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    env = _env(HOME=str(home))
+    for var in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "YOLO_CONFIG_DIR"):
+        env.pop(var, None)
+    coco8 = ROOT / "tests" / "assets" / "coco8" / "data.yaml"
+    r = _edgekit("train", weights, "--data", coco8, "--strategy", "head", "--epochs", "1", "--imgsz", "160",
+                 "--batch", "4", "-o", "tr", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    r = _edgekit("export", weights, "--imgsz", "160", "--no-parity", "-o", "ex", cwd=work, env=env)
+    assert r.returncode == 0, r.stderr
+    assert (work / "tr" / "best.pt").exists() and (work / "ex" / "model.onnx").exists()
+    assert list(home.rglob("*")) == []
+
+
 def test_a_users_mplconfigdir_is_respected_and_the_environment_restored(tmp_path):
     """An MPLCONFIGDIR the user set is used as is; XDG_CACHE_HOME is back to the user's value after the import."""
     mpl, xdg = tmp_path / "mpl", tmp_path / "xdg"
@@ -249,7 +269,8 @@ def test_list_options_take_the_comma_form():
     assert r.stderr.strip().splitlines()[-1] == ("edgekit export: error: --imgsz 640,480,3: expected N or H,W in "
                                                  "pixels, e.g. --imgsz 640 or --imgsz 640,480")
     # only path lists (several files or folders) are space-separated: a comma may be part of a path
-    spaced = sorted(f"{cmd} {a.option_strings[0]}" for cmd, a in _actions(p) if a.nargs in ("+", "*") and a.option_strings)
+    spaced = sorted(f"{cmd} {a.option_strings[0]}" for cmd, a in _actions(p)
+                    if a.nargs in ("+", "*") and a.option_strings)
     assert spaced == ["edgekit bench --compare", "edgekit export --imgsz", "edgekit report --merge"]
 
 
