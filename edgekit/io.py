@@ -43,7 +43,7 @@ def _space_errno(exc: BaseException, tmp: Path) -> int | None:
         exc = exc.__cause__ or exc.__context__
     try:
         st = os.statvfs(tmp.parent)
-        if st.f_bavail == 0 or st.f_favail == 0:
+        if (st.f_blocks and st.f_bavail == 0) or (st.f_files and st.f_favail == 0):  # btrfs reports 0 inodes
             return errno.ENOSPC
         import resource
 

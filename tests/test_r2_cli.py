@@ -126,15 +126,21 @@ def test_atomic_writes_over_file_size_limit_name_the_target_and_clean_up(tmp_pat
     assert _tree(tmp_path) == before
 
 
-def test_edgekit_errors_raised_inside_an_atomic_write_stay_as_they_are(tmp_path):
-    """A deliberate EdgekitError from inside the block is not re-labelled as a space problem."""
+def test_other_errors_raised_inside_an_atomic_write_stay_as_they_are(tmp_path):
+    """A deliberate EdgekitError, or a bug, inside the block is not re-labelled as a space problem."""
     from edgekit.errors import AccuracyGateError
     from edgekit.io import atomic_path
+
+    from edgekit.io import atomic_dir
 
     with pytest.raises(AccuracyGateError, match="gate"):
         with atomic_path(tmp_path / "x.json") as tmp:
             tmp.write_text("partial")
             raise AccuracyGateError("gate failed")
+    with pytest.raises(RuntimeError, match="a bug"):  # any other failure, with room on the disk, is not one either
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("partial")
+            raise RuntimeError("a bug")
     assert list(tmp_path.iterdir()) == []
 
 
