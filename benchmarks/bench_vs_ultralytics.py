@@ -14,6 +14,12 @@ export) and per round, over the val images of the dataset at batch 1:
   C  edgekit latency mode (one image at a time, every stage, LATENCY hint): e2e p50.
 The images are cut into slices of --chunk; on each slice the order alternates (A B C, then C B A) so that the
 noise of a shared CPU falls on all three alike; images/s = images / summed wall time, ratios per round.
+
+Both sides run at the same executed precision (--precision): `f32` compiles Ultralytics' model with
+INFERENCE_PRECISION_HINT f32 (OpenVINO would otherwise run an FP32 IR in bf16 on a CPU with AVX512_BF16/AMX) against
+edgekit's default (FP32 executes f32); `bf16` is Ultralytics' default compile against edgekit's precision="bf16"
+(skipped where OpenVINO's default is not bf16). The precision each side's compiled model reports is read back and
+printed, and the detection counts of the two sides must match.
 Never imported by the tests.
 """
 from __future__ import annotations
@@ -26,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -43,6 +50,29 @@ def export_fp32(weights: Path, work: Path) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(out, target)
     return target
+
+
+@contextmanager
+def ultralytics_compile(hint: str | None):
+    """While Ultralytics loads its OpenVINO model: add INFERENCE_PRECISION_HINT `hint` to its compile config (None:
+    its own default); yields the list of models it compiled, to read back what they execute."""
+    import openvino as ov
+
+    original = ov.Core.compile_model
+    compiled = []
+
+    def compile_model(self, *args, **kwargs):
+        if hint:
+            kwargs["config"] = {**(kwargs.get("config") or {}), "INFERENCE_PRECISION_HINT": hint}
+        m = original(self, *args, **kwargs)
+        compiled.append(m)
+        return m
+
+    ov.Core.compile_model = compile_model
+    try:
+        yield compiled
+    finally:
+        ov.Core.compile_model = original
 
 
 def ultralytics_pass(model, val_dir: Path) -> dict:
@@ -94,12 +124,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="coco128 folder (or its data.yaml); its images/val are used")
     ap.add_argument("--weights", required=True, help="yolov8n .pt (exported to OpenVINO FP32 by Ultralytics)")
-    ap.add_argument("--int8", default=None, help="Ultralytics INT8 OpenVINO folder of the same model")
+    ap.add_argument("--int8", default=None,
+                    help="Ultralytics INT8 OpenVINO folder of the same model (default: WEIGHTS' "
+                         "folder/<model>_int8_openvino_model if present; 'none': skip)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=32, help="images per interleaved slice (A B C on each slice)")
     ap.add_argument("--work", default="runs/bench_vs_ultralytics", help="where the FP32 export is cached")
     ap.add_argument("--json", default=None, help="write all figures here")
+    ap.add_argument("--precision", default="f32,bf16",
+                    help="executed precisions to compare at, comma-separated: f32 (Ultralytics compiled with "
+                         "INFERENCE_PRECISION_HINT f32 vs edgekit's default) and/or bf16 (Ultralytics' default vs "
+                         "edgekit precision='bf16'); default f32,bf16")
     args = ap.parse_args()
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"f32", "bf16"}:
+        ap.error(f"--precision: expected f32, bf16 or f32,bf16, got '{args.precision}'")
 
     from edgekit._ultralytics import ultralytics
     from edgekit.runtime.concurrency import make_runner
@@ -115,7 +154,7 @@ def main() -> int:
     weights = Path(args.weights)
     models = {"FP32": export_fp32(weights, work)}
     int8 = Path(args.int8) if args.int8 else weights.parent / f"{weights.stem.split('_')[0]}_int8_openvino_model"
-    if int8.exists():
+    if int8.exists() and args.int8 != "none":
         models["INT8"] = int8
     ul = ultralytics()
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "images": len(files),
@@ -123,12 +162,31 @@ def main() -> int:
               "models": {}}
     print(f"{len(files)} images from {val_dir}; machine: {report['machine']['cpu']}")
 
-    for tag, folder in models.items():
+    report["cpu_flags"] = cpu_flags()
+    print(f"CPU flags: {' '.join(report['cpu_flags']) or 'none of interest'}")
+    for (tag, folder), prec in [(m, p) for m in models.items() for p in precisions]:
+        from edgekit.runtime.backends.openvino import executed_precision
+
         yolo = ul.YOLO(str(folder), task="detect")
-        engine = Engine(folder, device="cpu", backend="openvino")  # LATENCY hint: latency mode
-        runner = make_runner(folder, "cpu", "openvino").open()  # THROUGHPUT hint + AsyncInferQueue
-        for _ in yolo.predict(source=str(files[0]), stream=True, batch=1, verbose=False, device="cpu"):
-            pass  # Ultralytics' own warm-up happens on its first batch
+        with ultralytics_compile("f32" if prec == "f32" else None) as ul_compiled:
+            for _ in yolo.predict(source=str(files[0]), stream=True, batch=1, verbose=False, device="cpu"):
+                pass  # Ultralytics loads and compiles its model on its first batch, and warms up
+        ul_exec = executed_precision(ul_compiled[-1]) if ul_compiled else None
+        if prec == "bf16" and ul_exec != "bf16":
+            print(f"{tag} bf16: skipped, OpenVINO's default here executes {ul_exec}, not bf16", flush=True)
+            continue
+        opts = {"precision": "bf16"} if prec == "bf16" else {}
+        engine = Engine(folder, device="cpu", backend="openvino", **opts)  # LATENCY hint: latency mode
+        runner = make_runner(folder, "cpu", "openvino", **opts).open()  # THROUGHPUT hint + AsyncInferQueue
+        ek_exec = float_part(engine.precision_executed)
+        ek_runner_exec = float_part(runner.engines[0].precision_executed) if getattr(runner, "engines", None) else None
+        print(f"{tag} at {prec}: executed precision Ultralytics {ul_exec}, edgekit latency {ek_exec}, "
+              f"edgekit pipelined {ek_runner_exec or ek_exec}", flush=True)
+        if ul_exec != ek_exec or (ek_runner_exec and ek_runner_exec != ek_exec):
+            print(f"{tag} at {prec}: the two sides do not execute the same precision; skipped", flush=True)
+            runner.close()
+            engine.close()
+            continue
         edgekit_pipelined(runner, files[:8])
         edgekit_latency(engine, files[:8])
         chunks = [files[i:i + args.chunk] for i in range(0, len(files), args.chunk)]
@@ -153,26 +211,49 @@ def main() -> int:
             res["throughput_ratio"] = res["edgekit_pipelined"]["fps"] / res["ultralytics"]["fps"]
             res["p50_ratio"] = res["edgekit_latency"]["p50_ms"] / res["ultralytics"]["p50_ms"]
             rounds.append(res)
-            print(f"{tag} round {r + 1}: Ultralytics {res['ultralytics']['fps']:.2f} img/s, p50 "
+            res["same_detections"] = res["ultralytics"]["detections"] == res["edgekit_pipelined"]["detections"]
+            print(f"{tag} {prec} round {r + 1}: Ultralytics {res['ultralytics']['fps']:.2f} img/s, p50 "
                   f"{res['ultralytics']['p50_ms']:.1f} ms | edgekit pipelined {res['edgekit_pipelined']['fps']:.2f} "
                   f"img/s ({res['throughput_ratio']:.2f}x), latency-mode p50 {res['edgekit_latency']['p50_ms']:.1f} ms "
                   f"({res['p50_ratio']:.2f}x of Ultralytics') | detections UL {res['ultralytics']['detections']} "
-                  f"edgekit {res['edgekit_pipelined']['detections']}", flush=True)
+                  f"edgekit {res['edgekit_pipelined']['detections']}{'' if res['same_detections'] else '  DIFFERENT'}",
+                  flush=True)
         runner.close()
         engine.close()
-        report["models"][tag] = {
-            "folder": str(folder), "concurrency": runner.describe(), "rounds": rounds,
+        report["models"][f"{tag} {prec}"] = {
+            "folder": str(folder), "precision": prec, "executed_ultralytics": ul_exec, "executed_edgekit": ek_exec,
+            "same_detections": all(x["same_detections"] for x in rounds),
+            "concurrency": runner.describe(), "rounds": rounds,
             "median_throughput_ratio": statistics.median(x["throughput_ratio"] for x in rounds),
             "median_p50_ratio": statistics.median(x["p50_ratio"] for x in rounds),
         }
-        m = report["models"][tag]
-        print(f"{tag}: median end-to-end throughput ratio edgekit/Ultralytics {m['median_throughput_ratio']:.2f}x; "
+        m = report["models"][f"{tag} {prec}"]
+        print(f"{tag} {prec} (executed: Ultralytics {ul_exec}, edgekit {ek_exec}; detections "
+              f"{'match' if m['same_detections'] else 'DIFFER'}): median end-to-end throughput ratio "
+              f"edgekit/Ultralytics {m['median_throughput_ratio']:.2f}x; "
               f"median p50 latency ratio {m['median_p50_ratio']:.2f} (below 1 = edgekit faster)", flush=True)
     if args.json:
         from edgekit.io import atomic_write_json
 
         atomic_write_json(args.json, report)
     return 0
+
+
+def float_part(executed: str | None) -> str | None:
+    """'int8+bf16' -> 'bf16': the precision the float layers execute in."""
+    return executed.split("+")[-1] if executed else None
+
+
+def cpu_flags() -> list[str]:
+    """The ISA flags that decide OpenVINO's CPU kernels, from /proc/cpuinfo."""
+    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+              "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in wanted if f in flags]
 
 
 if __name__ == "__main__":

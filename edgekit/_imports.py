@@ -61,8 +61,10 @@ def available(module: str) -> bool:
 
 def require(module: str, purpose: str = ""):
     """Import a module or raise MissingDependency naming the extra to install."""
+    from ._home import import_module  # ONNX Runtime and matplotlib write into ~/.cache at import: not there
+
     try:
-        mod = importlib.import_module(module)
+        mod = import_module(module)
     except ImportError as e:
         what = f" (needed for {purpose})" if purpose else ""
         top = module.split(".")[0]

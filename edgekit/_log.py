@@ -8,7 +8,8 @@ time of one command `cli_logging()`:
   stdout), Python warnings raised outside edgekit, records that would reach the root logger's last-resort handler,
   and whatever third-party code prints on stdout: all of it goes to the `edgekit.thirdparty` logger, shown only with
   `-v` (errors always);
-- keeps the real stdout for the command's own result (`out()`), so `--json -` prints JSON only.
+- keeps the real stdout for the command's own result (`out()`), so `--json -` prints JSON only; with `-q` the
+  readable result (`text_out()`) is not printed, only the JSON asked for with `--json -`.
 `log_file()` adds a file that records edgekit at DEBUG and third-party packages at INFO (what they print by
 default; their DEBUG, e.g. torch.autograd's, slows the work). Everything is restored on exit.
 """
@@ -138,8 +139,11 @@ def out() -> io.TextIOBase:
     return _session.stdout if _session is not None else sys.stdout
 
 
-def text_out() -> io.TextIOBase:
-    """Where a command's human-readable result goes: stdout, or stderr when stdout carries its JSON (--json -)."""
+def text_out() -> io.TextIOBase | None:
+    """Where a command's human-readable result goes: stdout, or stderr when stdout carries its JSON (--json -);
+    None with -q (errors only)."""
+    if _session is not None and _session.verbosity < 0:
+        return None
     return sys.stderr if _session is not None and _session.json_stdout else out()
 
 
@@ -171,14 +175,43 @@ def cli_logging(verbosity: int = 0, json_stdout: bool = False):
 
 
 class _LazyFile(logging.FileHandler):
-    """A log file (and its folder) created at the first record: a command refused up front leaves nothing behind."""
+    """A log file (and its folder) created at the first record: a command refused up front leaves nothing behind.
+    When the disk is full (or the file-size limit reached) the log stops with one warning line, not a traceback."""
 
     def __init__(self, path: Path):
         super().__init__(path, encoding="utf-8", delay=True)
+        self.stopped = False
 
     def _open(self):
         Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
         return super()._open()
+
+    def emit(self, record):
+        if not self.stopped:
+            super().emit(record)
+
+    def handleError(self, record):
+        if not self._out_of_space(sys.exc_info()[1]):
+            super().handleError(record)
+
+    def close(self):
+        try:
+            super().close()  # flushes what is buffered: may fail the same way
+        except OSError as e:
+            if not self._out_of_space(e):
+                raise
+
+    def _out_of_space(self, exc) -> bool:
+        """A write failed for lack of space: warn once, write no more."""
+        from .io import NO_SPACE, space_reason
+
+        if not isinstance(exc, OSError) or exc.errno not in NO_SPACE:
+            return False
+        if not self.stopped:
+            self.stopped = True
+            print(f"warning: {self.baseFilename}: cannot write the log: {space_reason(exc.errno)}; the log stops "
+                  f"here", file=sys.stderr)
+        return True
 
 
 @contextlib.contextmanager

@@ -316,8 +316,9 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latenc
     if not ok:
         return None
     try:
-        import matplotlib
+        from ._home import import_module
 
+        matplotlib = import_module("matplotlib")  # its caches in a private folder, not in ~/.cache, ~/.config
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -4,11 +4,13 @@ HELP = "profile a dataset, measure its distance from COCO, and say which trainin
 
 def add_arguments(p):
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
-    p.add_argument("--budget-usd", type=float, default=None)
-    p.add_argument("--deadline-days", type=float, default=None)
+    p.add_argument("--budget-usd", type=float, default=None,
+                   help="training budget in USD: is training from scratch affordable (default: no limit)")
+    p.add_argument("--deadline-days", type=float, default=None,
+                   help="days until the model is needed: can training from scratch finish (default: no limit)")
     p.add_argument("--target", default="cpu", help="deployment device (cpu, cuda:0, GPU, NPU)")
     p.add_argument("--gpu-hour-usd", type=float, default=2.0, help="price of one GPU-hour (default 2.0)")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, default=640, help="input size the training cost is estimated at (default 640)")
     p.add_argument("--json", default=None, help="write the advice to this file ('-' for stdout)")
 
 

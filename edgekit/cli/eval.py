@@ -5,10 +5,10 @@ HELP = "mAP50 and mAP50-95 of an artifact, run through edgekit's runtime"
 def add_arguments(p):
     p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine, or Ultralytics .pt")
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
-    p.add_argument("--split", default="val")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda:0, GPU, NPU (default cpu)")
     p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt (default: from the file type)")
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1, help="images per network call (default 1)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--skip-bad", action="store_true", help="report bad samples and go on")
     p.add_argument("--trust-checkpoint", action="store_true",

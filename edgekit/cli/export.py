@@ -4,7 +4,10 @@ HELP = "export Ultralytics weights to ONNX with a metadata sidecar and a parity 
 
 def add_arguments(p):
     p.add_argument("weights", help="Ultralytics .pt checkpoint (YOLOv8, YOLO11, RT-DETR)")
-    p.add_argument("--imgsz", type=int, nargs="+", default=[640], help="input size: N or H W (default 640)")
+    from ._common import SizeAction
+
+    p.add_argument("--imgsz", nargs="+", action=SizeAction, default=[640], metavar="N|H,W",
+                   help="input size: N, or H,W (default 640)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch and image size")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: Ultralytics' choice)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")

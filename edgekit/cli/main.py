@@ -5,7 +5,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from .. import __version__
@@ -45,12 +45,42 @@ def build_parser() -> argparse.ArgumentParser:
     _verbosity_flags(parser, False)
     flags = argparse.ArgumentParser(add_help=False)  # the same flags after the command name
     _verbosity_flags(flags, argparse.SUPPRESS)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="edgekit COMMAND --help: its options")
     for mod in _commands():
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP), parents=[flags])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser
+
+
+@contextmanager
+def _file_size_signal_ignored():
+    """Over the file-size limit (ulimit -f) the kernel sends SIGXFSZ, which kills without a word: ignored for the
+    command, the write fails with EFBIG instead and the atomic-write layer says which file could not be written."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "SIGXFSZ") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def _stdout_closed() -> int:
+    """The reader of stdout went away (`edgekit ... --json - | head`): stop quietly, as `cat` or `yes` would."""
+    import os
+
+    try:  # anything still buffered for stdout must not raise again at interpreter exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 141  # 128 + SIGPIPE: what a shell reports for a command that stopped on a closed pipe
 
 
 def main(argv=None) -> int:
@@ -59,25 +89,41 @@ def main(argv=None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from .._home import redirect_imports
     from .._log import cli_logging, log_file
+    from ..io import NO_SPACE, space_reason
 
     if args.verbose and args.quiet:
         parser.error("-v/--verbose and -q/--quiet exclude each other")
     try:
         with ExitStack() as stack:
+            stack.enter_context(_file_size_signal_ignored())
+            stack.enter_context(redirect_imports())
             stack.enter_context(cli_logging(1 if args.verbose else -1 if args.quiet else 0,
                                             json_stdout=getattr(args, "json", None) == "-"))
             if args.command in RUN_LOGS and getattr(args, "output", None):
                 stack.enter_context(log_file(Path(args.output) / RUN_LOGS[args.command]))
             code = args._run(args)
+        sys.stdout.flush()  # the real stdout again: a closed pipe shows here, not at interpreter exit
         return int(code or 0)
     except EdgekitError as e:
         msg = " ".join(str(e).split())  # always one line
         print(f"edgekit {args.command}: error: {msg}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:
+        return _stdout_closed()
     except KeyboardInterrupt:
         print(f"edgekit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in NO_SPACE:
+            raise
+        # the last net: a write outside edgekit's atomic writes (a third-party library's own temp file); for a copy
+        # the OSError names the source first and the file being written second
+        target = e.filename2 or e.filename
+        where = f"{target}: " if target else ""
+        print(f"edgekit {args.command}: error: {where}cannot write: {space_reason(e.errno)}", file=sys.stderr)
+        return EdgekitError.exit_code
 
 
 if __name__ == "__main__":

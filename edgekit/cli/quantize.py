@@ -10,7 +10,7 @@ def add_arguments(p):
 
     p.add_argument("model", help="FP32 model.onnx written by 'edgekit export' (its model.json sidecar beside it)")
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
-    p.add_argument("--backend", required=True, choices=list(BACKENDS))
+    p.add_argument("--backend", required=True, choices=list(BACKENDS), help="runtime the INT8 artifact is built for")
     p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="activation range calibration (auto: the recipe's choice; ONNX Runtime tries all three)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300, capped at the split)")

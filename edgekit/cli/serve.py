@@ -10,9 +10,9 @@ DESCRIPTION = (HELP + ". Endpoints: /v2/health/live, /v2/health/ready, /v2/model
 def add_arguments(p):
     p.add_argument("artifact", help="model.onnx, OpenVINO .xml or folder, .engine")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default 8000)")
     p.add_argument("--name", default=None, help="model name in the URLs (default: the artifact's file or folder name)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda:0, GPU, NPU (default cpu)")
     p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt (default: from the file type)")
     p.add_argument("--max-batch", type=int, default=8, help="most images per network call (default 8)")
     p.add_argument("--max-delay-ms", type=float, default=2.0,

@@ -12,9 +12,9 @@ def add_arguments(p):
                    help="comma-separated (default: scratch,head,schedule:0:backbone,1:none,full; the bundled demo: "
                         "head,full); a bare 'schedule' freezes the backbone for the first third of the epochs "
                         "(at least 1), then trains everything")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
     p.add_argument("--imgsz", default=None, help="input sizes, comma-separated (default 256,320)")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16, help="images per training batch (default 16)")
     p.add_argument("--target", default="cpu", help="cpu or cuda:0")
     p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
                    "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
@@ -30,15 +30,17 @@ def add_arguments(p):
                         "this (default 3.0)")
     p.add_argument("--budget-usd", type=float, default=None, help="hard limit on a row's training cost")
     p.add_argument("--budget-hours", type=float, default=None, help="hard limit on a row's training wall time")
-    p.add_argument("--gpu-hour-usd", type=float, default=2.0)
+    p.add_argument("--gpu-hour-usd", type=float, default=2.0, help="price of one GPU-hour for cost_usd (default 2.0)")
     p.add_argument("--search", choices=("grid", "halving"), default="grid",
                    help="grid: train every trial fully; halving: successive halving over epochs (rungs 1, 3, 9 for "
                         "--epochs 9), keeping the best third of each model x imgsz group at each rung")
-    p.add_argument("--calib-size", type=int, default=300)
-    p.add_argument("--bench-iters", type=int, default=30)
+    p.add_argument("--calib-size", type=int, default=300,
+                   help="INT8 calibration images (default 300, capped at the train split)")
+    p.add_argument("--bench-iters", type=int, default=30, help="timed iterations per bench round (default 30)")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
-    p.add_argument("-o", "--output", default="runs/train-export")
+    p.add_argument("-o", "--output", default="runs/train-export",
+                   help="run folder: artifacts, stage records, report (default runs/train-export)")
     p.add_argument("--resume", action="store_true",
                    help="skip stages already finished with the same inputs (by content) and an intact output")
     p.add_argument("--retry-failed", action="store_true",
