@@ -11,8 +11,9 @@ Inputs are paths, symlinks resolved, of three kinds:
   whole output folder (files=None: train, train-export, deploy) may not hold it inside that folder either;
 - a folder (image and label folders, an artifact folder, calibration images, a merged run): the output is neither
   it nor inside it, nor (owning its folder) around it;
-- Home(folder), a folder that holds inputs (a data.yaml's folder, a dataset root): the output is neither it nor
-  around it; a new subfolder of it is allowed (runs/ beside images/ and labels/ is how Ultralytics users work).
+- Home(folder), a folder that holds inputs (a data.yaml's or COCO json's folder, a dataset root): a command that owns
+  its output folder may not use it or a folder around it, but may use a new subfolder of it (runs/ beside images/ and
+  labels/ is how Ultralytics users work); named output files (eval --json, export's model.onnx) may go in it.
 """
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ def _violation(o: Path, raw, home: bool, files) -> tuple[int, str, str] | None:
     if not p.exists():
         return None
     kind = "input folder" if p.is_dir() else "input file"
-    if o == p:
+    if home and files is not None:
+        pass  # a command writing named files may write them beside inputs (their names are checked below)
+    elif o == p:
         return 0, "is", kind
-    if p in o.parents and (p.is_file() or not home):
+    elif p in o.parents and (p.is_file() or not home):
         return 1, "is inside", kind
     if files is None:
         return (2, "contains", kind) if o in p.parents else None
@@ -109,7 +112,7 @@ def data_inputs(data) -> list:
     """A dataset's inputs, from a data.yaml / COCO json path or a loaded Dataset, without reading its images.
 
     yaml: the file, Home(its folder), Home(the root), each split's folders and their labels/ twins (or list files);
-    COCO json: the file and the folders its images are looked up in. A file that does not load gives just the file
+    COCO json: the file, Home(its folder) and the images/ folders its images are looked up in. A file that does not load gives just the file
     and Home(its folder): the command's own loader then reports what is wrong with it.
     """
     if data is None:
@@ -121,7 +124,7 @@ def data_inputs(data) -> list:
     if not isinstance(data, Dataset):
         p = Path(data)
         if p.suffix.lower() == ".json":  # not loaded here: a COCO file's samples are read (and checked) eagerly
-            return [p, p.parent, p.parent / "images", p.parent.parent / "images"]
+            return _coco_inputs(p)
         try:
             ds = load_dataset(p)
         except (DataError, OSError):
@@ -129,7 +132,7 @@ def data_inputs(data) -> list:
     src = Path(ds.source)
     out = [src, Home(src.parent)]
     if src.suffix.lower() == ".json":
-        return out + [src.parent, src.parent / "images", src.parent.parent / "images"]
+        return _coco_inputs(src)
     for paths in ds.split_paths.values():
         for p in paths:
             p = Path(p)
@@ -141,6 +144,11 @@ def data_inputs(data) -> list:
                 out.append(Home(Path(*parts[:i])))  # the dataset root: images/ and labels/ live in it
             out.append(Home(p.parent))
     return out
+
+
+def _coco_inputs(path: Path) -> list:
+    """A COCO json, its folder, and the folders its images are looked up in (edgekit.data.dataset)."""
+    return [path, Home(path.parent), path.parent / "images", path.parent.parent / "images"]
 
 
 def artifact_inputs(path) -> list:

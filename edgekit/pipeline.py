@@ -301,7 +301,27 @@ class Pipeline:
                 raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
 
+    def claim(self):
+        """Refuse a run folder inside or around the inputs, and hold it for this run (edgekit.outputs.claim_output).
+
+        Only here, on the driver: tasks (in this process or in Ray workers) write under the folder it holds.
+        """
+        from contextlib import ExitStack
+
+        from .outputs import claim_output, data_inputs
+
+        inputs = data_inputs(self.data) + list(self.models)
+        stack = ExitStack()
+        with stack:
+            for folder in dict.fromkeys([Path(self.out), Path(self.report_dir or self.out)]):
+                stack.enter_context(claim_output(folder, inputs, command="train-export"))
+            return stack.pop_all()
+
     def run(self) -> dict:
+        with self.claim():
+            return self._run()
+
+    def _run(self) -> dict:
         from .sweep.executor import LocalExecutor
 
         self.check_model()

@@ -25,8 +25,11 @@ def run(args):
     for flag, v in (("--max-batch", args.max_batch), ("--instances", args.instances)):
         if v < 1:
             raise EdgekitError(f"{flag} must be >= 1, got {v}")
-    out = write_triton_repo(args.artifact, args.triton, name=args.name, backend=args.backend,
-                            max_batch=args.max_batch, instances=args.instances,
-                            delay_us=int(args.max_delay_ms * 1000), conf=args.conf, iou=args.iou)
+    from ..outputs import artifact_inputs, claim_output
+
+    with claim_output(args.triton, artifact_inputs(args.artifact), command="deploy", what="--triton"):
+        out = write_triton_repo(args.artifact, args.triton, name=args.name, backend=args.backend,
+                                max_batch=args.max_batch, instances=args.instances,
+                                delay_us=int(args.max_delay_ms * 1000), conf=args.conf, iou=args.iou)
     log(f"wrote Triton model repository {out} (see {out}/README.md for the docker run line)")
     return 0
