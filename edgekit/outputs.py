@@ -11,9 +11,9 @@ Inputs are paths, symlinks resolved, of three kinds:
   whole output folder (files=None: train, train-export, deploy) may not hold it inside that folder either;
 - a folder (image and label folders, an artifact folder, calibration images, a merged run): the output is neither
   it nor inside it, nor (owning its folder) around it;
-- Home(folder), a folder that holds inputs (a data.yaml's or COCO json's folder, a dataset root): a command that owns
-  its output folder may not use it or a folder around it, but may use a new subfolder of it (runs/ beside images/ and
-  labels/ is how Ultralytics users work); named output files (eval --json, export's model.onnx) may go in it.
+- Home(folder), a folder that holds inputs (a data.yaml's or COCO json's folder, a dataset root): no output folder
+  is it, and one that a command owns is not around it either; a new subfolder of it is allowed (runs/ beside images/
+  and labels/ is how Ultralytics users work), and so is one output file in it (eval --json, its name checked).
 """
 from __future__ import annotations
 
@@ -47,14 +47,14 @@ def _real(p) -> Path:
     return Path(os.path.realpath(os.path.expanduser(str(p))))
 
 
-def _violation(o: Path, raw, home: bool, files) -> tuple[int, str, str] | None:
+def _violation(o: Path, raw, home: bool, files, single: bool) -> tuple[int, str, str] | None:
     """(priority, how the output meets the input `raw`, the input's kind) or None; priority 0 is reported first."""
     p = _real(raw)
     if not p.exists():
         return None
     kind = "input folder" if p.is_dir() else "input file"
-    if home and files is not None:
-        pass  # a command writing named files may write them beside inputs (their names are checked below)
+    if home and single:
+        pass  # one named output file (eval --json) may go beside inputs (its name is checked below)
     elif o == p:
         return 0, "is", kind
     elif p in o.parents and (p.is_file() or not home):
@@ -68,7 +68,7 @@ def _violation(o: Path, raw, home: bool, files) -> tuple[int, str, str] | None:
     return None
 
 
-def _first(out, inputs, files):
+def _first(out, inputs, files, single: bool = False):
     """The most direct overlap of `out` with the inputs: (priority, relation, kind, input as given) or None."""
     o = _real(out)
     found = []
@@ -77,7 +77,7 @@ def _first(out, inputs, files):
         raw = item.path if home else item
         if raw is None or str(raw) == "":
             continue
-        v = _violation(o, raw, home, files)
+        v = _violation(o, raw, home, files, single)
         if v:
             found.append((*v, raw))
     return min(found, key=lambda v: v[0]) if found else None
@@ -103,7 +103,7 @@ def check_output_file(path, inputs=(), what: str = "--json") -> None:
     if path is None or str(path) == "-":
         return
     p = Path(path)
-    v = _first(p.parent, inputs, [p.name])
+    v = _first(p.parent, inputs, [p.name], single=True)
     if v:
         _refuse(what, path, "would overwrite" if v[0] == 3 else "is inside", v[2], v[3])
 

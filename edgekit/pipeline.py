@@ -295,8 +295,13 @@ class Pipeline:
 
     # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
-        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now)."""
+        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now), and an
+        architecture yaml that Ultralytics would turn into code (training checks its private copy again)."""
+        from .checkpoint import check_arch_yaml
+
         for m in self.models:
+            if Path(m).suffix.lower() in (".yaml", ".yml") and Path(m).is_file():
+                check_arch_yaml(m)
             if str(m).startswith("yolo_nas"):
                 raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
