@@ -322,7 +322,9 @@ def _layer(m):
     """The class parse_model would build for the name `m`, if it is a plain layer; else None."""
     import torch
 
-    if m.startswith("nn."):
+    if m == "Silence":  # YOLOv9's; DetectionModel maps it to nn.Identity before parse_model
+        obj = torch.nn.Identity
+    elif m.startswith("nn."):
         obj = getattr(torch.nn, m[3:], None)
     elif m.startswith("torchvision.ops."):
         obj = getattr(_import("torchvision.ops"), m[16:], None)

@@ -199,6 +199,8 @@ def lock_output(out, command: str = ""):
     if owner:
         raise OutputBusy(f"{out}: another run in this process is writing to this output folder; wait for it to "
                          f"finish or choose another output folder")
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"{out}: is a file, not a folder; choose another output folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     fd = _acquire(out)

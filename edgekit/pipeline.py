@@ -315,7 +315,7 @@ class Pipeline:
 
         from .outputs import claim_output, data_inputs
 
-        inputs = data_inputs(self.data) + list(self.models)
+        inputs = data_inputs(self.dataset()) + list(self.models)  # the run reads its yaml once
         stack = ExitStack()
         with stack:
             for folder in dict.fromkeys([Path(self.out), Path(self.report_dir or self.out)]):

@@ -345,3 +345,24 @@ def test_label_odd_character_shown_visibly(ds, weights, tmp_path, capsys):
     label.write_text("\n".join([lines[0], "\u200b" + lines[0], *lines[1:]]) + "\n")
     code, _, err = run_cli(capsys, "train", weights, "--data", ds, "--epochs", 1, "-o", tmp_path / "run")
     one_line_error(code, err, f"{label}:2: non-numeric value in '\\u200b{lines[0]}'")
+
+
+def test_item2_guard_rules_for_named_outputs(tmp_path):
+    """Items 2/3, the rules behind report --merge -o and quantize/export -o (commands that write named files):
+    not into an input folder (a merged run), not over an input file; beside one, or around a run, is fine."""
+    from edgekit.outputs import OutputRefused, check_outputs
+
+    run = tmp_path / "runs" / "a"
+    (run / "stages").mkdir(parents=True)
+    (run / "report.json").write_text("{}")
+    names = ["report.md", "report.json", "pareto.png"]
+    for out, relation in ((run, "is the input folder"), (run / "merged", "is inside the input folder")):
+        with pytest.raises(OutputRefused, match=f"-o {out} {relation} {run}: edgekit never writes"):
+            check_outputs(out, [run], files=names)
+    check_outputs(tmp_path / "runs", [run], files=names)  # around the run: its report.json is not touched
+    weights = tmp_path / "w" / "model.onnx"
+    weights.parent.mkdir()
+    weights.write_bytes(b"x")
+    with pytest.raises(OutputRefused, match="would write .*model.onnx over the input file"):
+        check_outputs(weights.parent, [weights], files=["model.onnx", "model.json"])
+    check_outputs(weights.parent, [weights], files=["model_int8_openvino"])  # quantize's default: beside its input
