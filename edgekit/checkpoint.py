@@ -289,9 +289,10 @@ class UnsafeModelYaml(ArtifactError):
     """A model yaml that Ultralytics would turn into code (refused; no opt-in)."""
 
 
-def _yaml_refuse(path, what: str):
+def _yaml_refuse(path, what: str, names_code: bool = True):
+    """names_code False: a layer name that Ultralytics would not find at all (a broken yaml, not a dangerous one)."""
     e = UnsafeModelYaml(f"{path}: {what}")
-    e.what = what
+    e.what, e.names_code = what, names_code
     raise e
 
 
@@ -327,7 +328,10 @@ def _layer(m):
     elif m.startswith("nn."):
         obj = getattr(torch.nn, m[3:], None)
     elif m.startswith("torchvision.ops."):
-        obj = getattr(_import("torchvision.ops"), m[16:], None)
+        try:
+            obj = getattr(_import("torchvision.ops"), m[16:], None)
+        except ImportError:
+            return None
     else:
         obj = vars(_import("ultralytics.nn.tasks")).get(m)
         if not (isinstance(obj, type) and obj.__module__.startswith("ultralytics.nn.modules")) or m in _FETCHING_LAYERS:
@@ -338,7 +342,23 @@ def _layer(m):
 def _check_layer(path, m, where: str = "") -> None:
     if not isinstance(m, str) or _layer(m) is None:
         _yaml_refuse(path, f"model yaml layer {str(m)[:60]!r} is not a torch or Ultralytics nn.Module layer "
-                           f"({where}: Ultralytics looks the name up and calls it)")
+                           f"({where}: Ultralytics looks the name up and calls it)", names_code=_exists(m))
+
+
+def _exists(m) -> bool:
+    """Whether parse_model would find something under the name `m` (whatever it is)."""
+    import torch
+
+    if not isinstance(m, str):
+        return True
+    if m.startswith("nn."):
+        return hasattr(torch.nn, m[3:])
+    if m.startswith("torchvision.ops."):
+        try:
+            return hasattr(_import("torchvision.ops"), m[16:])
+        except ImportError:
+            return False
+    return m in vars(_import("ultralytics.nn.tasks"))
 
 
 def _check_args(path, args, where: str) -> None:

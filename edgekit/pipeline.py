@@ -297,11 +297,15 @@ class Pipeline:
     def check_model(self) -> None:
         """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now), and an
         architecture yaml that Ultralytics would turn into code (training checks its private copy again)."""
-        from .checkpoint import check_arch_yaml
+        from .checkpoint import UnsafeModelYaml, check_arch_yaml
 
         for m in self.models:
             if Path(m).suffix.lower() in (".yaml", ".yml") and Path(m).is_file():
-                check_arch_yaml(m)
+                try:
+                    check_arch_yaml(m)
+                except UnsafeModelYaml as e:
+                    if e.names_code:
+                        raise  # else merely broken (an unknown layer): its trial fails and is reported
             if str(m).startswith("yolo_nas"):
                 raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
