@@ -112,8 +112,8 @@ def data_inputs(data) -> list:
     """A dataset's inputs, from a data.yaml / COCO json path or a loaded Dataset, without reading its images.
 
     yaml: the file, Home(its folder), Home(the root), each split's folders and their labels/ twins (or list files);
-    COCO json: the file, Home(its folder) and the images/ folders its images are looked up in. A file that does not load gives just the file
-    and Home(its folder): the command's own loader then reports what is wrong with it.
+    COCO json: the file, Home(its folder) and the images/ folders its images are looked up in. A file that does not
+    load gives just the file and Home(its folder): the command's own loader then reports what is wrong with it.
     """
     if data is None:
         return []
@@ -130,9 +130,9 @@ def data_inputs(data) -> list:
         except (DataError, OSError):
             return [p] if p.is_dir() else [p, Home(p.parent)]
     src = Path(ds.source)
-    out = [src, Home(src.parent)]
     if src.suffix.lower() == ".json":
         return _coco_inputs(src)
+    out = [src, Home(src.parent)]
     for paths in ds.split_paths.values():
         for p in paths:
             p = Path(p)
@@ -169,7 +169,8 @@ _held_guard = threading.Lock()
 
 def _holder(fd: int) -> str:
     try:
-        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace").strip()
     except OSError:
         text = ""
     pid, _, command = text.partition(" ")
@@ -206,7 +207,8 @@ def lock_output(out, command: str = ""):
     fd = _acquire(out)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()} {command}\n".encode())
         with _held_guard:
             _held[key] = (me, 1)
         try:

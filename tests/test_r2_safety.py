@@ -106,7 +106,8 @@ EVIL = [
 @pytest.mark.parametrize("edit, message", EVIL, ids=[e[0].__name__.strip("_") for e in EVIL])
 def test_item1_train_arch_yaml_that_ultralytics_would_eval_is_refused(edit, message, trust, ds, tmp_path, capsys):
     """Item 1: `edgekit train evil.yaml --strategy scratch` ran the yaml's code and exited 0. Now: exit 2, one line
-    naming the file and the key, nothing run, nothing written; --trust-checkpoint (a pickle opt-in) does not cover it."""
+    naming the file and the key, nothing run, nothing written; --trust-checkpoint (a pickle opt-in) does not cover
+    it."""
     pytest.importorskip("ultralytics")
     evil, marker = _evil_yaml(tmp_path, edit)
     before = checksum(ds.parent)
