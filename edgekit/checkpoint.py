@@ -12,9 +12,13 @@ reads its pickle opcodes without executing them and checks every global it names
   `activation` string, so a pickle that REDUCEs (calls) a class, or puts one anywhere but the NEWOBJ slot, is refused.
 
 Then the file is loaded with torch.load(weights_only=True) and only those globals (two independent checks), and the
-model's architecture yaml, which Ultralytics' trainer rebuilds with eval(), is checked to name only nn.Module layers
-and a literal `nn.Act()` activation. Anything else raises UnsafeCheckpoint naming the file and the global, with the
-opt-in: --trust-checkpoint on the command line, trust_checkpoint=True in Python. torch is imported lazily.
+model's architecture yaml, which Ultralytics' trainer rebuilds with eval(), is checked to name only plain layers
+(torch.nn and ultralytics.nn.modules classes), arguments that are literals, and a literal `nn.Act()` activation.
+Anything else raises UnsafeCheckpoint naming the file and the global, with the opt-in: --trust-checkpoint on the
+command line, trust_checkpoint=True in Python. torch is imported lazily.
+
+An architecture yaml given by path (`edgekit train my.yaml`, `train-export --models my.yaml`) gets the same yaml check
+through `checked_copy`, always: no real model needs more, so there is no opt-in for it.
 """
 from __future__ import annotations
 
@@ -269,7 +273,28 @@ def _pickles(f, shown) -> list[bytes]:
         return []  # legacy (pre-1.6) format: torch's weights_only unpickler alone, with its default globals
 
 
-# --- yaml the trainer rebuilds ---------------------------------------------------------------------------------------
+# --- architecture yaml (a .pt's model.yaml, or a yaml file given by path) -------------------------------------------
+# What Ultralytics' parse_model (ultralytics/nn/tasks.py) does with a model yaml: eval() of `activation`; each row's
+# module name looked up as getattr(torch.nn, 'nn.X'), getattr(torchvision.ops, 'torchvision.ops.X') or
+# globals()[name] of ultralytics.nn.tasks (which also holds functions and whole models that load files) and called;
+# each top-level string argument looked up among parse_model's local variables, else ast.literal_eval()ed.
+
+# Ultralytics layers that fetch something when built: TorchVision downloads torchvision weights
+_FETCHING_LAYERS = {"TorchVision"}
+# parse_model locals that Ultralytics' own yamls name as arguments
+_YAML_VARIABLES = {"nc", "kpt_shape"}
+
+
+class UnsafeModelYaml(ArtifactError):
+    """A model yaml that Ultralytics would turn into code (refused; no opt-in)."""
+
+
+def _yaml_refuse(path, what: str, names_code: bool = True):
+    """names_code False: a layer name that Ultralytics would not find at all (a broken yaml, not a dangerous one)."""
+    e = UnsafeModelYaml(f"{path}: {what}")
+    e.what, e.names_code = what, names_code
+    raise e
+
 
 def _check_activation(path, act) -> None:
     import ast
@@ -290,36 +315,102 @@ def _check_activation(path, act) -> None:
     except (SyntaxError, ValueError, AttributeError, TypeError):
         ok = False
     if not ok:
-        _refuse(path, f"model yaml activation {str(act)[:60]!r} would be eval()ed by Ultralytics "
-                      f"(only nn.Class(literal args) is allowed)")
+        _yaml_refuse(path, f"model yaml activation {str(act)[:60]!r} would be eval()ed by Ultralytics "
+                           f"(only nn.Class(literal args) is allowed)")
 
 
-def _check_layer(path, m) -> None:
+def _layer(m):
+    """The class parse_model would build for the name `m`, if it is a plain layer; else None."""
+    import torch
+
+    if m == "Silence":  # YOLOv9's; DetectionModel maps it to nn.Identity before parse_model
+        obj = torch.nn.Identity
+    elif m.startswith("nn."):
+        obj = getattr(torch.nn, m[3:], None)
+    elif m.startswith("torchvision.ops."):
+        try:
+            obj = getattr(_import("torchvision.ops"), m[16:], None)
+        except ImportError:
+            return None
+    else:
+        obj = vars(_import("ultralytics.nn.tasks")).get(m)
+        if not (isinstance(obj, type) and obj.__module__.startswith("ultralytics.nn.modules")) or m in _FETCHING_LAYERS:
+            return None  # model classes (DetectionModel loads a yaml or weights from its argument), functions
+    return obj if isinstance(obj, type) and issubclass(obj, torch.nn.Module) else None
+
+
+def _check_layer(path, m, where: str = "") -> None:
+    if not isinstance(m, str) or _layer(m) is None:
+        _yaml_refuse(path, f"model yaml layer {str(m)[:60]!r} is not a torch or Ultralytics nn.Module layer "
+                           f"({where}: Ultralytics looks the name up and calls it)", names_code=_exists(m))
+
+
+def _exists(m) -> bool:
+    """Whether parse_model would find something under the name `m` (whatever it is)."""
     import torch
 
     if not isinstance(m, str):
-        _refuse(path, f"model yaml layer {str(m)[:60]!r} is not a layer name")
+        return True
     if m.startswith("nn."):
-        obj = getattr(torch.nn, m[3:], None)
-    else:
-        obj = vars(_import("ultralytics.nn.tasks")).get(m)
-    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-        _refuse(path, f"model yaml layer {m[:60]!r} is not a torch or Ultralytics nn.Module")
+        return hasattr(torch.nn, m[3:])
+    if m.startswith("torchvision.ops."):
+        try:
+            return hasattr(_import("torchvision.ops"), m[16:])
+        except ImportError:
+            return False
+    return m in vars(_import("ultralytics.nn.tasks"))
+
+
+def _check_args(path, args, where: str) -> None:
+    if not isinstance(args, (list, tuple)):
+        _yaml_refuse(path, f"model yaml {where}: arguments {str(args)[:60]} are not a list")
+    variables = set(_import("ultralytics.nn.tasks").parse_model.__code__.co_varnames)
+    for a in args:
+        if isinstance(a, str) and a in variables - _YAML_VARIABLES:
+            _yaml_refuse(path, f"model yaml {where}: argument {a!r} names a variable of Ultralytics' model parser "
+                               f"(only {', '.join(sorted(_YAML_VARIABLES))} may be named)")
+
+
+def check_model_dict(path, cfg) -> None:
+    """Refuse a model yaml dict that Ultralytics' parse_model would turn into code (UnsafeModelYaml naming the key)."""
+    if not isinstance(cfg, dict):
+        _yaml_refuse(path, "not a model yaml (expected a mapping with backbone and head)")
+    if cfg.get("activation"):
+        _check_activation(path, cfg["activation"])
+    for section in ("backbone", "head"):
+        rows = cfg.get(section) or []
+        if not isinstance(rows, (list, tuple)):
+            _yaml_refuse(path, f"model yaml {section}: expected a list of [from, repeats, module, args] rows")
+        for i, row in enumerate(rows):
+            where = f"{section}[{i}]"
+            if not (isinstance(row, (list, tuple)) and len(row) == 4):
+                _yaml_refuse(path, f"model yaml row {str(row)[:60]} is not [from, repeats, module, args] ({where})")
+            _check_layer(path, row[2], where)
+            _check_args(path, row[3], where)
 
 
 def check_model_yaml(path, ckpt) -> None:
-    """Refuse an architecture yaml that Ultralytics would turn into code when it rebuilds the model."""
+    """Refuse a checkpoint whose architecture yaml Ultralytics would turn into code when it rebuilds the model."""
     nets = [ckpt.get(k) for k in ("ema", "model")] if isinstance(ckpt, dict) else [ckpt]
     for net in nets:
         cfg = getattr(net, "yaml", None)
         if not isinstance(cfg, dict):
             continue
-        if cfg.get("activation"):
-            _check_activation(path, cfg["activation"])
-        for row in list(cfg.get("backbone") or []) + list(cfg.get("head") or []):
-            if not (isinstance(row, (list, tuple)) and len(row) == 4):
-                _refuse(path, f"model yaml row {str(row)[:60]} is not [from, repeats, module, args]")
-            _check_layer(path, row[2])
+        try:
+            check_model_dict(path, cfg)
+        except UnsafeModelYaml as e:
+            _refuse(path, e.what)
+
+
+def check_arch_yaml(path, shown=None) -> dict:
+    """Read an architecture yaml as Ultralytics reads it and refuse what it would turn into code; returns the dict."""
+    shown = shown or path
+    try:
+        cfg = _import("ultralytics.utils").YAML.load(path)
+    except (ValueError, OSError, AssertionError) as e:
+        raise ArtifactError(f"{shown}: not a readable model yaml ({str(e).splitlines()[0] if str(e) else e})") from None
+    check_model_dict(shown, cfg)
+    return cfg
 
 
 # --- public ----------------------------------------------------------------------------------------------------------
@@ -363,17 +454,23 @@ def check_checkpoint(path, trust: bool = False, shown=None) -> None:
         load_checkpoint(path, shown=shown)
 
 
-def checked_copy(path, folder, trust: bool = False) -> Path:
+def checked_copy(path, folder, trust: bool = False, name: str | None = None) -> Path:
     """Copy `path` into `folder` (edgekit's private temp dir) and check the copy: what later loads is what was checked.
 
-    With `trust` the original path is returned unchecked.
+    A .yaml/.yml is an architecture yaml, always checked (check_arch_yaml); anything else a checkpoint, checked with
+    the restricted unpickler unless `trust`. name: the copy's file name (default: the original's).
     """
     path = Path(path)
-    if trust:
-        return path
     if not path.is_file():
-        raise ArtifactError(f"{path}: checkpoint file not found")
-    local = Path(folder) / path.name
+        raise ArtifactError(f"{path}: {'model yaml' if _is_yaml(path) else 'checkpoint'} file not found")
+    local = Path(folder) / (name or path.name)
     shutil.copyfile(path, local)
-    check_checkpoint(local, shown=path)
+    if _is_yaml(local):
+        check_arch_yaml(local, shown=path)
+    elif not trust:
+        check_checkpoint(local, shown=path)
     return local
+
+
+def _is_yaml(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")

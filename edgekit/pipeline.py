@@ -295,13 +295,42 @@ class Pipeline:
 
     # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
-        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now)."""
+        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now), and an
+        architecture yaml that Ultralytics would turn into code (training checks its private copy again)."""
+        from .checkpoint import UnsafeModelYaml, check_arch_yaml
+
         for m in self.models:
+            if Path(m).suffix.lower() in (".yaml", ".yml") and Path(m).is_file():
+                try:
+                    check_arch_yaml(m)
+                except UnsafeModelYaml as e:
+                    if e.names_code:
+                        raise  # else merely broken (an unknown layer): its trial fails and is reported
             if str(m).startswith("yolo_nas"):
                 raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
 
+    def claim(self):
+        """Refuse a run folder inside or around the inputs, and hold it for this run (edgekit.outputs.claim_output).
+
+        Only here, on the driver: tasks (in this process or in Ray workers) write under the folder it holds.
+        """
+        from contextlib import ExitStack
+
+        from .outputs import claim_output, data_inputs
+
+        inputs = data_inputs(self.dataset()) + list(self.models)  # the run reads its yaml once
+        stack = ExitStack()
+        with stack:
+            for folder in dict.fromkeys([Path(self.out), Path(self.report_dir or self.out)]):
+                stack.enter_context(claim_output(folder, inputs, command="train-export"))
+            return stack.pop_all()
+
     def run(self) -> dict:
+        with self.claim():
+            return self._run()
+
+    def _run(self) -> dict:
         from .sweep.executor import LocalExecutor
 
         self.check_model()

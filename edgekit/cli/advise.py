@@ -16,8 +16,10 @@ def add_arguments(p):
 
 def run(args):
     from ..advise import advise
+    from ..outputs import check_output_file, data_inputs
     from ._common import emit_json, log, say
 
+    check_output_file(args.json, data_inputs(args.data))
     r = advise(args.data, args.budget_usd, args.deadline_days, args.target, args.gpu_hour_usd, args.imgsz, log=log)
     p = r["profile"]
     say(f"dataset: {r['data']}  ({p['nc']} classes)")

@@ -92,6 +92,13 @@ def _compare(args) -> int:
 
 def run(args):
     from ..errors import EdgekitError
+    from ..outputs import artifact_inputs, check_output_file, check_outputs, data_inputs
+
+    inputs = list(args.compare or []) + artifact_inputs(args.artifact) + [args.images] + data_inputs(args.data)
+    for flag in ("json", "md", "png"):
+        check_output_file(getattr(args, flag), inputs, f"--{flag}")
+    if args.loadgen_logs:
+        check_outputs(args.loadgen_logs, inputs, what="--loadgen-logs")
 
     if args.compare:
         if args.artifact:

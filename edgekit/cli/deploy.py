@@ -30,9 +30,13 @@ def run(args):
     for flag, v in (("--max-batch", args.max_batch), ("--instances", args.instances)):
         if v < 1:
             raise EdgekitError(f"{flag} must be >= 1, got {v}")
-    out = write_triton_repo(args.artifact, args.triton, name=args.name, backend=args.backend,
-                            max_batch=args.max_batch, instances=args.instances,
-                            delay_us=int(args.max_delay_ms * 1000), conf=args.conf, iou=args.iou, force=args.force)
+    from ..outputs import artifact_inputs, claim_output
+
+    with claim_output(args.triton, artifact_inputs(args.artifact), command="deploy", what="--triton"):
+        out = write_triton_repo(args.artifact, args.triton, name=args.name, backend=args.backend,
+                                max_batch=args.max_batch, instances=args.instances,
+                                delay_us=int(args.max_delay_ms * 1000), conf=args.conf, iou=args.iou,
+                                force=args.force)
     name = args.name or model_name(args.artifact)
     log(f"wrote {name}, {name}_model, {name}_pre, {name}_post into the Triton model repository {out} "
         f"(see {out / name / 'README.md'} for the docker run line)")

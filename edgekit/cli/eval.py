@@ -20,7 +20,10 @@ def add_arguments(p):
 
 def run(args):
     from ..eval import evaluate
+    from ..outputs import artifact_inputs, check_output_file, data_inputs
     from ._common import emit_json, log, say
+
+    check_output_file(args.json, artifact_inputs(args.artifact) + data_inputs(args.data))
 
     engine = None
     if args.trust_checkpoint or args.allow_failed:  # else evaluate() builds its Engine, checking any .pt

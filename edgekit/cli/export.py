@@ -21,10 +21,14 @@ def add_arguments(p):
 
 def run(args):
     from ..export import export_onnx
+    from ..export.onnx import export_inputs
+    from ..outputs import claim_output
     from ._common import log
 
     imgsz = args.imgsz[0] if len(args.imgsz) == 1 else tuple(args.imgsz[:2])
-    export_onnx(args.weights, args.output, imgsz=imgsz, opset=args.opset, dynamic=args.dynamic,
-                simplify=not args.no_simplify, parity_images=False if args.no_parity else args.parity_images,
-                parity_tol=args.parity_tol, log=log, trust_checkpoint=args.trust_checkpoint)
+    with claim_output(args.output, export_inputs(args.weights, args.parity_images), files=["model.onnx", "model.json"],
+                      command="export"):
+        export_onnx(args.weights, args.output, imgsz=imgsz, opset=args.opset, dynamic=args.dynamic,
+                    simplify=not args.no_simplify, parity_images=False if args.no_parity else args.parity_images,
+                    parity_tol=args.parity_tol, log=log, trust_checkpoint=args.trust_checkpoint)
     return 0

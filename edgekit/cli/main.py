@@ -6,15 +6,12 @@ import importlib
 import pkgutil
 import sys
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 from .. import __version__
 from ..errors import EdgekitError
 
 # the order commands are listed in --help; modules not listed here are appended
 ORDER = ["advise", "train", "export", "quantize", "eval", "bench", "train-export", "report", "doctor"]
-# commands whose full log (edgekit at DEBUG, third-party at INFO) is kept in their output folder
-RUN_LOGS = {"train-export": "train-export.log"}
 
 
 def _commands():
@@ -90,7 +87,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     from .._home import redirect_imports
-    from .._log import cli_logging, log_file
+    from .._log import cli_logging
     from ..io import NO_SPACE, space_reason
 
     if args.verbose and args.quiet:
@@ -101,8 +98,6 @@ def main(argv=None) -> int:
             stack.enter_context(redirect_imports())
             stack.enter_context(cli_logging(1 if args.verbose else -1 if args.quiet else 0,
                                             json_stdout=getattr(args, "json", None) == "-"))
-            if args.command in RUN_LOGS and getattr(args, "output", None):
-                stack.enter_context(log_file(Path(args.output) / RUN_LOGS[args.command]))
             code = args._run(args)
         sys.stdout.flush()  # the real stdout again: a closed pipe shows here, not at interpreter exit
         return int(code or 0)

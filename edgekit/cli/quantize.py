@@ -31,7 +31,8 @@ def add_arguments(p):
 def run(args):
     from .._imports import require, require_any
     from ..errors import AccuracyGateError
-    from ..quantize import QuantizeConfig, quantize
+    from ..outputs import check_output_file, claim_output
+    from ..quantize import QuantizeConfig, output_claim, quantize
     from ._common import emit_json, log, say
 
     if args.backend == "openvino":  # first, so that a bare install is told the one extra that has both
@@ -43,7 +44,10 @@ def run(args):
                                 max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop,
                                 eval_split=args.eval_split,
                                 eval_limit=args.eval_limit, device=args.device, out_dir=args.output)
-        res = quantize(args.model, args.data, config, log=log)
+        claim = output_claim(args.model, args.data, config)
+        check_output_file(args.json, claim["inputs"])
+        with claim_output(**claim, command="quantize"):
+            res = quantize(args.model, args.data, config, log=log)
     except AccuracyGateError as e:
         emit_json(getattr(e, "result", None), args.json)
         raise

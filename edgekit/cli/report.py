@@ -24,6 +24,7 @@ def run(args):
     from pathlib import Path
 
     from ..errors import EdgekitError
+    from ..outputs import check_output_file, check_outputs
     from ..pipeline import write_report
     from ..report import render_table
     from ..sweep.merge import merge_runs
@@ -34,6 +35,8 @@ def run(args):
     if str(out.resolve()) in config["merged_from"]:
         raise EdgekitError(f"-o: {out} is one of the merged runs: its own report.json would be overwritten; "
                            f"give another folder")
+    check_outputs(out, config["merged_from"], files=["report.md", "report.json", "pareto.png"])
+    check_output_file(args.json, config["merged_from"])
     limits = {"max_latency_ms": args.max_latency_ms, "min_fps": args.min_fps, "budget_usd": args.budget_usd,
               "budget_hours": args.budget_hours}
     config = {**config, "max_map_drop": args.max_map_drop, **limits}

@@ -27,12 +27,15 @@ def add_arguments(p):
 
 
 def run(args):
+    from ..outputs import claim_output
     from ..train import train
+    from ..train.run import train_inputs
     from ._common import log
 
-    train(args.weights, args.data, strategy=args.strategy, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-          device=args.device, out_dir=args.output, patience=args.patience, resume=args.resume,
-          gpu_hour_usd=args.gpu_hour_usd, cpu_hour_usd=args.cpu_hour_usd, workers=args.workers,
-          backbone_lr_mult=args.backbone_lr_mult, skip_bad=args.skip_bad, log=log,
-          trust_checkpoint=args.trust_checkpoint)
+    with claim_output(args.output, train_inputs(args.weights, args.data, args.resume), command="train"):
+        train(args.weights, args.data, strategy=args.strategy, epochs=args.epochs, imgsz=args.imgsz,
+              batch=args.batch, device=args.device, out_dir=args.output, patience=args.patience, resume=args.resume,
+              gpu_hour_usd=args.gpu_hour_usd, cpu_hour_usd=args.cpu_hour_usd, workers=args.workers,
+              backbone_lr_mult=args.backbone_lr_mult, skip_bad=args.skip_bad, log=log,
+              trust_checkpoint=args.trust_checkpoint)
     return 0

@@ -3,6 +3,9 @@ HELP = ("train models x input sizes x strategies, export, quantize, evaluate and
         "a recommendation under latency/FPS/budget limits")
 
 
+RUN_LOG = "train-export.log"  # the full log (edgekit at DEBUG, third-party at INFO), kept in the output folder
+
+
 def add_arguments(p):
     p.add_argument("--data", default=None, help="data.yaml (default: the bundled vehicles demo set)")
     p.add_argument("--model", default=None, help="pretrained weights (default: the bundled COCO YOLOv8n)")
@@ -65,6 +68,7 @@ def add_arguments(p):
 def run(args):
     from pathlib import Path
 
+    from .._log import log_file
     from ..assets import demo_data, demo_weights
     from ..errors import EdgekitError
     from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, Pipeline, split_list, split_strategies
@@ -99,7 +103,8 @@ def run(args):
                     trust_checkpoint=args.trust_checkpoint, executor=executor, storage=storage,
                     report_dir=Path(args.output))
     try:
-        doc = pipe.run()
+        with pipe.claim(), log_file(Path(args.output) / RUN_LOG):  # the full log, once the folder is ours
+            doc = pipe.run()
     finally:
         executor.close()
     say(render_table(doc["rows"]))

@@ -115,9 +115,12 @@ def _label_path(img: Path) -> Path:
 
 
 def parse_label_file(path: Path, nc: int):
-    """Parse a YOLO label file: 'class cx cy w h' per line, normalized to [0, 1]; duplicates dropped with a warning."""
+    """Parse a YOLO label file: 'class cx cy w h' per line, normalized to [0, 1]; duplicates dropped with a warning.
+
+    UTF-8 text; a byte-order mark at the start (Windows editors write one) is not part of the first line.
+    """
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(path, "label file is not text") from None
     except OSError as e:
@@ -145,7 +148,8 @@ def _label_row(parts: list[str], nc: int, path: Path, n: int) -> tuple:
         c = float(parts[0])
         vals = [float(v) for v in parts[1:]]
     except ValueError:
-        raise DataError(path, f"non-numeric value in '{' '.join(parts)}'", n) from None
+        # repr: an invisible character (a BOM or zero-width space inside the file) shows as an escape
+        raise DataError(path, f"non-numeric value in {' '.join(parts)!r}", n) from None
     if not math.isfinite(c) or c != int(c) or c < 0:
         raise DataError(path, f"class id {parts[0]} is not a non-negative integer", n)
     if int(c) >= nc:

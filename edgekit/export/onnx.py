@@ -9,10 +9,16 @@ from .._ultralytics import arch_of, ultralytics
 from ..errors import ArtifactError, EdgekitError
 from ..checkpoint import checked_copy
 from ..io import atomic_path, private_tempdir, sha256_file
+from ..outputs import check_outputs
 from ..runtime.embedded_meta import embed_onnx
 from ..runtime.meta import write_sidecar
 from .parity import parity_check
 from .sidecar import onnx_sidecar
+
+
+def export_inputs(weights, parity_images=None) -> list:
+    """What an export reads (for edgekit.outputs): the weights and the parity-check images."""
+    return [weights, parity_images or None]
 
 
 def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,
@@ -24,6 +30,7 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
     (edgekit.checkpoint) before Ultralytics loads it, unless `trust_checkpoint`.
     """
     weights = Path(weights)
+    check_outputs(out_dir, export_inputs(weights, parity_images), files=[f"{name}.onnx", f"{name}.json"])
     if not weights.exists():
         raise ArtifactError(f"{weights}: weights file not found")
     ul = ultralytics()
@@ -31,11 +38,7 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
     imgsz = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
     with private_tempdir("export") as tmp:
         # Ultralytics writes next to the weights, so it gets a copy; the copy is what was checked and what loads
-        local = Path(tmp) / weights.name
-        if trust_checkpoint:
-            shutil.copyfile(weights, local)
-        else:
-            checked_copy(weights, tmp)
+        local = checked_copy(weights, tmp, trust=trust_checkpoint)
         source_sha = sha256_file(local)  # the bytes that were checked and exported
         try:
             model = ul.YOLO(str(local))

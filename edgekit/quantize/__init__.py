@@ -23,12 +23,28 @@ def quantizer_class(backend: str):
     return getattr(importlib.import_module(module), name)
 
 
+def output_claim(onnx_path, data, config: QuantizeConfig) -> dict:
+    """claim_output/check_outputs arguments of a quantization: its folder, what it reads and the names it writes."""
+    from pathlib import Path
+
+    from ..outputs import artifact_inputs, data_inputs
+    from .job import BASELINE_FILE, FAILED_SUFFIX
+
+    onnx, b = Path(onnx_path), config.backend
+    names = [f"{onnx.stem}_{p}_{b}{s}" for p in ("int8", "fp16") for s in ("", FAILED_SUFFIX)]
+    return {"out": config.out_dir or onnx.parent, "inputs": artifact_inputs(onnx) + data_inputs(data),
+            "files": names + [BASELINE_FILE, f".quantize-{b}.work"]}
+
+
 def quantize(onnx_path, data, config: QuantizeConfig | None = None, *, log: Callable = print, **options) -> dict:
     """FP32 ONNX -> gated INT8 artifact; returns the result dict, raises AccuracyGateError after a FAILED sidecar.
 
     `options` are QuantizeConfig fields (backend=..., method=..., ...), applied over `config`.
     """
+    from ..outputs import check_outputs
+
     config = dataclasses.replace(config or QuantizeConfig(), **options)
+    check_outputs(**output_claim(onnx_path, data, config))
     cls = quantizer_class(config.backend)
     if config.method not in METHODS:
         raise ArtifactError(f"unknown method '{config.method}' (choose from {', '.join(METHODS)})")

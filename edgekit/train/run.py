@@ -10,34 +10,61 @@ from pathlib import Path
 
 from ..errors import ArtifactError, DataError, EdgekitError
 from .._imports import tool_versions
-from ..checkpoint import check_checkpoint, checked_copy
+from ..checkpoint import checked_copy
 from ..io import atomic_path, private_tempdir
+from ..outputs import check_outputs
 from .record import cost, device_name, n_gpus, read_train_json, write_train_json
 from .strategy import parse_strategy
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "yolov8n_coco.pt"
 
 
-def _resolve_model(weights_or_arch, strategy) -> tuple[str, bool]:
-    """(path or yaml name for Ultralytics, has pretrained weights)."""
+def _resolve_model(weights_or_arch, strategy) -> tuple[Path, str, bool]:
+    """(the file to copy and check, the name the copy gets, has pretrained weights).
+
+    An architecture yaml is a file, or the bare name of one of Ultralytics' own (yolov8n.yaml: the package's
+    yolov8.yaml, copied as yolov8n.yaml so that Ultralytics reads the scale from the name); never a download.
+    """
     w = str(weights_or_arch)
     p = Path(w)
     if p.suffix.lower() in (".yaml", ".yml"):
-        if not p.exists():
-            from ultralytics.nn.tasks import yaml_model_load
-
-            try:
-                yaml_model_load(w)  # yolov8n.yaml -> the package's yolov8.yaml at scale n
-            except Exception:
-                raise ArtifactError(f"{w}: architecture yaml not found (neither a file nor an Ultralytics model "
-                                    f"yaml such as yolov8n.yaml, yolo11n.yaml)") from None
-        return w, False
+        src = p if p.is_file() else _package_yaml(w)
+        if src is None:
+            raise ArtifactError(f"{w}: architecture yaml not found (neither a file nor an Ultralytics model "
+                                f"yaml such as yolov8n.yaml, yolo11n.yaml)")
+        return src, p.name, False
     if p.suffix.lower() != ".pt":
         raise ArtifactError(f"{w}: expected Ultralytics weights (.pt) or an architecture yaml (e.g. yolov8n.yaml)")
     if not p.exists():
         raise ArtifactError(f"{w}: weights file not found (edgekit never downloads weights; "
                             f"bundled COCO YOLOv8n: {BUNDLED})")
-    return str(p.resolve()), strategy.kind != "scratch"
+    return p.resolve(), p.name, strategy.kind != "scratch"
+
+
+def _package_yaml(name: str) -> Path | None:
+    """Ultralytics' own architecture yaml for a bare name (yolov8n.yaml -> .../cfg/models/v8/yolov8.yaml), or None."""
+    import re
+
+    from ultralytics.utils import ROOT
+
+    if "/" in name or "\\" in name or "://" in name:
+        return None
+    p = Path(name)
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.stem) + p.suffix
+    for n in (p.name, unified):
+        hits = sorted((ROOT / "cfg" / "models").rglob(n))
+        if hits:
+            return hits[0]
+    return None
+
+
+def train_inputs(weights_or_arch, data, resume: bool = False) -> list:
+    """What a training run reads (for edgekit.outputs): the dataset, and the weights or yaml unless resuming."""
+    from ..outputs import data_inputs
+
+    w = str(weights_or_arch)
+    w = w.partition(":")[2] if w.startswith("yolo_nas") else w  # yolo_nas_s:CKPT
+    return ([] if resume or not w else [w]) + data_inputs(data)
 
 
 def _data_yaml(data, out_dir: Path, skip_bad: bool, log) -> tuple[Path, object]:
@@ -153,24 +180,17 @@ def _trainer_args(yaml_path: Path, out: Path, epochs: int, imgsz: int, batch: in
     return args
 
 
-def _resume_args(args: dict, out: Path, trust_checkpoint: bool) -> dict:
-    """The few arguments Ultralytics takes when resuming from out/last.pt (the rest comes from the checkpoint)."""
-    last = out / "last.pt"
-    check_checkpoint(last, trust=trust_checkpoint)
+def _resume_args(args: dict, local_last: Path, out: Path) -> dict:
+    """The few arguments Ultralytics takes when resuming from (the checked copy of) out/last.pt."""
     keep = {k: args[k] for k in ("data", "device", "workers", "patience", "plots", "imgsz", "batch")}
-    return {**keep, "resume": str(last), "save_dir": str(out)}
+    return {**keep, "resume": str(local_last), "save_dir": str(out)}
 
 
-def _start_args(args: dict, model: str, out: Path, trust_checkpoint: bool):
-    """Arguments for a new run and the temp folder holding the checked copy of the weights (None if unchecked)."""
-    ckpt_tmp = None
-    args = {**args, "model": model}
-    if model.endswith(".pt") and not trust_checkpoint:  # Ultralytics unpickles fully: give it a checked copy
-        ckpt_tmp = private_tempdir("train")
-        args["model"] = str(checked_copy(model, ckpt_tmp.name))
+def _start_args(args: dict, local_model: Path, out: Path) -> dict:
+    """Arguments for a new run from the checked copy of the weights or yaml; the run folder's old checkpoints go."""
     for stale in (out / "last.pt", out / "best.pt", out / "weights" / "last.pt", out / "weights" / "best.pt"):
         stale.unlink(missing_ok=True)
-    return args, ckpt_tmp
+    return {**args, "model": str(local_model)}
 
 
 def _build_trainer(args: dict, plan, record: _Record, callbacks: dict | None):
@@ -292,6 +312,7 @@ def prepare(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int 
     from .yolo import Plan
 
     out = Path(out_dir).resolve()
+    check_outputs(out_dir, train_inputs(weights_or_arch, data, resume))  # before anything is read or written
     prev, strategy = _previous_run(out, strategy, resume, log)
     if prev.get("status") == "done":
         log(f"edgekit: {out / 'train.json'} says this run finished; nothing to resume")
@@ -299,40 +320,45 @@ def prepare(weights_or_arch, data, strategy=None, epochs: int = 100, imgsz: int 
     requested = parse_strategy(strategy if strategy is not None else "full")
     ultralytics()
     weights_init = prev.get("weights_init", str(weights_or_arch)) if resume else str(weights_or_arch)
-    model, pretrained = _resolve_model(weights_init if resume else weights_or_arch, requested)
-    out.mkdir(parents=True, exist_ok=True)
-    yaml_path, ds = _data_yaml(data, out, skip_bad, log)
-    epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
-    resolved, reasons = _resolve_strategy(requested, epochs, ds, pretrained, prev, log)
-    if not pretrained and resolved.kind not in ("scratch",):
-        log(f"edgekit: warning: '{weights_or_arch}' has no pretrained weights; '{resolved.spec}' starts from random init")
-
-    plan = Plan(resolved, backbone_lr_mult, log=log, records=prev.get("epoch_records") if resume else None)
-    gpus = n_gpus(device)
-    data_path = Path(ds.source if hasattr(data, "source") else data)
-    info = {
-        "strategy": requested.spec, "resolved_strategy": resolved.spec, "status": "running",
-        "weights_init": weights_init, "pretrained": pretrained,
-        "data": str(data_path.resolve()),
-        "imgsz": int(imgsz), "batch": int(batch), "epochs_requested": epochs, "device": str(device), "n_gpus": gpus,
-        "backbone_lr_mult": backbone_lr_mult, "reasons": reasons, "skipped": list(ds.skipped),
-    }
-    record = _Record(out, info, plan, prev, gpus, gpu_hour_usd, cpu_hour_usd)
-    plan.on_epoch = record.on_epoch
-    args = _trainer_args(yaml_path, out, epochs, imgsz, batch, device, patience, workers, pretrained, gpus, overrides)
-    ckpt_tmp = None
-    if resume:
-        args = _resume_args(args, out, trust_checkpoint)
-        log(f"edgekit: resuming {out} from last.pt (strategy {resolved.spec})")
-    else:
-        args, ckpt_tmp = _start_args(args, model, out, trust_checkpoint)
-        log(f"edgekit: training {Path(str(weights_or_arch)).name} on {data_path.name} with strategy "
-            f"{resolved.spec} for {epochs} epochs at imgsz {imgsz} on {device}")
+    src, name, pretrained = _resolve_model(weights_init if resume else weights_or_arch, requested)
+    # Ultralytics gets private copies that passed edgekit.checkpoint: what it loads is what was checked
+    ckpt_tmp = private_tempdir("train")
     try:
+        local = checked_copy(out / "last.pt" if resume else src, ckpt_tmp.name, trust=trust_checkpoint,
+                             name=None if resume else name)
+        out.mkdir(parents=True, exist_ok=True)
+        yaml_path, ds = _data_yaml(data, out, skip_bad, log)
+        epochs = int(prev.get("epochs_requested", epochs)) if resume else int(epochs)
+        resolved, reasons = _resolve_strategy(requested, epochs, ds, pretrained, prev, log)
+        if not pretrained and resolved.kind not in ("scratch",):
+            log(f"edgekit: warning: '{weights_or_arch}' has no pretrained weights; '{resolved.spec}' starts from "
+                f"random init")
+
+        plan = Plan(resolved, backbone_lr_mult, log=log, records=prev.get("epoch_records") if resume else None)
+        gpus = n_gpus(device)
+        data_path = Path(ds.source if hasattr(data, "source") else data)
+        info = {
+            "strategy": requested.spec, "resolved_strategy": resolved.spec, "status": "running",
+            "weights_init": weights_init, "pretrained": pretrained,
+            "data": str(data_path.resolve()),
+            "imgsz": int(imgsz), "batch": int(batch), "epochs_requested": epochs, "device": str(device),
+            "n_gpus": gpus,
+            "backbone_lr_mult": backbone_lr_mult, "reasons": reasons, "skipped": list(ds.skipped),
+        }
+        record = _Record(out, info, plan, prev, gpus, gpu_hour_usd, cpu_hour_usd)
+        plan.on_epoch = record.on_epoch
+        args = _trainer_args(yaml_path, out, epochs, imgsz, batch, device, patience, workers, pretrained, gpus,
+                             overrides)
+        if resume:
+            args = _resume_args(args, local, out)
+            log(f"edgekit: resuming {out} from last.pt (strategy {resolved.spec})")
+        else:
+            args = _start_args(args, local, out)
+            log(f"edgekit: training {Path(str(weights_or_arch)).name} on {data_path.name} with strategy "
+                f"{resolved.spec} for {epochs} epochs at imgsz {imgsz} on {device}")
         trainer = _build_trainer(args, plan, record, callbacks)
     except BaseException:
-        if ckpt_tmp is not None:
-            ckpt_tmp.cleanup()
+        ckpt_tmp.cleanup()
         raise
     return Job(trainer, plan, record, ckpt_tmp, log)
 
