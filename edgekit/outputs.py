@@ -11,9 +11,11 @@ Inputs are paths, symlinks resolved, of three kinds:
   whole output folder (files=None: train, train-export, deploy) may not hold it inside that folder either;
 - a folder (image and label folders, an artifact folder, calibration images, a merged run): the output is neither
   it nor inside it, nor (owning its folder) around it;
-- Home(folder), a folder that holds inputs (a data.yaml's or COCO json's folder, a dataset root): no output folder
-  is it, and one that a command owns is not around it either; a new subfolder of it is allowed (runs/ beside images/
-  and labels/ is how Ultralytics users work), and so is one output file in it (eval --json, its name checked).
+- Home(folder), a folder that holds inputs without being a dataset (a data.yaml's or COCO json's folder that is not
+  the dataset root, e.g. a project folder whose data.yaml points at `path: ../datasets/x`): no output folder is it,
+  and one that a command owns is not around it either; a new subfolder of it is allowed, and so is one output file
+  in it (eval --json, its name checked). A dataset root (the folder holding images/ and labels/) is an input folder
+  like the others: nothing is written anywhere inside it.
 """
 from __future__ import annotations
 
@@ -48,23 +50,24 @@ def _real(p) -> Path:
 
 
 def _violation(o: Path, raw, home: bool, files, single: bool) -> tuple[int, str, str] | None:
-    """(priority, how the output meets the input `raw`, the input's kind) or None; priority 0 is reported first."""
+    """(priority, how the output meets the input `raw`, the input's kind) or None; the lowest priority is reported,
+    the most direct overlap: is, would write over, contains, is inside."""
     p = _real(raw)
     if not p.exists():
         return None
     kind = "input folder" if p.is_dir() else "input file"
-    if home and single:
-        pass  # one named output file (eval --json) may go beside inputs (its name is checked below)
-    elif o == p:
-        return 0, "is", kind
-    elif p in o.parents and (p.is_file() or not home):
-        return 1, "is inside", kind
-    if files is None:
-        return (2, "contains", kind) if o in p.parents else None
-    for name in files:
+    for name in files or ():
         q = _real(o / name)
         if q == p or q in p.parents:
-            return 3, f"would write {o / name} over", kind
+            return 1, f"would write {o / name} over", kind
+    if home and single:
+        return None  # one named output file (eval --json) may go beside inputs that are not a dataset
+    if o == p:  # (for one named file, `out` is its folder: the file is inside this input)
+        return (3 if single else 0), "is", kind
+    if p in o.parents and (p.is_file() or not home):
+        return 3, "is inside", kind
+    if files is None and o in p.parents:
+        return 2, "contains", kind
     return None
 
 
@@ -105,13 +108,13 @@ def check_output_file(path, inputs=(), what: str = "--json") -> None:
     p = Path(path)
     v = _first(p.parent, inputs, [p.name], single=True)
     if v:
-        _refuse(what, path, "would overwrite" if v[0] == 3 else "is inside", v[2], v[3])
+        _refuse(what, path, "would overwrite" if v[0] == 1 else "is inside", v[2], v[3])
 
 
 def data_inputs(data) -> list:
     """A dataset's inputs, from a data.yaml / COCO json path or a loaded Dataset, without reading its images.
 
-    yaml: the file, Home(its folder), Home(the root), each split's folders and their labels/ twins (or list files);
+    yaml: the file, Home(its folder), the dataset root, each split's folders and their labels/ twins (or list files);
     COCO json: the file, Home(its folder) and the images/ folders its images are looked up in. A file that does not
     load gives just the file and Home(its folder): the command's own loader then reports what is wrong with it.
     """
@@ -141,7 +144,7 @@ def data_inputs(data) -> list:
             if "images" in parts:
                 i = len(parts) - 1 - parts[::-1].index("images")
                 out.append(Path(*parts[:i], "labels", *parts[i + 1:]))
-                out.append(Home(Path(*parts[:i])))  # the dataset root: images/ and labels/ live in it
+                out.append(Path(*parts[:i]))  # the dataset root (images/ and labels/ live in it): all input
             out.append(Home(p.parent))
     return out
 

@@ -183,9 +183,10 @@ def test_item1_yaml_name_resolves_to_the_package_never_the_cwd(ds, tmp_path, mon
 @pytest.mark.parametrize("where, relation", [
     (lambda d: d, "is the input folder"),                                  # the issue's `-o DS`
     (lambda d: d / "images" / "train" / "runs", "is inside the input folder"),
+    (lambda d: d / "runs", "is inside the input folder"),                  # a new folder in the dataset root
     (lambda d: d / "labels", "contains the input folder"),
     (lambda d: d.parent, "contains the input"),
-], ids=["dataset-folder", "image-folder", "labels-parent", "around-dataset"])
+], ids=["dataset-folder", "image-folder", "new-folder-in-root", "labels-parent", "around-dataset"])
 def test_item2_train_output_in_the_dataset_refused(where, relation, ds, weights, tmp_path, capsys):
     """Item 2: `train ... --data DS/data.yaml -o DS` overwrote data.yaml (exit 0). Now exit 2, one line naming both
     paths, and every file of the dataset unchanged, none added."""
@@ -216,16 +217,20 @@ def test_item2_train_export_into_dataset_writes_no_log(ds, tmp_path, capsys):
 
 
 def test_item2_json_over_an_input_refused(ds, onnx160, tmp_path, capsys):
-    """Item 2 for output files: eval --json must not overwrite the data.yaml nor go into a label folder; beside the
-    data.yaml (a new name) is fine."""
+    """Item 2 for output files: eval --json must not overwrite the data.yaml, nor go into a label folder, nor into the
+    dataset root beside the data.yaml (a new name there is still inside the input); a sibling folder is fine."""
     before = checksum(ds.parent)
     code, _, err = run_cli(capsys, "eval", onnx160, "--data", ds, "--json", ds)
     one_line_error(code, err, f"--json {ds} would overwrite the input file {ds}")
     label_json = ds.parent / "labels" / "val" / "eval.json"
     code, _, err = run_cli(capsys, "eval", onnx160, "--data", ds, "--json", label_json)
     one_line_error(code, err, f"--json {label_json} is inside the input folder")
+    beside = ds.parent / "eval.json"
+    code, _, err = run_cli(capsys, "eval", onnx160, "--data", ds, "--json", beside)
+    one_line_error(code, err, f"--json {beside} is inside the input folder {ds.parent}")
     assert checksum(ds.parent) == before
-    code, _, err = run_cli(capsys, "eval", onnx160, "--data", ds, "--json", ds.parent / "eval.json", "--limit", 2)
+    code, _, err = run_cli(capsys, "eval", onnx160, "--data", ds, "--json", tmp_path / "out" / "eval.json",
+                           "--limit", 2)
     assert code == 0, err
 
 
