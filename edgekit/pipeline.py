@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
 from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from .sweep.trial import ROWS_FORMAT, Trial, model_name
+from .sweep.trial import ROWS_FORMAT, Trial, model_name, relative_to, resolved, run_relative
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
 DEFAULT_IMGSZ = "256,320"  # two input sizes, so that the speed axis shows from the first run
@@ -148,6 +148,7 @@ class Pipeline:
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        self.out = Path(os.path.abspath(self.out))  # records name paths relative to it: the cwd never enters them
         self.models = [str(m) for m in (self.models or [self.model])]
         names = [slug(Path(model_name(m)).stem) for m in self.models]
         dup = next((m for m, n in zip(self.models, names) if names.count(n) > 1), None)
@@ -238,7 +239,10 @@ class Pipeline:
             return None if self.retry_failed and not same_run else doc
         produced = doc.get("produced")
         if produced:
-            p = Path(produced["path"])
+            if Path(produced["path"]).is_absolute():  # an older record: it names a folder that may not be this run's
+                self.log(f"[resume] {name}: its record names {produced['path']}, not a path in this run: running again")
+                return None
+            p = self.at(produced["path"])
             if not p.exists() or self.content_hash(p) != produced["sha256"]:
                 self.log(f"[resume] {name}: {p} is missing or changed since it was recorded: running again")
                 return None
@@ -247,14 +251,17 @@ class Pipeline:
     def stage(self, name: str, record: Path, inputs: dict, fn, output=None):
         """Run fn() unless a finished record with the same inputs and an intact output exists (resume).
 
-        output(result) -> the file or folder the stage produced; its sha256 goes into the record. A failed accuracy
-        gate is recorded (status FAILED, the error and the gate figures) and raised again on resume.
+        output(result) -> the file or folder the stage produced; its path relative to the run folder and its sha256 go
+        into the record. Paths in fn's result are relative to the run folder too (callers resolve them with `at`),
+        so a moved or copied run folder means the same thing. A failed accuracy gate is recorded (status FAILED, the
+        error and the gate figures) and raised again on resume.
         """
         prev = self._done(name, record, inputs)
         if prev is not None and prev.get("status") == "FAILED":
             self._detail(f"[resume] {name}: failed its accuracy gate before, skipped (--retry-failed to try again)")
             err = AccuracyGateError(prev["error"])
-            err.result = prev.get("gate")
+            gate = prev.get("gate")
+            err.result = resolved(gate, self.out) if gate else gate
             raise err
         if prev is not None:
             self._detail(f"[resume] {name}: done, skipped")
@@ -264,8 +271,9 @@ class Pipeline:
         try:
             result = fn()
         except AccuracyGateError as e:
+            gate = gate_figures(getattr(e, "result", None))
             atomic_write_json(record, {"stage": name, "status": "FAILED", "inputs": inputs, "error": str(e),
-                                       "gate": gate_figures(getattr(e, "result", None)), "run": self.run_id,
+                                       "gate": run_relative(gate, self.out) if gate else gate, "run": self.run_id,
                                        "seconds": round(time.perf_counter() - t, 2)})
             self.push(record.parent.parent)
             raise
@@ -273,15 +281,19 @@ class Pipeline:
                "seconds": round(time.perf_counter() - t, 2)}
         if output is not None:
             p = Path(output(result))
-            doc["produced"] = {"path": str(p), "sha256": self.content_hash(p)}
+            doc["produced"] = {"path": self.rel(p), "sha256": self.content_hash(p)}
         atomic_write_json(record, doc)
         self.push(record.parent.parent)
         return result
 
     # storage ----------------------------------------------------------------------------------
     def rel(self, path) -> str:
-        """A path under the run folder, relative to it (the name it has in the storage)."""
-        return Path(path).relative_to(self.out).as_posix()
+        """A path under the run folder, relative to it: the name records and the storage give it."""
+        return Path(path).absolute().relative_to(self.out).as_posix()
+
+    def at(self, rel) -> Path:
+        """The path in this run folder that a record's run-relative name stands for."""
+        return self.out / rel
 
     def push(self, folder: Path) -> None:
         """Upload a trial folder to a remote storage after a stage (nothing to do for a shared folder)."""
@@ -427,8 +439,12 @@ class Pipeline:
             from .train.record import read_train_json
 
             callbacks = {} if final else {"on_fit_epoch_end": lambda tr: _stop_at(tr, rung)}
+            # this training finished with these inputs before, and its checkpoint has gone or changed since: what is
+            # left in the folder (last.pt, a train.json saying "done") cannot be continued, so train from the start
+            redo = (_json_or_none(record) or {}).get("inputs") == inputs
             # a retried task (its worker died) or a --resume after a crash continues from the last finished epoch
-            again = not resume and self._started(started, inputs) and (tdir / "train" / "last.pt").exists()
+            again = (not redo and not resume and self._started(started, inputs)
+                     and (tdir / "train" / "last.pt").exists())
             done_epochs = len(read_train_json(tdir / "train").get("epoch_records") or []) if again else 0
             atomic_write_json(started, {"stage": name, "status": "started", "inputs": inputs, "run": self.run_id})
             self.push(tdir)
@@ -436,7 +452,8 @@ class Pipeline:
                 doc = train(t.model, self.dataset(), strategy=t.strategy, epochs=self.epochs, imgsz=t.imgsz,
                             batch=self.batch, device=device, out_dir=tdir / "train", seed=self.seed,
                             gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
-                            trust_checkpoint=self.trust_checkpoint, resume=resume or (again and done_epochs > 0),
+                            trust_checkpoint=self.trust_checkpoint,
+                            resume=(resume and not redo) or (again and done_epochs > 0),
                             **({"callbacks": callbacks} if callbacks else {}))
             except _RungDone:
                 doc = read_train_json(tdir / "train")
@@ -446,7 +463,8 @@ class Pipeline:
                 doc = {**doc, "rung": rung, "map50_95": recs[-1].get("map50_95"), "map50": recs[-1].get("map50")}
             if again and done_epochs:
                 doc = {**doc, "resumed_from_epoch": done_epochs}
-            return {k: v for k, v in doc.items() if k != "epoch_records"}
+            doc = {k: v for k, v in doc.items() if k != "epoch_records"}
+            return {**doc, "best": self.rel(ckpt)} if doc.get("best") else doc
 
         return self.stage(name, record, inputs, run, output=lambda r: ckpt)
 
@@ -469,21 +487,24 @@ class Pipeline:
         Rows come back without speed; `measure_speed` adds it. Each row keeps in `_bench` what to time.
         """
         from ._imports import tool_versions
-        from .eval import evaluate
         from .export import export_onnx
         from .sweep.speed import graph_key
 
         sdir = t.folder(self.out, self.nested)
         label = t.label(self.nested)
         best = sdir / "train" / "best.pt"
+        trained_here = tinfo is None
         tinfo = tinfo or self.train_trial(t)
-        onnx_path = Path(self.stage(f"{label}: export", sdir / "stages" / "export.json",
-                                    {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
-                                     "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=t.imgsz, opset=self.opset,
-                                                            log=self._detail, trust_checkpoint=self.trust_checkpoint)),
-                                    output=Path))
-        self.log(f"  trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s', 0):.0f} s, exported {onnx_path.name}")
+        onnx_path = self.at(self.stage(f"{label}: export", sdir / "stages" / "export.json",
+                                       {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
+                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
+                                       lambda: self.rel(export_onnx(best, sdir / "onnx", imgsz=t.imgsz,
+                                                                    opset=self.opset, log=self._detail,
+                                                                    trust_checkpoint=self.trust_checkpoint)),
+                                       output=self.at))
+        # the executor already said how the training went when it trained this trial: say it once
+        self.log(f"  {label}: " + (f"trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s') or 0:.0f} s, "
+                                   if trained_here else "") + f"exported {onnx_path.name}")
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
         for v in variants_for(self.target, self.backends, self.precisions):
@@ -493,9 +514,10 @@ class Pipeline:
                    "cost_usd": tinfo.get("cost_usd"), "epochs": tinfo.get("epochs")}
             try:
                 built = self.stage(f"{label}: {name} build", sdir / "stages" / f"{name}.build.json",
-                                   self.build_inputs(onnx_path, v), lambda v=v: self.build(onnx_path, v, sdir),
-                                   output=lambda r: r["artifact"])
-                artifact = built["artifact"]
+                                   self.build_inputs(onnx_path, v),
+                                   lambda v=v: self._build_stage(onnx_path, v, sdir),
+                                   output=lambda r: self.at(r["artifact"]))
+                artifact = str(self.at(built["artifact"]))
                 used = {"artifact": self.content_hash(artifact), "backend": v.backend, "target": self.target,
                         "versions": run_versions}
                 matches = sdir / "stages" / f"{name}.matches.npz"
@@ -503,13 +525,11 @@ class Pipeline:
                 # matches feed the bootstrap interval and the paired comparisons of the recommendation
                 acc = self.stage(f"{label}: {name} eval", sdir / "stages" / f"{name}.eval.json",
                                  {**used, "data": self.data_key(), "eval": "matches-v1"},
-                                 lambda a=artifact, v=v: evaluate(a, self.dataset(), backend=v.backend,
-                                                                  device=self.target, progress=False,
-                                                                  matches_path=matches),
-                                 output=lambda r: r["matches"])
+                                 lambda a=artifact, v=v: self._evaluate(a, v, matches),
+                                 output=lambda r: self.at(r["matches"]))
                 row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "map50_95_ci": acc["map50_95_ci"],
                             "per_class": acc["per_class"], "per_size": acc["per_size"], "eval_images": acc["images"],
-                            "matches": acc["matches"], "artifact": artifact, "status": "ok",
+                            "matches": str(self.at(acc["matches"])), "artifact": artifact, "status": "ok",
                             "_bench": {"artifact": artifact, "backend": v.backend, "precision": v.precision,
                                        "record": str(sdir / "stages" / f"{name}.bench.json"),
                                        "name": f"{label}: {name} bench"}})
@@ -524,14 +544,22 @@ class Pipeline:
                 row.update({"status": "error", "error": str(e), "artifact": None})
                 self.log(f"  {name}: error: {e}")
             rows.append(row)
-        doc = {"format": ROWS_FORMAT, "root": str(self.out.resolve()),
+        doc = {"format": ROWS_FORMAT, "trial_dir": self.rel(sdir),
                "trial": {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy},
-               "data": self.data_key(), "target": self.target, "rows": rows}
+               "data": self.data_key(), "target": self.target, "rows": [run_relative(r, self.out) for r in rows]}
         path = sdir / "stages" / "rows.json"
         if _json_or_none(path) != json.loads(json.dumps(doc)):  # resumed with nothing new: left untouched
             atomic_write_json(path, doc)
             self.push(sdir)
         return rows
+
+    def _evaluate(self, artifact: str, v: Variant, matches: Path) -> dict:
+        """The eval stage: mAP of the artifact on the val split, its per-image matches saved; paths run-relative."""
+        from .eval import evaluate
+
+        acc = evaluate(artifact, self.dataset(), backend=v.backend, device=self.target, progress=False,
+                       matches_path=matches)
+        return {**acc, "matches": self.rel(acc["matches"]), "artifact": self.rel(acc["artifact"])}
 
     # speed ------------------------------------------------------------------------------------
     def bench_inputs(self, key: str, backend: str) -> dict:
@@ -605,6 +633,11 @@ class Pipeline:
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt")}
 
+    def _build_stage(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
+        """The build stage's result: build()'s, its artifact named relative to the run folder."""
+        built = self.build(onnx_path, v, sdir)
+        return {**built, "artifact": self.rel(built["artifact"])}
+
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
         if v.backend == "onnxruntime" and v.precision == "fp32":
@@ -676,7 +709,7 @@ class Pipeline:
                 "budget_hours": self.budget_hours}
 
     def report(self, rows: list[dict], pruned: list | None = None) -> dict:
-        config = {"data": str(self.data), "model": str(self.model), "models": self.models,
+        config = {"data": str(Path(self.data).absolute()), "model": str(self.model), "models": self.models,
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.target, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
@@ -688,13 +721,19 @@ class Pipeline:
 
 def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict, max_map_drop: float, limits: dict,
                  extra: dict | None = None) -> dict:
-    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`."""
+    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`.
+
+    rows name their files by paths this process can open; report.json (and the dict returned, its content) names
+    them relative to `out`, the folder holding it, so that a moved run folder's report still points into it.
+    """
     from .report import add_speedups, pareto_png, recommend, render_markdown
 
     add_speedups(rows)
     rec = recommend(rows, max_map_drop=max_map_drop, **limits)
+    if rec.get("artifact"):
+        rec["artifact"] = relative_to(rec["artifact"], out)
     trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
-    doc = {"rows": rows, "recommendation": rec, "pruned": list(pruned or []),
+    doc = {"rows": [run_relative(r, out) for r in rows], "recommendation": rec, "pruned": list(pruned or []),
            "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
                                                                   for p in pruned or []), 1),
            "config": config, **(extra or {})}
