@@ -105,6 +105,32 @@ def variants_for(target: str, backends: list[str], precisions: list[str] | None 
     return out
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+TRAINING = (("torch", "train", "training"), ("ultralytics", "train", "training"), ("onnx", "train", "the ONNX export"))
+
+
+def check_dependencies(target: str, backends: list[str], precisions: list[str] | None) -> None:
+    """Before any work: MissingDependency, naming the pip extra, for the first package the sweep needs that is not
+    installed: training and export, the mAP evaluator, each asked backend's runtime and, for INT8, its quantizer."""
+    from . import _imports
+    from .errors import MissingDependency
+    from .quantize import BACKENDS as QUANTIZERS, quantizer_class
+    from .runtime.backends import get_backend
+
+    needs = [(m, _imports.install_hint(m, extra), why) for m, extra, why in TRAINING]
+    if not any(_imports.available(m) for m in ("faster_coco_eval", "pycocotools")):
+        needs.append(("faster_coco_eval", _imports.install_hint("faster_coco_eval"), "the mAP of every row"))
+    for b in backends:
+        cls = get_backend(b)
+        if cls.module:
+            needs.append((cls.module, cls.install_hint(), f"--backends {b}"))
+        if "int8" in (precisions or DEFAULT_PRECISIONS) and b in QUANTIZERS:
+            needs += [(m, _imports.install_hint(m), f"{why}, --precisions int8") for m, why in quantizer_class(b).requires]
+    for module, hint, why in needs:
+        if not _imports.available(module):
+            raise MissingDependency(f"{module} is not installed (train-export needs it for {why}): {hint}")
+
+
 class _RungDone(Exception):
     """Raised from a training callback when a halving rung's epochs are done (train.json says 'interrupted')."""
 
@@ -313,13 +339,32 @@ class Pipeline:
                 raise EdgekitError(f"{m}: train-export sweeps Ultralytics models only for now; the YOLO-NAS route "
                                    f"is 'edgekit train {m} --data DATA.yaml' (it exports the ONNX too)")
 
+    def check(self) -> None:
+        """Before any work: the models, the packages the run needs, the dataset (read and validated once)."""
+        self.check_model()
+        check_dependencies(self.target, self.backends, self.precisions)
+        ds = self.dataset()
+        for split in ("train", "val"):
+            ds.samples(split)
+
+    def check_calibration(self) -> None:
+        """Say once per run what the INT8 jobs' calibration set will be short of (the same for every trial and
+        backend: the dataset's train split and --calib-size); the jobs themselves then keep quiet about it."""
+        import warnings
+
+        from .data.calibration import calibration_set
+
+        if any(v.precision == "int8" for v in variants_for(self.target, self.backends, self.precisions)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                calibration_set(self.dataset(), (self.imgszs[0],) * 2, self.calib_size, "train", self.seed, True,
+                                "val")
+
     def run(self) -> dict:
         from .sweep.executor import LocalExecutor
 
-        self.check_model()
-        ds = self.dataset()  # validate before spending any time
-        for split in ("train", "val"):
-            ds.samples(split)
+        self.check()  # before spending any time
+        self.check_calibration()
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex  # each run() is a run: a second call does not count as a retry of the first
         self.executor = self.executor or LocalExecutor()
@@ -656,10 +701,16 @@ class Pipeline:
             from .quantize.tensorrt import build_engine
 
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
-        res = quantize(onnx_path, self.dataset(), backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
-                       calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
-                       max_class_drop=self.max_class_drop,
-                       out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
+        import warnings
+
+        from .data.calibration import CalibrationWarning
+
+        with warnings.catch_warnings():  # said once for the run, by check_calibration
+            warnings.simplefilter("ignore", CalibrationWarning)
+            res = quantize(onnx_path, self.dataset(), backend=v.backend,
+                           method="minmax" if v.backend == "onnxruntime" else "auto", calib_size=self.calib_size,
+                           max_map_drop=self.max_map_drop, device=self.target, max_class_drop=self.max_class_drop,
+                           out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
