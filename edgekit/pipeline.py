@@ -315,7 +315,11 @@ class Pipeline:
     # storage ----------------------------------------------------------------------------------
     def rel(self, path) -> str:
         """A path under the run folder, relative to it: the name records and the storage give it."""
-        return Path(path).absolute().relative_to(self.out).as_posix()
+        p = Path(os.path.abspath(path))
+        if not p.is_relative_to(self.out):  # named through a symlink on one side only
+            p, base = p.resolve(), self.out.resolve()
+            return p.relative_to(base).as_posix()
+        return p.relative_to(self.out).as_posix()
 
     def at(self, rel) -> Path:
         """The path in this run folder that a record's run-relative name stands for."""
@@ -760,7 +764,10 @@ class Pipeline:
                 "budget_hours": self.budget_hours}
 
     def report(self, rows: list[dict], pruned: list | None = None) -> dict:
-        config = {"data": str(Path(self.data).absolute()), "model": str(self.model), "models": self.models,
+        def named(m):  # a file by its absolute path (the report may be read from elsewhere), else the name given
+            return str(Path(m).absolute()) if Path(m).is_file() else str(m)
+
+        config = {"data": named(self.data), "model": named(self.model), "models": [named(m) for m in self.models],
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.target, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
