@@ -293,3 +293,19 @@ def test_small_the_calibration_warning_appears_once_per_run(tmp_path):
     assert res.stderr.index(warnings[1]) < res.stderr.index(": trained 1 epochs")  # said before the trials
     report = json.loads((tmp_path / "O" / "report.json").read_text())
     assert [r["precision"] for r in report["rows"] if r["status"] == "ok"].count("int8") == 2
+
+
+def test_item9_an_invalid_dataset_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Item 9: the data yaml is read and every train/val label validated before training, Ray or any file in -o."""
+    from edgekit.cli.main import main
+
+    data = tmp_path / "coco8"
+    shutil.copytree(COCO8.parent, data)
+    label = sorted((data / "labels" / "val").glob("*.txt"))[0]
+    label.write_text(label.read_text() + "99 0.5 0.5 0.2 0.2\n")
+    before = checksum(data)
+    n = len(label.read_text().splitlines())
+    assert main(["train-export", "--data", str(data / "data.yaml"), "-o", str(tmp_path / "O")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"edgekit train-export: error: {label}:{n}: class id 99"), err
+    assert not (tmp_path / "O").exists() and checksum(data) == before
