@@ -125,7 +125,8 @@ def check_dependencies(target: str, backends: list[str], precisions: list[str] |
         if cls.module:
             needs.append((cls.module, cls.install_hint(), f"--backends {b}"))
         if "int8" in (precisions or DEFAULT_PRECISIONS) and b in QUANTIZERS:
-            needs += [(m, _imports.install_hint(m), f"{why}, --precisions int8") for m, why in quantizer_class(b).requires]
+            needs += [(m, _imports.install_hint(m), f"{why}, --precisions int8")
+                      for m, why in quantizer_class(b).requires]
     for module, hint, why in needs:
         if not _imports.available(module):
             raise MissingDependency(f"{module} is not installed (train-export needs it for {why}): {hint}")

@@ -82,8 +82,9 @@ def _paired(a: dict, b: dict) -> dict | None:
         if not Path(r["matches"]).is_file():
             from .errors import ArtifactError
 
-            raise ArtifactError(f"{r['matches']}: the per-image matches of {_name(r)} are missing: the recommendation's "
-                                f"paired comparison needs them (train-export --resume on its run evaluates it again)")
+            raise ArtifactError(f"{r['matches']}: the per-image matches of {_name(r)} are missing: the "
+                                f"recommendation's paired comparison needs them (train-export --resume on its run "
+                                f"evaluates it again)")
     return _paired_files(a["matches"], Path(a["matches"]).stat().st_mtime_ns, b["matches"],
                          Path(b["matches"]).stat().st_mtime_ns)
 

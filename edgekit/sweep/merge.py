@@ -3,10 +3,11 @@
 Each trial folder keeps `stages/rows.json` (its rows before speed) and, for the first row of each graph, the
 `<backend>-<precision>.bench.json` speed record. A run may have been made on another machine or moved: its records
 name files relative to the run folder (format /2), which is found from where rows.json lies now, whatever the
-working directory; the absolute paths of a format /1 record are rebased from the root it was written in. A row takes the speed of its graph
-as its own run measured it (the first row of the graph owns the record, as in `Pipeline.measure_speed`), else from
-another of the given runs; a graph timed nowhere leaves its rows untimed, never recommended. Runs on other data or
-for another target, and one trial with two different accuracies, are refused: their figures are not comparable.
+working directory; the absolute paths of a format /1 record are rebased from the root it was written in.
+A row takes the speed of its graph as its own run measured it (the first row of the graph owns the record, as in
+`Pipeline.measure_speed`), else from another of the given runs; a graph timed nowhere leaves its rows untimed, never
+recommended. Runs on other data or for another target, and one trial with two different accuracies, are refused:
+their figures are not comparable.
 """
 from __future__ import annotations
 
