@@ -65,7 +65,8 @@ def run(args):
 
     from ..assets import demo_data
     from ..pipeline import Pipeline
-    from ._common import log
+    from ..report import render_table
+    from ._common import log, say
 
     opts = check_args(args)  # every option, before any work: one line naming it, exit 2 (3: a missing package)
     storage, out = sweep_storage(args)
@@ -85,9 +86,6 @@ def run(args):
         doc = pipe.run()
     finally:
         pipe.executor.close()
-    from ..report import render_table
-    from ._common import say
-
     say(render_table(doc["rows"]))
     say()
     say(doc["recommendation"]["why"])
