@@ -489,9 +489,11 @@ class Pipeline:
             from .train.record import read_train_json
 
             callbacks = {} if final else {"on_fit_epoch_end": lambda tr: _stop_at(tr, rung)}
-            # this training finished with these inputs before, and its checkpoint has gone or changed since: what is
-            # left in the folder (last.pt, a train.json saying "done") cannot be continued, so train from the start
-            redo = (_json_or_none(record) or {}).get("inputs") == inputs
+            # this training finished with these inputs before (and none was started since), and its checkpoint has
+            # gone or changed since: what is left (last.pt, a train.json saying "done") cannot be continued, so it
+            # trains from the start; a retraining that was interrupted in turn continues like any other
+            old = _json_or_none(record) or {}
+            redo = old.get("inputs") == inputs and old.get("run") == (_json_or_none(started) or {}).get("run")
             # a retried task (its worker died) or a --resume after a crash continues from the last finished epoch
             again = (not redo and not resume and self._started(started, inputs)
                      and (tdir / "train" / "last.pt").exists())
