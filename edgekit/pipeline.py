@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
 from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
-from .sweep.trial import ROWS_FORMAT, Trial, model_name
+from .sweep.trial import ROWS_FORMAT, Trial, model_name, relative_to, resolved, run_relative
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
 DEFAULT_IMGSZ = "256,320"  # two input sizes, so that the speed axis shows from the first run
@@ -105,6 +105,33 @@ def variants_for(target: str, backends: list[str], precisions: list[str] | None 
     return out
 
 
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+TRAINING = (("torch", "train", "training"), ("ultralytics", "train", "training"), ("onnx", "train", "the ONNX export"))
+
+
+def check_dependencies(target: str, backends: list[str], precisions: list[str] | None) -> None:
+    """Before any work: MissingDependency, naming the pip extra, for the first package the sweep needs that is not
+    installed: training and export, the mAP evaluator, each asked backend's runtime and, for INT8, its quantizer."""
+    from . import _imports
+    from .errors import MissingDependency
+    from .quantize import BACKENDS as QUANTIZERS, quantizer_class
+    from .runtime.backends import get_backend
+
+    needs = [(m, _imports.install_hint(m, extra), why) for m, extra, why in TRAINING]
+    if not any(_imports.available(m) for m in ("faster_coco_eval", "pycocotools")):
+        needs.append(("faster_coco_eval", _imports.install_hint("faster_coco_eval"), "the mAP of every row"))
+    for b in backends:
+        cls = get_backend(b)
+        if cls.module:
+            needs.append((cls.module, cls.install_hint(), f"--backends {b}"))
+        if "int8" in (precisions or DEFAULT_PRECISIONS) and b in QUANTIZERS:
+            needs += [(m, _imports.install_hint(m), f"{why}, --precisions int8")
+                      for m, why in quantizer_class(b).requires]
+    for module, hint, why in needs:
+        if not _imports.available(module):
+            raise MissingDependency(f"{module} is not installed (train-export needs it for {why}): {hint}")
+
+
 class _RungDone(Exception):
     """Raised from a training callback when a halving rung's epochs are done (train.json says 'interrupted')."""
 
@@ -148,6 +175,7 @@ class Pipeline:
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
+        self.out = Path(os.path.abspath(self.out))  # records name paths relative to it: the cwd never enters them
         self.models = [str(m) for m in (self.models or [self.model])]
         names = [slug(Path(model_name(m)).stem) for m in self.models]
         dup = next((m for m, n in zip(self.models, names) if names.count(n) > 1), None)
@@ -238,7 +266,10 @@ class Pipeline:
             return None if self.retry_failed and not same_run else doc
         produced = doc.get("produced")
         if produced:
-            p = Path(produced["path"])
+            if Path(produced["path"]).is_absolute():  # an older record: it names a folder that may not be this run's
+                self.log(f"[resume] {name}: its record names {produced['path']}, not a path in this run: running again")
+                return None
+            p = self.at(produced["path"])
             if not p.exists() or self.content_hash(p) != produced["sha256"]:
                 self.log(f"[resume] {name}: {p} is missing or changed since it was recorded: running again")
                 return None
@@ -247,14 +278,17 @@ class Pipeline:
     def stage(self, name: str, record: Path, inputs: dict, fn, output=None):
         """Run fn() unless a finished record with the same inputs and an intact output exists (resume).
 
-        output(result) -> the file or folder the stage produced; its sha256 goes into the record. A failed accuracy
-        gate is recorded (status FAILED, the error and the gate figures) and raised again on resume.
+        output(result) -> the file or folder the stage produced; its path relative to the run folder and its sha256 go
+        into the record. Paths in fn's result are relative to the run folder too (callers resolve them with `at`),
+        so a moved or copied run folder means the same thing. A failed accuracy gate is recorded (status FAILED, the
+        error and the gate figures) and raised again on resume.
         """
         prev = self._done(name, record, inputs)
         if prev is not None and prev.get("status") == "FAILED":
             self._detail(f"[resume] {name}: failed its accuracy gate before, skipped (--retry-failed to try again)")
             err = AccuracyGateError(prev["error"])
-            err.result = prev.get("gate")
+            gate = prev.get("gate")
+            err.result = resolved(gate, self.out) if gate else gate
             raise err
         if prev is not None:
             self._detail(f"[resume] {name}: done, skipped")
@@ -264,8 +298,9 @@ class Pipeline:
         try:
             result = fn()
         except AccuracyGateError as e:
+            gate = gate_figures(getattr(e, "result", None))
             atomic_write_json(record, {"stage": name, "status": "FAILED", "inputs": inputs, "error": str(e),
-                                       "gate": gate_figures(getattr(e, "result", None)), "run": self.run_id,
+                                       "gate": run_relative(gate, self.out) if gate else gate, "run": self.run_id,
                                        "seconds": round(time.perf_counter() - t, 2)})
             self.push(record.parent.parent)
             raise
@@ -273,15 +308,23 @@ class Pipeline:
                "seconds": round(time.perf_counter() - t, 2)}
         if output is not None:
             p = Path(output(result))
-            doc["produced"] = {"path": str(p), "sha256": self.content_hash(p)}
+            doc["produced"] = {"path": self.rel(p), "sha256": self.content_hash(p)}
         atomic_write_json(record, doc)
         self.push(record.parent.parent)
         return result
 
     # storage ----------------------------------------------------------------------------------
     def rel(self, path) -> str:
-        """A path under the run folder, relative to it (the name it has in the storage)."""
-        return Path(path).relative_to(self.out).as_posix()
+        """A path under the run folder, relative to it: the name records and the storage give it."""
+        p = Path(os.path.abspath(path))
+        if not p.is_relative_to(self.out):  # named through a symlink on one side only
+            p, base = p.resolve(), self.out.resolve()
+            return p.relative_to(base).as_posix()
+        return p.relative_to(self.out).as_posix()
+
+    def at(self, rel) -> Path:
+        """The path in this run folder that a record's run-relative name stands for."""
+        return self.out / rel
 
     def push(self, folder: Path) -> None:
         """Upload a trial folder to a remote storage after a stage (nothing to do for a shared folder)."""
@@ -326,6 +369,27 @@ class Pipeline:
                 stack.enter_context(claim_output(folder, inputs, command="train-export"))
             return stack.pop_all()
 
+    def check(self) -> None:
+        """Before any work: the models, the packages the run needs, the dataset (read and validated once)."""
+        self.check_model()
+        check_dependencies(self.target, self.backends, self.precisions)
+        ds = self.dataset()
+        for split in ("train", "val"):
+            ds.samples(split)
+
+    def check_calibration(self) -> None:
+        """Say once per run what the INT8 jobs' calibration set will be short of (the same for every trial and
+        backend: the dataset's train split and --calib-size); the jobs themselves then keep quiet about it."""
+        import warnings
+
+        from .data.calibration import calibration_set
+
+        if any(v.precision == "int8" for v in variants_for(self.target, self.backends, self.precisions)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                calibration_set(self.dataset(), (self.imgszs[0],) * 2, self.calib_size, "train", self.seed, True,
+                                "val")
+
     def run(self) -> dict:
         with self.claim():
             return self._run()
@@ -333,10 +397,8 @@ class Pipeline:
     def _run(self) -> dict:
         from .sweep.executor import LocalExecutor
 
-        self.check_model()
-        ds = self.dataset()  # validate before spending any time
-        for split in ("train", "val"):
-            ds.samples(split)
+        self.check()  # before spending any time
+        self.check_calibration()
         self.out.mkdir(parents=True, exist_ok=True)
         self.run_id = uuid.uuid4().hex  # each run() is a run: a second call does not count as a retry of the first
         self.executor = self.executor or LocalExecutor()
@@ -456,8 +518,14 @@ class Pipeline:
             from .train.record import read_train_json
 
             callbacks = {} if final else {"on_fit_epoch_end": lambda tr: _stop_at(tr, rung)}
+            # this training finished with these inputs before (and none was started since), and its checkpoint has
+            # gone or changed since: what is left (last.pt, a train.json saying "done") cannot be continued, so it
+            # trains from the start; a retraining that was interrupted in turn continues like any other
+            old = _json_or_none(record) or {}
+            redo = old.get("inputs") == inputs and old.get("run") == (_json_or_none(started) or {}).get("run")
             # a retried task (its worker died) or a --resume after a crash continues from the last finished epoch
-            again = not resume and self._started(started, inputs) and (tdir / "train" / "last.pt").exists()
+            again = (not redo and not resume and self._started(started, inputs)
+                     and (tdir / "train" / "last.pt").exists())
             done_epochs = len(read_train_json(tdir / "train").get("epoch_records") or []) if again else 0
             atomic_write_json(started, {"stage": name, "status": "started", "inputs": inputs, "run": self.run_id})
             self.push(tdir)
@@ -465,7 +533,8 @@ class Pipeline:
                 doc = train(t.model, self.dataset(), strategy=t.strategy, epochs=self.epochs, imgsz=t.imgsz,
                             batch=self.batch, device=device, out_dir=tdir / "train", seed=self.seed,
                             gpu_hour_usd=self.gpu_hour_usd, workers=0, log=self._detail,
-                            trust_checkpoint=self.trust_checkpoint, resume=resume or (again and done_epochs > 0),
+                            trust_checkpoint=self.trust_checkpoint,
+                            resume=(resume and not redo) or (again and done_epochs > 0),
                             **({"callbacks": callbacks} if callbacks else {}))
             except _RungDone:
                 doc = read_train_json(tdir / "train")
@@ -475,7 +544,8 @@ class Pipeline:
                 doc = {**doc, "rung": rung, "map50_95": recs[-1].get("map50_95"), "map50": recs[-1].get("map50")}
             if again and done_epochs:
                 doc = {**doc, "resumed_from_epoch": done_epochs}
-            return {k: v for k, v in doc.items() if k != "epoch_records"}
+            doc = {k: v for k, v in doc.items() if k != "epoch_records"}
+            return {**doc, "best": self.rel(ckpt)} if doc.get("best") else doc
 
         return self.stage(name, record, inputs, run, output=lambda r: ckpt)
 
@@ -498,21 +568,24 @@ class Pipeline:
         Rows come back without speed; `measure_speed` adds it. Each row keeps in `_bench` what to time.
         """
         from ._imports import tool_versions
-        from .eval import evaluate
         from .export import export_onnx
         from .sweep.speed import graph_key
 
         sdir = t.folder(self.out, self.nested)
         label = t.label(self.nested)
         best = sdir / "train" / "best.pt"
+        trained_here = tinfo is None
         tinfo = tinfo or self.train_trial(t)
-        onnx_path = Path(self.stage(f"{label}: export", sdir / "stages" / "export.json",
-                                    {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
-                                     "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
-                                    lambda: str(export_onnx(best, sdir / "onnx", imgsz=t.imgsz, opset=self.opset,
-                                                            log=self._detail, trust_checkpoint=self.trust_checkpoint)),
-                                    output=Path))
-        self.log(f"  trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s', 0):.0f} s, exported {onnx_path.name}")
+        onnx_path = self.at(self.stage(f"{label}: export", sdir / "stages" / "export.json",
+                                       {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
+                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
+                                       lambda: self.rel(export_onnx(best, sdir / "onnx", imgsz=t.imgsz,
+                                                                    opset=self.opset, log=self._detail,
+                                                                    trust_checkpoint=self.trust_checkpoint)),
+                                       output=self.at))
+        # the executor already said how the training went when it trained this trial: say it once
+        self.log(f"  {label}: " + (f"trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s') or 0:.0f} s, "
+                                   if trained_here else "") + f"exported {onnx_path.name}")
         run_versions = tool_versions("onnxruntime", "openvino", "tensorrt")
         rows = []
         for v in variants_for(self.target, self.backends, self.precisions):
@@ -522,9 +595,10 @@ class Pipeline:
                    "cost_usd": tinfo.get("cost_usd"), "epochs": tinfo.get("epochs")}
             try:
                 built = self.stage(f"{label}: {name} build", sdir / "stages" / f"{name}.build.json",
-                                   self.build_inputs(onnx_path, v), lambda v=v: self.build(onnx_path, v, sdir),
-                                   output=lambda r: r["artifact"])
-                artifact = built["artifact"]
+                                   self.build_inputs(onnx_path, v),
+                                   lambda v=v: self._build_stage(onnx_path, v, sdir),
+                                   output=lambda r: self.at(r["artifact"]))
+                artifact = str(self.at(built["artifact"]))
                 used = {"artifact": self.content_hash(artifact), "backend": v.backend, "target": self.target,
                         "versions": run_versions}
                 matches = sdir / "stages" / f"{name}.matches.npz"
@@ -532,13 +606,11 @@ class Pipeline:
                 # matches feed the bootstrap interval and the paired comparisons of the recommendation
                 acc = self.stage(f"{label}: {name} eval", sdir / "stages" / f"{name}.eval.json",
                                  {**used, "data": self.data_key(), "eval": "matches-v1"},
-                                 lambda a=artifact, v=v: evaluate(a, self.dataset(), backend=v.backend,
-                                                                  device=self.target, progress=False,
-                                                                  matches_path=matches),
-                                 output=lambda r: r["matches"])
+                                 lambda a=artifact, v=v: self._evaluate(a, v, matches),
+                                 output=lambda r: self.at(r["matches"]))
                 row.update({"map50": acc["map50"], "map50_95": acc["map50_95"], "map50_95_ci": acc["map50_95_ci"],
                             "per_class": acc["per_class"], "per_size": acc["per_size"], "eval_images": acc["images"],
-                            "matches": acc["matches"], "artifact": artifact, "status": "ok",
+                            "matches": str(self.at(acc["matches"])), "artifact": artifact, "status": "ok",
                             "_bench": {"artifact": artifact, "backend": v.backend, "precision": v.precision,
                                        "record": str(sdir / "stages" / f"{name}.bench.json"),
                                        "name": f"{label}: {name} bench"}})
@@ -553,14 +625,22 @@ class Pipeline:
                 row.update({"status": "error", "error": str(e), "artifact": None})
                 self.log(f"  {name}: error: {e}")
             rows.append(row)
-        doc = {"format": ROWS_FORMAT, "root": str(self.out.resolve()),
+        doc = {"format": ROWS_FORMAT, "trial_dir": self.rel(sdir),
                "trial": {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy},
-               "data": self.data_key(), "target": self.target, "rows": rows}
+               "data": self.data_key(), "target": self.target, "rows": [run_relative(r, self.out) for r in rows]}
         path = sdir / "stages" / "rows.json"
         if _json_or_none(path) != json.loads(json.dumps(doc)):  # resumed with nothing new: left untouched
             atomic_write_json(path, doc)
             self.push(sdir)
         return rows
+
+    def _evaluate(self, artifact: str, v: Variant, matches: Path) -> dict:
+        """The eval stage: mAP of the artifact on the val split, its per-image matches saved; paths run-relative."""
+        from .eval import evaluate
+
+        acc = evaluate(artifact, self.dataset(), backend=v.backend, device=self.target, progress=False,
+                       matches_path=matches)
+        return {**acc, "matches": self.rel(acc["matches"]), "artifact": self.rel(acc["artifact"])}
 
     # speed ------------------------------------------------------------------------------------
     def bench_inputs(self, key: str, backend: str) -> dict:
@@ -634,6 +714,11 @@ class Pipeline:
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt")}
 
+    def _build_stage(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
+        """The build stage's result: build()'s, its artifact named relative to the run folder."""
+        built = self.build(onnx_path, v, sdir)
+        return {**built, "artifact": self.rel(built["artifact"])}
+
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
         if v.backend == "onnxruntime" and v.precision == "fp32":
@@ -652,10 +737,16 @@ class Pipeline:
             from .quantize.tensorrt import build_engine
 
             return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
-        res = quantize(onnx_path, self.dataset(), backend=v.backend, method="minmax" if v.backend == "onnxruntime" else "auto",
-                       calib_size=self.calib_size, max_map_drop=self.max_map_drop, device=self.target,
-                       max_class_drop=self.max_class_drop,
-                       out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
+        import warnings
+
+        from .data.calibration import CalibrationWarning
+
+        with warnings.catch_warnings():  # said once for the run, by check_calibration
+            warnings.simplefilter("ignore", CalibrationWarning)
+            res = quantize(onnx_path, self.dataset(), backend=v.backend,
+                           method="minmax" if v.backend == "onnxruntime" else "auto", calib_size=self.calib_size,
+                           max_map_drop=self.max_map_drop, device=self.target, max_class_drop=self.max_class_drop,
+                           out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
                              "split": "val", "source": "accuracy gate of edgekit quantize"}}
@@ -705,7 +796,10 @@ class Pipeline:
                 "budget_hours": self.budget_hours}
 
     def report(self, rows: list[dict], pruned: list | None = None) -> dict:
-        config = {"data": str(self.data), "model": str(self.model), "models": self.models,
+        def named(m):  # a file by its absolute path (the report may be read from elsewhere), else the name given
+            return str(Path(m).absolute()) if Path(m).is_file() else str(m)
+
+        config = {"data": named(self.data), "model": named(self.model), "models": [named(m) for m in self.models],
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.target, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
@@ -717,13 +811,19 @@ class Pipeline:
 
 def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict, max_map_drop: float, limits: dict,
                  extra: dict | None = None) -> dict:
-    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`."""
+    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`.
+
+    rows name their files by paths this process can open; report.json (and the dict returned, its content) names
+    them relative to `out`, the folder holding it, so that a moved run folder's report still points into it.
+    """
     from .report import add_speedups, pareto_png, recommend, render_markdown
 
     add_speedups(rows)
     rec = recommend(rows, max_map_drop=max_map_drop, **limits)
+    if rec.get("artifact"):
+        rec["artifact"] = relative_to(rec["artifact"], out)
     trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
-    doc = {"rows": rows, "recommendation": rec, "pruned": list(pruned or []),
+    doc = {"rows": [run_relative(r, out) for r in rows], "recommendation": rec, "pruned": list(pruned or []),
            "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
                                                                   for p in pruned or []), 1),
            "config": config, **(extra or {})}

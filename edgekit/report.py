@@ -71,9 +71,20 @@ def _cost(r) -> float:
 
 
 def _paired(a: dict, b: dict) -> dict | None:
-    """mAP50-95 of a minus b in points with its paired bootstrap interval, from the rows' saved matches."""
-    if not (a.get("matches") and b.get("matches")) or not Path(a["matches"]).exists() or not Path(b["matches"]).exists():
+    """mAP50-95 of a minus b in points with its paired bootstrap interval, from the rows' saved matches.
+
+    None when a row records no matches file; a recorded file that is not there is an error, never a silent switch
+    to the unpaired difference (which can change the recommendation).
+    """
+    if not (a.get("matches") and b.get("matches")):
         return None
+    for r in (a, b):
+        if not Path(r["matches"]).is_file():
+            from .errors import ArtifactError
+
+            raise ArtifactError(f"{r['matches']}: the per-image matches of {_name(r)} are missing: the "
+                                f"recommendation's paired comparison needs them (train-export --resume on its run "
+                                f"evaluates it again)")
     return _paired_files(a["matches"], Path(a["matches"]).stat().st_mtime_ns, b["matches"],
                          Path(b["matches"]).stat().st_mtime_ns)
 
@@ -99,9 +110,9 @@ def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict,
             return True
         if id(r) not in cmp:
             d = paired(best, r)
-            if d is None:  # no per-image matches: the point difference decides
+            if d is None:  # no per-image matches recorded: the point difference decides, and the report says so
                 diff = (best["map50_95"] - r["map50_95"]) * 100
-                d = {"diff": round(diff, 3), "ci": [diff, diff], "images": None}
+                d = {"diff": round(diff, 3), "ci": [diff, diff], "images": None, "unpaired": True}
             cmp[id(r)] = d
         return cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9
 
@@ -222,6 +233,11 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
     elif bound_by == ["max_map_drop"]:
         why.append(f"Bound by the allowed mAP drop ({max_map_drop:g} points): {len(rejected)} faster row(s) are "
                    f"significantly worse than that.")
+    unpaired = sum(1 for c in cmp.values() if c.get("unpaired"))
+    if unpaired:
+        out["unpaired_comparisons"] = unpaired
+        why.append(f"{unpaired} comparison(s) used the plain mAP difference, without a paired interval: their rows "
+                   f"record no per-image matches.")
     missed = sum(1 for r in ok if r.get("misses"))
     if missed and not bound:
         why.append(f"{missed} row(s) miss a hard limit and were not considered; they would not have changed the choice.")

@@ -58,7 +58,7 @@ def test_resume_with_more_epochs_reports_only_the_new_model(tmp_path, data, weig
     report = json.loads((out / "report.json").read_text())
     assert report["rows"] and all(r["status"] == "ok" for r in report["rows"]), report["rows"]
     for r in report["rows"]:
-        assert _weights_sha(r["artifact"]) == sha, r
+        assert _weights_sha(out / r["artifact"]) == sha, r  # report.json names files relative to its run folder
         assert r["epochs"] == 2
     train = json.loads((out / "schedule" / "train" / "train.json").read_text())
     assert train["epochs"] == 2 and train["strategy"] == "schedule"

@@ -149,9 +149,13 @@ def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys)
     (["--backends", "openvino,opnvino"], "--backends: 'opnvino' is not one of onnxruntime, openvino, tensorrt, torch"),
     (["--backends", " , "], "--backends: ' , ' is not one of onnxruntime, openvino, tensorrt, torch"),
 ])
-def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys):
+def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys, monkeypatch):
     from edgekit.cli.main import main
 
+    monkeypatch.chdir(tmp_path)
+    for d in ("a", "b"):  # models are checked to exist and be readable: the name clash is what is left to refuse
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "best.pt").write_bytes(b"x")
     assert main(["train-export", "--data", str(coco8), "-o", str(tmp_path / "O"), *argv]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "O").exists()

@@ -35,6 +35,7 @@ def run(args):
     from ..quantize import QuantizeConfig, output_claim, quantize
     from ._common import emit_json, log, say
 
+    check_args(args)
     if args.backend == "openvino":  # first, so that a bare install is told the one extra that has both
         require("nncf", "OpenVINO INT8 quantization")
     require_any(("faster_coco_eval", "pycocotools"), "the accuracy gate's mAP")  # before any calibration work
@@ -55,3 +56,18 @@ def run(args):
         f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
     emit_json(res, args.json)
     return 0
+
+
+def check_args(args) -> None:
+    """Every option checked before any work: one line naming it, exit 2."""
+    from ..runtime.backends import get_backend
+    from . import _checks
+
+    _checks.readable_file("MODEL", args.model)
+    _checks.readable_file("--data", args.data)
+    for name, low in (("calib_size", 1), ("eval_limit", 1), ("seed", 0)):
+        _checks.at_least(f"--{name.replace('_', '-')}", getattr(args, name), low)
+    _checks.at_least("--max-map-drop", args.max_map_drop, 0, " mAP points")
+    _checks.at_least("--max-class-drop", args.max_class_drop, 0, " AP points")
+    if args.device is not None:
+        _checks.device("--device", args.device, get_backend(args.backend).device_kinds)

@@ -31,6 +31,7 @@ def run(args):
     from ._common import emit_json, log, say
 
     out = Path(args.output)
+    check_args(args)
     rows, pruned, config = merge_runs(args.merge)
     if str(out.resolve()) in config["merged_from"]:
         raise EdgekitError(f"-o: {out} is one of the merged runs: its own report.json would be overwritten; "
@@ -55,3 +56,20 @@ def run(args):
     say(f"\nwrote {', '.join(map(str, wrote))}")
     emit_json(doc, args.json)
     return 0
+
+
+def check_args(args) -> None:
+    """Every option checked before any work: one line naming it, exit 2."""
+    from pathlib import Path
+
+    from ..errors import EdgekitError
+    from . import _checks
+
+    _checks.at_least("--max-map-drop", args.max_map_drop, 0, " mAP points")
+    for name, unit in (("max_latency_ms", " ms"), ("min_fps", " FPS"), ("budget_usd", ""), ("budget_hours", " h")):
+        _checks.above(f"--{name.replace('_', '-')}", getattr(args, name), 0, unit)
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise EdgekitError(f"-o: {args.output}: is a file, not a folder")
+    for d in args.merge:
+        if not Path(d).is_dir():
+            raise EdgekitError(f"{d}: no such folder")

@@ -69,50 +69,155 @@ def run(args):
     from pathlib import Path
 
     from .._log import log_file
-    from ..assets import demo_data, demo_weights
-    from ..errors import EdgekitError
-    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, Pipeline, split_list, split_strategies
+    from ..assets import demo_data
+    from ..pipeline import Pipeline
     from ..report import render_table
     from ._common import log, say
 
-    if args.model and args.models:
-        raise EdgekitError("--model and --models: give one of them (--models A,B includes the single-model case)")
-    models = split_list(args.models, "--models") if args.models else [args.model or str(demo_weights())]
-    imgsz = split_list(args.imgsz or DEFAULT_IMGSZ, "--imgsz", int)
-    if any(z < 32 or z % 32 for z in imgsz):
-        raise EdgekitError(f"--imgsz: {args.imgsz}: every size must be a positive multiple of 32")
-    demo = args.data is None
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    known = backend_names()
-    bad = next((b for b in backends if b not in known), None) if backends else ""
-    if bad is not None:
-        raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
-    executor, storage, out = sweep_place(args)
-    strategies = args.strategies or (DEMO_STRATEGIES if demo else DEFAULT_STRATEGIES)
+    opts = check_args(args)  # every option, before any work: one line naming it, exit 2 (3: a missing package)
+    storage, out = sweep_storage(args)
     data = Path(args.data) if args.data else demo_data()
     pipe = Pipeline(out=out, data=data.absolute() if args.executor == "ray" else data,
-                    model=Path(models[0]), models=models, strategies=split_strategies(strategies),
-                    epochs=args.epochs, imgsz=imgsz, batch=args.batch, target=args.target,
-                    backends=backends,
-                    precisions=[p.strip() for p in args.precisions.split(",") if p.strip()] if args.precisions
-                    else None,
+                    model=Path(opts["models"][0]), models=opts["models"], strategies=opts["strategies"],
+                    epochs=args.epochs, imgsz=opts["imgsz"], batch=args.batch, target=opts["target"],
+                    backends=opts["backends"], precisions=opts["precisions"],
                     max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
                     max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
                     search=args.search, seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
-                    trust_checkpoint=args.trust_checkpoint, executor=executor, storage=storage,
-                    report_dir=Path(args.output))
+                    trust_checkpoint=args.trust_checkpoint, storage=storage, report_dir=Path(args.output))
+    pipe.check()  # the models, the packages the run needs, the dataset: before Ray starts or anything is written
+    pipe.executor = sweep_executor(args)
     try:
         with pipe.claim(), log_file(Path(args.output) / RUN_LOG):  # the full log, once the folder is ours
             doc = pipe.run()
     finally:
-        executor.close()
+        pipe.executor.close()
     say(render_table(doc["rows"]))
     say()
     say(doc["recommendation"]["why"])
     out = Path(args.output)
     say(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'pareto.png'}")
     return 0
+
+
+def _items(value, option: str, cast=str) -> list:
+    """A list option's items (given as 'a,b' or already split by the parser)."""
+    from ..pipeline import split_list
+
+    text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+    return split_list(text, option, cast)
+
+
+def check_args(args) -> dict:
+    """Every option of train-export checked before any work; returns the parsed lists (models, imgsz, strategies,
+    backends, precisions) and the target."""
+    from ..assets import demo_weights
+    from ..errors import EdgekitError
+    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, check_dependencies
+    from ..pipeline import split_strategies
+    from ..runtime.backends import get_backend
+    from ..train.strategy import parse_strategy
+    from . import _checks
+
+    if args.model and args.models:
+        raise EdgekitError("--model and --models: give one of them (--models A,B includes the single-model case)")
+    model_opt = "--models" if args.models else "--model"
+    models = _items(args.models, "--models") if args.models else [args.model or str(demo_weights())]
+    imgsz = _items(args.imgsz or DEFAULT_IMGSZ, "--imgsz", int)
+    if any(z < 32 or z % 32 for z in imgsz):
+        raise EdgekitError(f"--imgsz: {args.imgsz}: every size must be a positive multiple of 32")
+    if max(imgsz) > MAX_IMGSZ:
+        raise EdgekitError(f"--imgsz: {max(imgsz)}: larger than {MAX_IMGSZ} px")
+    _unique("--imgsz", imgsz)
+    strategies = split_strategies(args.strategies or (DEMO_STRATEGIES if args.data is None else DEFAULT_STRATEGIES))
+    if not strategies:
+        raise EdgekitError(f"--strategies: '{args.strategies}': empty list")
+    for s in strategies:
+        try:
+            parse_strategy(s)
+        except EdgekitError as e:
+            raise EdgekitError(f"--strategies: {e}") from None
+    _unique("--strategies", strategies)
+    backends = [b.strip() for b in (",".join(args.backends) if isinstance(args.backends, (list, tuple))
+                                    else args.backends).split(",") if b.strip()]
+    known = backend_names()
+    bad = next((b for b in backends if b not in known), None) if backends else ""
+    if bad is not None:
+        raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
+    precisions = _items(args.precisions, "--precisions") if args.precisions else None
+    bad = next((p for p in precisions or () if p not in PRECISIONS), None)
+    if bad is not None:
+        raise EdgekitError(f"--precisions: '{bad}' is not one of {', '.join(PRECISIONS)}")
+    for name, low in (("epochs", 1), ("batch", 1), ("calib_size", 1), ("bench_iters", 1), ("seed", 0)):
+        _checks.at_least(f"--{name.replace('_', '-')}", getattr(args, name), low)
+    for name, unit in (("max_map_drop", " mAP points"), ("max_class_drop", " AP points"), ("gpu_hour_usd", "")):
+        _checks.at_least(f"--{name.replace('_', '-')}", getattr(args, name), 0, unit)
+    for name, unit in (("max_latency_ms", " ms"), ("min_fps", " FPS"), ("budget_usd", ""), ("budget_hours", " h"),
+                       ("task_cpus", " CPUs")):
+        _checks.above(f"--{name.replace('_', '-')}", getattr(args, name), 0, unit)
+    if args.retry_failed and not args.resume:
+        raise EdgekitError("--retry-failed: needs --resume (a new run builds every artifact anyway)")
+    if args.executor != "ray" and args.storage:
+        raise EdgekitError("--storage: needs --executor ray (the local executor writes to -o)")
+    if args.executor != "ray" and (args.ray_address or args.bench_resource):
+        raise EdgekitError("--ray-address/--bench-resource: these need --executor ray")
+    kinds = {k for b in backend_names() for k in get_backend(b).device_kinds}
+    target = _checks.device("--target", args.target, kinds)
+    for b in backends:
+        if not get_backend(b).runs_on(target):
+            raise EdgekitError(f"--backends: {b} does not run on --target {target} (it runs on "
+                               f"{', '.join(get_backend(b).device_kinds)})")
+    if args.data is not None:
+        _checks.readable_file("--data", args.data)
+    for m in models:
+        _check_model(model_opt, m)
+    check_dependencies(target, backends, precisions)  # exit 3, naming the pip extra
+    offered = {b: get_backend(b).offers(target, True) for b in backends}
+    for p in precisions or ():
+        if not any(p in o for o in offered.values()):
+            raise EdgekitError(f"--precisions: {p} is built by none of --backends {','.join(backends)} on {target} ("
+                               + "; ".join(f"{b}: {', '.join(o) or 'none'}" for b, o in offered.items()) + ")")
+    return {"models": models, "imgsz": imgsz, "strategies": strategies, "backends": backends,
+            "precisions": precisions, "target": target}
+
+
+MAX_IMGSZ = 4096
+
+
+def _unique(option: str, items: list) -> None:
+    from ..errors import EdgekitError
+
+    dup = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if dup is not None:
+        raise EdgekitError(f"{option}: {dup} is given twice")
+
+
+def _check_model(option: str, model: str) -> None:
+    """A model file that exists and can be read, or an Ultralytics architecture name (yolov8n.yaml)."""
+    from pathlib import Path
+
+    from ..errors import EdgekitError
+    from . import _checks
+
+    p = Path(model)
+    if model.startswith("yolo_nas"):
+        return  # the pipeline says where YOLO-NAS goes instead
+    if p.suffix.lower() not in (".pt", ".yaml", ".yml"):
+        raise EdgekitError(f"{option}: {model}: expected Ultralytics weights (.pt) or an architecture yaml")
+    if p.exists() or p.suffix.lower() == ".pt" or p.parent != Path("."):
+        _checks.readable_file(option, p)
+        return
+    from .._imports import available
+
+    if available("ultralytics"):  # else the dependency check names the extra first
+        from ultralytics.nn.tasks import yaml_model_load
+
+        try:
+            yaml_model_load(model)
+        except Exception:  # noqa: BLE001 - Ultralytics raises several kinds for an unknown name
+            raise EdgekitError(f"{option}: {model}: no such file, nor an Ultralytics architecture name such as "
+                               f"yolov8n.yaml") from None
 
 
 def backend_names() -> list[str]:
@@ -122,21 +227,24 @@ def backend_names() -> list[str]:
     return sorted(BACKENDS)
 
 
-def sweep_place(args):
-    """(executor, storage or None, run folder) from --executor, --ray-address, --bench-resource, --storage."""
+def sweep_storage(args):
+    """(storage or None, run folder) from --executor and --storage (opens a URI's filesystem; starts nothing)."""
     from pathlib import Path
 
-    from ..errors import EdgekitError
-    from ..sweep.executor import make_executor
-
     if args.executor == "local":
-        if args.storage:
-            raise EdgekitError("--storage: needs --executor ray (the local executor writes to -o)")
-        return make_executor("local", args.ray_address, args.bench_resource), None, Path(args.output)
+        return None, Path(args.output)
     from ..sweep.storage import Storage
 
     storage = Storage(args.storage) if args.storage else None
-    out = storage.root if storage else Path(args.output).absolute()  # Ray workers do not share our cwd
+    return storage, storage.root if storage else Path(args.output).absolute()  # Ray workers do not share our cwd
+
+
+def sweep_executor(args):
+    """The executor --executor, --ray-address and --bench-resource ask for (a Ray one starts or joins Ray)."""
+    from ..sweep.executor import make_executor
+
+    if args.executor == "local":
+        return make_executor("local", args.ray_address, args.bench_resource)
     gpu = str(args.target).startswith("cuda")
-    return (make_executor("ray", args.ray_address, args.bench_resource, gpu=gpu, task_cpus=args.task_cpus,
-                          verbose=bool(getattr(args, "verbose", False))), storage, out)
+    return make_executor("ray", args.ray_address, args.bench_resource, gpu=gpu, task_cpus=args.task_cpus,
+                         verbose=bool(getattr(args, "verbose", False)))

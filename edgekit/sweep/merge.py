@@ -1,11 +1,13 @@
 """`edgekit report --merge`: one report from the stage records of several train-export runs.
 
 Each trial folder keeps `stages/rows.json` (its rows before speed) and, for the first row of each graph, the
-`<backend>-<precision>.bench.json` speed record. A run may have been made on another machine or moved: every path
-under the root it was written in is rebased onto where its run folder is now. A row takes the speed of its graph
-as its own run measured it (the first row of the graph owns the record, as in `Pipeline.measure_speed`), else from
-another of the given runs; a graph timed nowhere leaves its rows untimed, never recommended. Runs on other data or
-for another target, and one trial with two different accuracies, are refused: their figures are not comparable.
+`<backend>-<precision>.bench.json` speed record. A run may have been made on another machine or moved: its records
+name files relative to the run folder (format /2), which is found from where rows.json lies now, whatever the
+working directory; the absolute paths of a format /1 record are rebased from the root it was written in.
+A row takes the speed of its graph as its own run measured it (the first row of the graph owns the record, as in
+`Pipeline.measure_speed`), else from another of the given runs; a graph timed nowhere leaves its rows untimed, never
+recommended. Runs on other data or for another target, and one trial with two different accuracies, are refused:
+their figures are not comparable.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ import os
 from pathlib import Path
 
 from ..errors import EdgekitError
-from .trial import ROWS_FORMAT, Trial, slug
+from .trial import ROWS_FORMAT, Trial, resolved, slug
+
+FORMAT_V1 = "edgekit-trial-rows/1"  # absolute paths under "root"
 
 SPEED_KEYS = ("latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv", "model_mb")
 ROW_KEY = ("model", "imgsz", "strategy", "backend", "precision")
@@ -66,12 +70,23 @@ def _run_folder(path: Path, doc: dict) -> Path:
     return trial_dir.parent
 
 
+def _trial_run_folder(path: Path, doc: dict) -> Path:
+    """The run folder of a format /2 rows.json: its trial folder less the trial's recorded place in the run."""
+    place = doc["trial_dir"]
+    parts = Path(place).parts if isinstance(place, str) else ()
+    trial_dir = path.parent.parent
+    if not parts or Path(place).is_absolute() or ".." in parts or trial_dir.parts[-len(parts):] != parts:
+        raise EdgekitError(f"{path}: trial_dir: {place!r} is not where this record lies in its run folder")
+    return trial_dir.parents[len(parts) - 1]
+
+
 def _rows_doc(path: Path) -> dict:
     """A trial's rows.json, checked for what merging needs."""
     doc = _read_json(path)
-    if doc.get("format") != ROWS_FORMAT:
+    if doc.get("format") not in (ROWS_FORMAT, FORMAT_V1):
         raise EdgekitError(f"{path}: format {doc.get('format')!r} is not {ROWS_FORMAT}")
-    missing = [k for k in ("root", "trial", "data", "target", "rows") if k not in doc]
+    place = "trial_dir" if doc["format"] == ROWS_FORMAT else "root"
+    missing = [k for k in (place, "trial", "data", "target", "rows") if k not in doc]
     if missing:
         raise EdgekitError(f"{path}: missing key(s) {', '.join(missing)}")
     trial = doc["trial"]
@@ -116,8 +131,12 @@ def load_run(folder) -> dict:
     trials, reports, benches = [], {}, {}
     for path in paths:
         raw = _rows_doc(path)
-        run = _run_folder(path, raw)
-        doc = rebase(raw, str(raw["root"]), str(run.resolve()))
+        if raw["format"] == FORMAT_V1:
+            run = _run_folder(path, raw)
+            doc = rebase(raw, str(raw["root"]), str(run.resolve()))
+        else:
+            run = _trial_run_folder(path, raw)
+            doc = {**raw, "rows": [resolved(r, run.resolve()) for r in raw["rows"]]}
         trials.append({"path": path, "run": run, "doc": doc})
         if run not in reports:
             rp = run / "report.json"
