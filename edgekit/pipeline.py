@@ -338,11 +338,14 @@ class Pipeline:
 
     # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
-        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now), and an
-        architecture yaml that Ultralytics would turn into code (training checks its private copy again)."""
-        from .checkpoint import UnsafeModelYaml, check_arch_yaml
+        """Refuse, before any work, a model whose checkpoints the sweep cannot export (YOLO-NAS, for now), a
+        checkpoint the restricted unpickler refuses, and an architecture yaml that Ultralytics would turn into code
+        (training checks its private copy again)."""
+        from .checkpoint import UnsafeModelYaml, check_arch_yaml, check_checkpoint
 
         for m in self.models:
+            if Path(m).suffix.lower() == ".pt" and Path(m).is_file():
+                check_checkpoint(m, trust=self.trust_checkpoint)
             if Path(m).suffix.lower() in (".yaml", ".yml") and Path(m).is_file():
                 try:
                     check_arch_yaml(m)

@@ -67,9 +67,11 @@ def test_bad_input_malicious_checkpoint_cli(capsys, tmp_path, evil, small_data, 
     code, _, err = run_cli(capsys, *args)
     assert code == 2, err
     assert not marker.exists()
-    line = err.strip().splitlines()[-1]  # train-export logs its stages before
+    assert err.count("\n") == 1, err  # refused before any work (train-export too: no trial starts)
+    line = err.strip()
     assert line.startswith(f"edgekit {args[0]}: error: ")
     assert f"{pt.name}: refused to load: global posix.system is called" in line and OPT_IN in line
+    assert not any(tmp_path.glob("t*/*")), "nothing is written for a refused checkpoint"
 
 
 def test_bad_input_malicious_checkpoint_engine(evil):

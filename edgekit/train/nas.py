@@ -12,6 +12,8 @@ that will serve the model (edgekit.eval.evaluate on the ONNX).
 """
 from __future__ import annotations
 
+import os
+
 import random
 import time
 from pathlib import Path
@@ -197,7 +199,7 @@ def train_nas(weights, data, strategy="full", epochs: int = 10, imgsz: int = 320
             "device_name": device_name(device), **cost(time.time() - t_start, n_gpus(device), gpu_hour_usd),
             "map50": None, "map50_95": None,
             "trainable_params": [r["trainable_params"] for r in records], "epoch_s": [r["train_s"] for r in records],
-            "best": str(best), "weights_init": str(weights) if weights else None, "data": str(ds.source),
+            "best": os.path.relpath(best, out), "weights_init": str(weights) if weights else None, "data": str(ds.source),
             "imgsz": imgsz, "reasons": [], "epoch_records": records}
     if export:
         onnx_path = export_nas_onnx(best, out, imgsz=imgsz, log=log)

@@ -138,7 +138,7 @@ class _Record:
                 "best_epoch": best["epoch"] if best else None,
                 "trainable_params": [r["trainable_params"] for r in recs],
                 "epoch_s": [r["train_s"] for r in recs], "epoch_total_s": [r["epoch_s"] for r in recs],
-                "best": str(self.out / "best.pt") if status == "done" else None,
+                "best": "best.pt" if status == "done" else None,  # beside train.json: a moved folder still holds
                 "epoch_records": recs, "versions": tool_versions("torch", "ultralytics"),
                 "device_name": device_name(self.info["device"])}
 
