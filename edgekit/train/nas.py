@@ -13,7 +13,6 @@ that will serve the model (edgekit.eval.evaluate on the ONNX).
 from __future__ import annotations
 
 import os
-
 import random
 import time
 from pathlib import Path
