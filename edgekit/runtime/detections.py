@@ -34,3 +34,15 @@ class Detections:
         for lbl in self.labels:
             counts[lbl] = counts.get(lbl, 0) + 1
         return f"Detections({len(self)}: {', '.join(f'{v} {k}' for k, v in counts.items()) or 'none'})"
+
+
+def padded_batch(dets: list) -> dict:
+    """Batched outputs BOXES [n, k, 4], SCORES [n, k], LABELS [n, k], padded to the largest k with score 0 and
+    label -1 (as Triton's ensemble returns them; edgekit serve and the Triton post model both use this)."""
+    k = max([len(d) for d in dets] + [0])
+    boxes = np.zeros((len(dets), k, 4), np.float32)
+    scores = np.zeros((len(dets), k), np.float32)
+    labels = np.full((len(dets), k), -1, np.int64)
+    for i, d in enumerate(dets):
+        boxes[i, :len(d)], scores[i, :len(d)], labels[i, :len(d)] = d.boxes, d.scores, d.class_ids
+    return {"BOXES": boxes, "SCORES": scores, "LABELS": labels}

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DataError
+from ..runtime.detections import padded_batch
 from ..runtime.images import MAX_PIXELS, ImageTooLarge, check_bytes, check_size, decode_bytes
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, Stats
@@ -108,17 +109,6 @@ def request_options(head: dict) -> dict:
     return {k: _number(k, params[k], *spec) for k, spec in OVERRIDES.items() if k in params}
 
 
-def _padded(dets) -> dict:
-    """Batched outputs: [n, k, ...] padded to the largest k with score 0 and label -1 (as Triton's ensemble)."""
-    k = max([len(d) for d in dets] + [0])
-    boxes = np.zeros((len(dets), k, 4), np.float32)
-    scores = np.zeros((len(dets), k), np.float32)
-    labels = np.full((len(dets), k), -1, np.int64)
-    for i, d in enumerate(dets):
-        boxes[i, :len(d)], scores[i, :len(d)], labels[i, :len(d)] = d.boxes, d.scores, d.class_ids
-    return {"BOXES": boxes, "SCORES": scores, "LABELS": labels}
-
-
 class Service:
     """Everything a request needs: the engine (pre/post), the batcher, the metrics and Triton's statistics."""
 
@@ -194,7 +184,7 @@ class Service:
     def finish(self, head: dict, raws: list, infos: list, batched: bool, overrides: dict):
         dets = self.engine.postprocess(np.stack(raws), infos, **overrides)
         if batched:
-            outs = _padded(dets)
+            outs = padded_batch(dets)
         else:
             det = dets[0]
             outs = {"BOXES": det.boxes.astype(np.float32).reshape(-1, 4), "SCORES": det.scores.astype(np.float32),

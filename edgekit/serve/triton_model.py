@@ -55,6 +55,7 @@ class TritonPythonModel:
         return {"images": blob, "LETTERBOX": lb}
 
     def post(self, request):
+        from edgekit_runtime.detections import padded_batch
         from edgekit_runtime.postprocess import postprocess
         from edgekit_runtime.preprocess import Letterbox
 
@@ -64,10 +65,4 @@ class TritonPythonModel:
         m = self.meta
         dets = postprocess(raw, infos, m["names"], m["layout"], conf=m["conf"], iou=m["iou"], max_det=m["max_det"],
                            imgsz=tuple(m["imgsz"]))
-        k = max([len(d) for d in dets] + [0])
-        boxes = np.zeros((len(dets), k, 4), np.float32)
-        scores = np.zeros((len(dets), k), np.float32)
-        labels = np.full((len(dets), k), -1, np.int64)
-        for i, d in enumerate(dets):
-            boxes[i, :len(d)], scores[i, :len(d)], labels[i, :len(d)] = d.boxes, d.scores, d.class_ids
-        return {"BOXES": boxes, "SCORES": scores, "LABELS": labels}
+        return padded_batch(dets)
