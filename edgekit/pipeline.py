@@ -319,6 +319,8 @@ class Pipeline:
         p = Path(os.path.abspath(path))
         if not p.is_relative_to(self.out):  # named through a symlink on one side only
             p, base = p.resolve(), self.out.resolve()
+            if not p.is_relative_to(base):
+                raise EdgekitError(f"{path}: a stage output outside the run folder {self.out} cannot be recorded")
             return p.relative_to(base).as_posix()
         return p.relative_to(self.out).as_posix()
 

@@ -6,6 +6,7 @@ OpenVINO CPU plugin report no BF16 capability.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,13 @@ def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_pa
         return {"wall_s": 0.0, "epochs": 0}
 
     monkeypatch.setattr(edgekit.train, "train", fake_train)
-    monkeypatch.setattr(edgekit.export, "export_onnx", lambda *a, **k: onnx160)
+    def fake_export(best, out_dir, **k):  # the run records only what lies in its folder
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for f in onnx160.parent.glob("model.*"):
+            shutil.copy2(f, Path(out_dir) / f.name)
+        return Path(out_dir) / onnx160.name
+
+    monkeypatch.setattr(edgekit.export, "export_onnx", fake_export)
     pipe = Pipeline(out=tmp_path / "run", data=coco8, model=tmp_path / "unused.pt", strategies=["head"],
                     imgsz=160, backends=["openvino"], precisions=["bf16"], bench_iters=2, log=lambda *a: None)
     rows = pipe.run()["rows"]
