@@ -59,6 +59,7 @@ def test_windows_split_samples_in_time_order():
 # --- LoadGen scenarios -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario", ["singlestream", "offline"])
 def test_loadgen_scenario_few_seconds(scenario, onnx160, coco8, tmp_path):
     """A 2 s LoadGen run over coco8's val images: LoadGen's verdict and figures, edgekit's percentiles, schema."""

@@ -36,6 +36,7 @@ def test_eval_json_stdout_is_json_only(onnx160, coco8):
     assert "mAP50-95" in r.stderr
 
 
+@pytest.mark.slow
 def test_quantize_default_output_has_no_third_party_lines_and_quiet_has_none(onnx160_copy, coco8, tmp_path):
     """NNCF's INFO lines and progress bars stay out of the default output; -q shows errors only (issue 19: "-q still
     prints summaries"), and the JSON asked for with --json - is all that is printed."""
@@ -53,6 +54,7 @@ def test_quantize_default_output_has_no_third_party_lines_and_quiet_has_none(onn
     assert json.loads(q.stdout)["status"] == "PASSED"  # the JSON only, no summary line
 
 
+@pytest.mark.slow
 def test_verbose_shows_third_party_logs_on_stderr(onnx160_copy, coco8, tmp_path):
     """-v routes NNCF's log to stderr (it is routed, not dropped); stdout still carries the result only."""
     pytest.importorskip("nncf")
@@ -64,6 +66,7 @@ def test_verbose_shows_third_party_logs_on_stderr(onnx160_copy, coco8, tmp_path)
     assert r.stdout.count("\n") == 1 and "PASSED" in r.stdout
 
 
+@pytest.mark.slow
 def test_export_default_output_is_edgekit_lines_only(weights, tmp_path):
     pytest.importorskip("ultralytics")
     r = _edgekit("export", weights, "--imgsz", "160", "--no-parity", "-o", tmp_path)

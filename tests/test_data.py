@@ -193,6 +193,7 @@ def test_bad_input_coco_json_not_an_object(onnx320, capsys, tmp_path):
                    f"{j}: not a COCO detection file: expected an object with images, annotations, categories")
 
 
+@pytest.mark.slow
 def test_coco_string_ids_give_the_same_map_as_yolo(coco8, onnx320, capsys, tmp_path):
     """String image ids, used consistently, are mapped: the same ground truth, the same mAP as the YOLO labels."""
     doc = coco_json(load_dataset(coco8))
@@ -209,6 +210,7 @@ def test_coco_string_ids_give_the_same_map_as_yolo(coco8, onnx320, capsys, tmp_p
     assert coco["map50_95"] == pytest.approx(yolo["map50_95"], abs=1e-4) and coco["map50_95"] > 0.1
 
 
+@pytest.mark.slow
 def test_duplicate_label_lines_removed_with_a_warning(coco8, copy_dataset, onnx320, capsys, tmp_path):
     y = copy_dataset(coco8)
     assert main(["eval", str(onnx320), "--data", str(y), "--json", str(tmp_path / "clean.json")]) == 0
@@ -259,6 +261,7 @@ def test_bad_input_image(edit, expect, coco8, copy_dataset, onnx320, capfd):
     one_line_error(code, err, f"{img}: {expect}")
 
 
+@pytest.mark.slow
 def test_jpeg_with_trailing_bytes_is_accepted(coco8, copy_dataset, onnx320, capsys, tmp_path):
     from edgekit.data import read_image
 

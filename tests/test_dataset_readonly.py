@@ -38,6 +38,7 @@ def coco8_trailing(coco8, copy_dataset) -> Path:
     return y
 
 
+@pytest.mark.slow
 def test_train_validates_skips_bad_and_leaves_dataset_untouched(coco8_trailing, weights, tmp_path, capsys):
     pytest.importorskip("ultralytics")
     y = coco8_trailing
@@ -102,6 +103,7 @@ def test_eval_writes_nothing_into_the_dataset(coco8_trailing, onnx160, tmp_path,
     assert checksum(coco8_trailing.parent) == before
 
 
+@pytest.mark.slow
 def test_train_export_leaves_dataset_untouched(coco8_trailing, weights, tmp_path, capsys):
     pytest.importorskip("ultralytics")
     y = coco8_trailing

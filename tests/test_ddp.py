@@ -107,6 +107,7 @@ def _lrs(figs) -> dict:
     return {g: lr for g, lr, _ in figs["groups"]}
 
 
+@pytest.mark.slow
 def test_ddp_worker_rebuilds_schedule_plan(launched, tmp_path):
     """Frozen set per epoch, LR groups with the backbone multiplier and the re-warm-up: worker == single process."""
     generated, parent = launched["schedule:0:backbone,1:none"]
@@ -133,6 +134,7 @@ def test_ddp_worker_rebuilds_lora_plan(launched, tmp_path):
                                                         ["groups"])  # the adapters are in the optimizer too
 
 
+@pytest.mark.slow
 def test_ddp_worker_without_plan_differs(launched, tmp_path):
     """The check can fail: the worker as it was (plan left in the callbacks only) gets Ultralytics' plain groups."""
     generated, parent = launched["schedule:0:backbone,1:none"]
@@ -177,6 +179,7 @@ def _one_worker_ddp(monkeypatch):
     monkeypatch.setattr(run, "launches_ddp", lambda device: True)
 
 
+@pytest.mark.slow
 def test_ddp_route_end_to_end_metrics_come_back(ul, tmp_path, coco8, weights, monkeypatch):
     """A real DDP launch: rank 0 trains and records, the parent returns the same train.json as one device would."""
     from edgekit.train import train

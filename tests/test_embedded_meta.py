@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 
+@pytest.mark.slow
 def test_ultralytics_openvino_ir_loads_without_sidecar(weights, bus_jpg, tmp_path):
     """Ultralytics' own export(format='openvino'): no model.json, and no metadata.yaml either (rt_info only)."""
     pytest.importorskip("openvino")

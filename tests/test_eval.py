@@ -37,6 +37,7 @@ def test_eval_json_and_agreement_with_ultralytics_val(onnx320, coco8, tmp_path, 
     assert abs(ref.box.map50 - r["map50"]) < 0.03
 
 
+@pytest.mark.slow
 def test_eval_openvino_backend_agrees(onnx320, coco8):
     pytest.importorskip("openvino")
     from edgekit.eval import evaluate

@@ -48,6 +48,7 @@ def _copy(src: Path, dst: Path, drop_bench: bool = False) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_merge_rebuilds_one_report_from_two_runs(runs, tmp_path, capsys):
     a, b = runs
     code, doc, out, _ = _merge(capsys, tmp_path / "M", a, b)
@@ -203,6 +204,7 @@ def _bad_bench(runs, tmp):
     return [copy], f"{p}: result: missing key(s) fps_cv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", [_empty, _missing, _other_data, _conflict, _other_target, _bad_format, _bad_rows,
                                   _bad_bench])
 def test_bad_input_merge(case, runs, tmp_path, capsys):

@@ -68,6 +68,7 @@ def tiny_data(tmp_path, demo_data):
     return root / "data.yaml"
 
 
+@pytest.mark.slow
 def test_interrupted_during_quantization_resumes(tiny_data, weights, tmp_path, monkeypatch):
     pytest.importorskip("ultralytics")
     pytest.importorskip("openvino")
@@ -133,6 +134,7 @@ def test_frechet_distance_properties():
     assert abs(frechet_distance(mu, s, mu2, s2) - frechet_distance(mu2, s2, mu, s)) < 1e-6
 
 
+@pytest.mark.slow
 def test_advise_prefers_fine_tuning_for_small_coco_like_data(demo_data, capsys, tmp_path):
     pytest.importorskip("ultralytics")
     from edgekit.cli.main import main
@@ -150,6 +152,7 @@ def test_advise_prefers_fine_tuning_for_small_coco_like_data(demo_data, capsys, 
     assert "try: edgekit train-export" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_noise_images_are_farther_from_coco_than_vehicles(demo_data, tmp_path):
     pytest.importorskip("ultralytics")
     import cv2

@@ -53,6 +53,7 @@ def _artifact(kind, request):
     return request.getfixturevalue(name), "openvino"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,executed", [("onnx-ort", "fp32"), ("onnx-ov", "fp32"), ("ir-ov", "fp32"),
                                            ("int8-ov", "int8+fp32")])
 def test_fp32_and_int8_artifacts_execute_fp32_floats(kind, executed, request):
@@ -79,6 +80,7 @@ def test_sidecar_records_precision_executed(ir_fp32):
     assert doc["precision"] == "fp32" and doc["precision_executed"] == "fp32" and doc["precision_executed_on"] == "cpu"
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bf16_is_asked_for_and_executed(ir_fp32, onnx160, tmp_path):
     from edgekit import Engine
@@ -97,6 +99,7 @@ def test_bf16_is_asked_for_and_executed(ir_fp32, onnx160, tmp_path):
         assert eng.precision_executed == "fp32"
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_eval_json_records_bf16_beside_fp32(ir_fp32, coco8):
     from edgekit.eval import evaluate
@@ -107,6 +110,7 @@ def test_eval_json_records_bf16_beside_fp32(ir_fp32, coco8):
     assert abs(f["map50_95"] - b["map50_95"]) < 0.05
 
 
+@pytest.mark.slow
 def test_bf16_refused_without_bf16(no_bf16, ir_fp32, onnx160, tmp_path):
     from edgekit import Engine
     from edgekit.export.openvino import onnx_to_openvino
@@ -183,6 +187,7 @@ def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_pa
     assert len(bf16) == 1 and bf16[0]["status"] == "error" and "this CPU has no bf16" in bf16[0]["error"]
 
 
+@pytest.mark.slow
 @needs_bf16
 def test_bf16_build_is_gated_against_openvino_fp32(onnx160_copy, coco8, tmp_path):
     from edgekit.errors import AccuracyGateError
@@ -203,6 +208,7 @@ def test_bf16_build_is_gated_against_openvino_fp32(onnx160_copy, coco8, tmp_path
 
 
 # the INT8 gate's baseline ----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_int8_gate_baseline_runs_on_the_jobs_backend_in_fp32(onnx160_copy, coco8, tmp_path):
     pytest.importorskip("nncf")
     from edgekit.quantize import quantize

@@ -204,6 +204,7 @@ def _inflate_baseline(onnx, data, out_dir, split="val", value=0.99):
                                                            "backend": "onnxruntime"}}))
 
 
+@pytest.mark.slow
 def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coco8, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from edgekit.cli.main import main
@@ -251,6 +252,7 @@ def _mark(onnx, status: str) -> None:
     write_sidecar(onnx, {k: v for k, v in doc.items() if k != "format"})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, status, message", [
     ("eval", "FAILED", "artifact failed its accuracy gate (mAP50-95 drop 3.25 points, allowed 0.5)"),
     ("eval", "EVALUATING", "artifact is half-finished (sidecar status EVALUATING"),
@@ -301,6 +303,7 @@ def _ov_convs(xml) -> dict[str, tuple[bool, str]]:
                                                                      weight_type(source(op, 1))) for op in convs}
 
 
+@pytest.mark.slow
 def test_openvino_int8_roundtrip(onnx160_copy, coco8, tmp_path):
     pytest.importorskip("nncf")
     from edgekit.quantize import quantize
@@ -396,6 +399,7 @@ class CopyQuantizer(Quantizer):
         return self._copy(job, folder, (precision, "none", None))
 
 
+@pytest.mark.slow
 def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp_path, monkeypatch):
     """One algorithm for every backend: recipe, fallbacks (cumulative scopes), accuracy control, float fallback."""
     pytest.importorskip("onnxruntime")

@@ -63,6 +63,7 @@ def test_deploy_over_file_size_limit_is_one_line_and_keeps_the_old_repository(on
     assert _tree(tmp_path) == before  # old repository intact, nothing new (no .triton_repo.* temp folder)
 
 
+@pytest.mark.slow
 def test_export_over_file_size_limit_names_the_folder_being_written(weights, tmp_path):
     """Item 7 with `edgekit export`: Ultralytics writes its ONNX in edgekit's private temp folder and fails there
     (EFBIG): one edgekit error line naming that folder, exit 2, the previous export unchanged, the temp folder gone."""
@@ -146,6 +147,7 @@ def test_other_errors_raised_inside_an_atomic_write_stay_as_they_are(tmp_path):
 
 # `--json - | head`: BrokenPipeError ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_json_to_a_closed_pipe_exits_quietly():
     """`edgekit ... --json - | head` ended in a BrokenPipeError traceback. The reader is gone before edgekit writes:
     no traceback, nothing on stderr, exit 141 (128 + SIGPIPE, as a shell reports `yes | head`)."""
@@ -166,6 +168,7 @@ def test_json_to_a_closed_pipe_exits_quietly():
 
 # -q: errors only ------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_quiet_prints_nothing_but_the_json_asked_for():
     """`-q still prints summaries`: -q shows errors only; the JSON asked for with `--json -` is still printed."""
     r = _edgekit("doctor", "-q")
@@ -209,6 +212,7 @@ def test_commands_write_nothing_into_home(onnx160, tmp_path):
     assert list(home.rglob("*")) == [] and list(xdg.rglob("*")) == []
 
 
+@pytest.mark.slow
 def test_train_and_export_write_nothing_into_home(weights, tmp_path):
     """The same for the commands that import them indirectly: Ultralytics imports matplotlib while training and
     ONNX Runtime while exporting (before: ~/.config/matplotlib, ~/.cache/matplotlib, ~/.cache/Microsoft/...)."""

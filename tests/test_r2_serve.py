@@ -185,6 +185,7 @@ def _peak_rss(pid: int) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_serve_refuses_decompression_bomb_before_decoding(served):
     """Item 12: a 30000x30000 PNG of zeros (under 1 MB) was decoded (200, 5.3 GiB peak). Now 413 naming the limit,
     and the server's peak memory does not move (the PNG would decode to 2.7 GB)."""

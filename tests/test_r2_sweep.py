@@ -60,6 +60,7 @@ def private_copy(run_dir: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_item8_records_name_paths_relative_to_the_run_folder(run):
     """Item 8: no record (stage records, rows.json, report.json) names the run folder or the cwd it ran in."""
     out, _ = run
@@ -77,6 +78,7 @@ def test_item8_records_name_paths_relative_to_the_run_folder(run):
     assert rows["format"] == "edgekit-trial-rows/2" and rows["trial_dir"] == "head" and "root" not in rows
 
 
+@pytest.mark.slow
 def test_item8_a_copied_run_means_the_same_from_any_cwd(run, tmp_path):
     """Item 8: `report --merge` of a copied run, from another cwd, gives the identical recommendation and statistics
     (paired comparison included); `--resume` on the copy skips every stage and never reads the original (deleted)."""
@@ -134,6 +136,7 @@ def test_item8_a_missing_matches_file_is_an_error_not_a_silent_drop(run, tmp_pat
     assert not (tmp_path / "M" / "report.json").exists()
 
 
+@pytest.mark.slow
 def test_item6_resume_rebuilds_a_deleted_best_pt(run, tmp_path):
     """Item 6: --resume after <trial>/train/best.pt was deleted trains that trial again, reruns what follows from
     it, and exits 0 (it used to fail the same way on every retry)."""

@@ -69,6 +69,7 @@ def _figures(rows):
                    round(r["map50_95"], 4), round(r["map50"], 4)) for r in rows)
 
 
+@pytest.mark.slow
 def test_ray_sweep_gives_the_local_rows_with_bench_on_the_device_node(cluster, tmp_path, data, weights):
     import torch
 
@@ -94,6 +95,7 @@ def test_ray_sweep_gives_the_local_rows_with_bench_on_the_device_node(cluster, t
     assert remote["executor"]["executor"] == "ray" and remote["executor"]["nodes"] == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_its_last_finished_epoch(cluster, tmp_path, data, weights):
     import psutil
 
@@ -134,6 +136,7 @@ def test_killed_worker_resumes_from_its_last_finished_epoch(cluster, tmp_path, d
     assert [e["epoch"] for e in train["epoch_records"]] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_failing_trial_is_reported_and_the_sweep_finishes(cluster, tmp_path, data, weights, capsys):
     """A trial that fails on every retry becomes an error row; the others are reported; exit non-zero."""
     bad = tmp_path / "broken.yaml"
@@ -152,6 +155,7 @@ def test_failing_trial_is_reported_and_the_sweep_finishes(cluster, tmp_path, dat
     assert err.strip().splitlines()[-1].startswith("edgekit train-export: error: ")
 
 
+@pytest.mark.slow
 def test_halving_through_a_uri_storage(cluster, tmp_path, data, weights, capsys):
     """--search halving promotes within the group on Ray; --storage file:// holds records and artifacts, -o the report."""
     from edgekit.sweep.storage import Storage

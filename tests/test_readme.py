@@ -39,6 +39,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs_as_written(tmp_path):
     """The Embedding section: its bash step (export of the bundled weights into runs/demo), then its python block,
     unchanged, in a fresh folder laid out like the repository (the README's commands run from its root)."""

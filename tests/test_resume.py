@@ -41,6 +41,7 @@ def data(tmp_path, coco8):
     return dst / "data.yaml"
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_reports_only_the_new_model(tmp_path, data, weights, capsys):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")

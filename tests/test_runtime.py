@@ -70,6 +70,7 @@ def test_postprocess_matches_ultralytics_nms(multi_label):
     assert np.array_equal(ours.class_ids, ref[:, 5].astype(int))
 
 
+@pytest.mark.slow
 def test_engine_on_bus_matches_ultralytics_predict(onnx640, bus_jpg):
     from ultralytics import YOLO
 

@@ -152,6 +152,7 @@ def test_bad_input_checkpoint_allowed_class_misused(capsys, tmp_path, weights, e
     assert code == 2 and message in err and OPT_IN in err and "\n" not in err.strip()
 
 
+@pytest.mark.slow
 def test_real_checkpoints_load_without_opt_in(weights, tmp_path, small_data):
     """The bundled COCO .pt and an edgekit-trained best.pt (and its last.pt) pass the restricted loader and export."""
     from edgekit.checkpoint import load_checkpoint

@@ -85,6 +85,7 @@ def test_halving_rungs_and_survivors_per_group():
     assert kept == t[:2]  # ceil(4/3) = 2, ties keep the earlier trials
 
 
+@pytest.mark.slow
 def test_int8_gate_fails_naming_a_class_that_collapses_while_the_mean_holds(onnx160_copy, coco8, tmp_path,
                                                                             monkeypatch):
     pytest.importorskip("onnxruntime")
@@ -112,6 +113,7 @@ def test_int8_gate_fails_naming_a_class_that_collapses_while_the_mean_holds(onnx
     assert res["status"] == "PASSED"
 
 
+@pytest.mark.slow
 def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")
@@ -161,6 +163,7 @@ def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys, mo
     assert not (tmp_path / "O").exists()
 
 
+@pytest.mark.slow
 def test_halving_continues_the_survivor_from_its_rung_checkpoint(tmp_path, coco8, weights):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")

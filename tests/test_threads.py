@@ -29,6 +29,7 @@ def _artifact(kind, onnx160, weights, request):
     return weights, {"backend": "torch", "imgsz": 160}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnxruntime", "openvino-fp32", "openvino-fp32-throughput", "openvino-int8",
                                   "openvino-int8-throughput", "torch"])
 def test_four_threads_match_one_thread_image_by_image(kind, onnx160, weights, images, request):

@@ -223,6 +223,7 @@ def schedule_run(ul, tmp_path_factory, demo_copy, weights):
     return info, snaps, out
 
 
+@pytest.mark.slow
 def test_schedule_frozen_params_bit_identical_then_change(schedule_run):
     import torch
 
@@ -274,6 +275,7 @@ def test_optimizer_param_groups_per_module_group(ul, tmp_path, demo_copy, weight
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_in_epoch_2(ul, tmp_path, demo_copy, weights, capsys):
     from edgekit.train import train
 
@@ -307,6 +309,7 @@ def test_resume_after_kill_in_epoch_2(ul, tmp_path, demo_copy, weights, capsys):
     assert "resuming" in err and "epoch 2/2" in err
 
 
+@pytest.mark.slow
 def test_lora_merges_and_exports_same_graph_as_full(ul, tmp_path, demo_copy, weights, schedule_run):
     onnx = pytest.importorskip("onnx")
     import torch
@@ -334,6 +337,7 @@ def test_lora_merges_and_exports_same_graph_as_full(ul, tmp_path, demo_copy, wei
 
 # --- auto -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_auto_rule(demo_data):
     from edgekit.advise.rule import choose, class_box_distance, closeness
     from edgekit.data import load_dataset
@@ -356,6 +360,7 @@ def test_auto_rule(demo_data):
     assert s.kind == "head" and reasons[-1] == "auto -> head" and any("80% of the 5 class names" in r for r in reasons)
 
 
+@pytest.mark.slow
 def test_auto_and_advise_pick_the_same_strategy(demo_data):
     """One rule: advise's first suggestion is what --strategy auto trains, on the same data and epochs."""
     import dataclasses

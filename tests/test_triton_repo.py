@@ -151,6 +151,7 @@ def test_triton_python_models_match_engine(repo, onnx160, monkeypatch):
     assert "not a decodable image" in bad.error
 
 
+@pytest.mark.slow
 def test_triton_repo_for_openvino_ir_and_dynamic_batch(onnx160_copy, tmp_path):
     pytest.importorskip("openvino")
     from edgekit.export.openvino import onnx_to_openvino
