@@ -62,6 +62,7 @@ EXTRAS_FOR = {
     "runtime/backends/openvino.py": ["openvino"],
     "runtime/backends/tensorrt.py": ["tensorrt"],
     "runtime/backends/torch.py": ["train"],
+    "runtime/backends/ncnn.py": ["ncnn"],
     "quantize/onnxruntime.py": ["onnxruntime", "eval"],
     "quantize/openvino.py": ["openvino-quantize"],
     "quantize/tensorrt.py": ["tensorrt", "eval"],
