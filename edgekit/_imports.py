@@ -36,7 +36,7 @@ KNOWN = {
     "onnx2tf": ("litert-build", ("onnx2tf",)),
     "tensorflow": ("litert-build", ("tensorflow-cpu", "tensorflow")),
     "executorch": ("executorch", ("executorch",)),
-    "torchao": ("executorch", ("torchao",)),
+    "torchao": ("executorch-build", ("torchao",)),
 }
 
 

@@ -63,6 +63,8 @@ EXTRAS_FOR = {
     "runtime/backends/tensorrt.py": ["tensorrt"],
     "runtime/backends/torch.py": ["train"],
     "runtime/backends/ncnn.py": ["ncnn"],
+    "runtime/backends/litert.py": ["litert", "litert-build"],
+    "runtime/backends/executorch.py": ["executorch", "executorch-build"],
     "quantize/onnxruntime.py": ["onnxruntime", "eval"],
     "quantize/openvino.py": ["openvino-quantize"],
     "quantize/tensorrt.py": ["tensorrt", "eval"],

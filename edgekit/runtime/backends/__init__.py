@@ -32,6 +32,8 @@ register("openvino", "edgekit.runtime.backends.openvino:OpenVINOBackend")
 register("tensorrt", "edgekit.runtime.backends.tensorrt:TensorRTBackend")
 register("torch", "edgekit.runtime.backends.torch:TorchBackend")
 register("ncnn", "edgekit.runtime.backends.ncnn:NcnnBackend")
+register("litert", "edgekit.runtime.backends.litert:LiteRTBackend")
+register("executorch", "edgekit.runtime.backends.executorch:ExecuTorchBackend")
 
 
 def _read_entry_points() -> None:
