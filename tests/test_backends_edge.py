@@ -77,7 +77,7 @@ def _sorted(d):
 
 @pytest.mark.parametrize("name", EDGE)
 def test_fp32_artifact_detects_as_onnxruntime_fp32(name, built, onnx320, coco8, bus_jpg):
-    """N: each new backend's FP32 artifact gives ONNX Runtime FP32's detections: same count, labels, boxes within 1 px."""
+    """N: each new backend's FP32 artifact detects as ONNX Runtime FP32: same count and labels, boxes within 1 px."""
     from edgekit import Engine
 
     art = built(name, "fp32")

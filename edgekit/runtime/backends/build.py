@@ -67,7 +67,7 @@ def check_output(cls, model: Path, onnx_doc: dict) -> None:
         out = b.infer(np.zeros((1, 3, *meta.imgsz), np.float32))
     finally:
         b.close()
-    want = [d for d in (onnx_doc.get("output") or {}).get("shape", [])]
+    want = list((onnx_doc.get("output") or {}).get("shape", []))
     if len(want) != out.ndim or any(isinstance(w, int) and w > 0 and w != o for w, o in zip(want[1:], out.shape[1:])):
         raise ArtifactError(f"{model}: the built {cls.name} model outputs shape {tuple(out.shape)}, the ONNX "
                             f"{tuple(want)}: the conversion changed the model's output")

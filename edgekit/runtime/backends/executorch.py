@@ -116,7 +116,8 @@ class ExecuTorchBackend(Backend):
         net, example = export_module(source, meta.imgsz)
         model = folder / "model.pte"
         with torch.no_grad():
-            program = torch.export.export(net, (example,)) if precision == "fp32" else quantize_pt2e(net, example, calib)
+            program = (torch.export.export(net, (example,)) if precision == "fp32"
+                       else quantize_pt2e(net, example, calib))
         lower(program, model)
         facts = {"executorch": {"delegate": "XnnpackPartitioner",
                                 "quantizer": "XNNPACKQuantizer symmetric per-channel (PT2E)" if precision == "int8"

@@ -93,7 +93,7 @@ def _quantize(fp32: Path, precision: str, target: Path, calib) -> None:
 
 def decode_tail(interp) -> list[str]:
     """Output tensor names of the ops between the last convolutions and the model's output (the box decode and the
-    concat of pixel boxes with 0..1 scores): kept float in an int8 model, where one int8 scale would erase the scores."""
+    concat of pixel boxes with 0..1 scores): kept float in an int8 model, as one int8 scale would erase the scores."""
     ops = ops_details(interp)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     producer = {o: op for op in ops for o in op["outputs"]}
