@@ -60,12 +60,16 @@ def int8_quantizer(net):
                                                                          get_symmetric_quantization_config)
 
     config = get_symmetric_quantization_config(is_per_channel=True)
-    q = XNNPACKQuantizer().set_global(config)
+    q = XNNPACKQuantizer()
     head = next((n for n, m in net.named_modules() if type(m).__name__ in DETECT), None)
-    if head is not None:
-        for branch in ("cv2", "cv3"):
-            q.set_module_name(f"{head}.{branch}", config)
-        q.set_module_name(head, None)
+    if head is None or "." not in head:
+        return q.set_global(config)
+    parent = head.rsplit(".", 1)[0]  # no global config (XNNPACKQuantizer cannot exempt a module): name the others
+    for n, _ in net.get_submodule(parent).named_children():
+        if f"{parent}.{n}" != head:
+            q.set_module_name(f"{parent}.{n}", config)
+    for branch in ("cv2", "cv3"):
+        q.set_module_name(f"{head}.{branch}", config)
     return q
 
 
