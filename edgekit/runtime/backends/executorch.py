@@ -54,23 +54,30 @@ def lower(program, path: Path) -> None:
 
 
 def int8_quantizer(net):
-    """XNNPACK's symmetric per-channel int8 config everywhere but the head's decode: the Detect module stays float
-    except its conv branches (cv2 boxes, cv3 classes), so pixel boxes and 0..1 scores never share one int8 scale."""
+    """XNNPACK's symmetric per-channel int8 config everywhere but the head's decode: in the Detect module only the
+    conv branches (cv2 boxes, cv3 classes) are quantized, so pixel boxes and 0..1 scores never share one int8 scale.
+    XNNPACKQuantizer cannot exempt a module (and propagates annotations past module filters), so the decode's
+    annotations are removed after it annotates."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    q = XNNPACKQuantizer()
     head = next((n for n, m in net.named_modules() if type(m).__name__ in DETECT), None)
-    if head is None or "." not in head:
-        return q.set_global(config)
-    parent = head.rsplit(".", 1)[0]  # no global config (XNNPACKQuantizer cannot exempt a module): name the others
-    for n, _ in net.get_submodule(parent).named_children():
-        if f"{parent}.{n}" != head:
-            q.set_module_name(f"{parent}.{n}", config)
-    for branch in ("cv2", "cv3"):
-        q.set_module_name(f"{head}.{branch}", config)
-    return q
+
+    class HeadFloat(XNNPACKQuantizer):
+        def annotate(self, model):
+            model = super().annotate(model)
+            for node in model.graph.nodes:
+                if head is not None and in_decode(node, head):
+                    node.meta.pop("quantization_annotation", None)
+            return model
+
+    return HeadFloat().set_global(get_symmetric_quantization_config(is_per_channel=True))
+
+
+def in_decode(node, head: str) -> bool:
+    """The node comes from the detection head, outside its conv branches."""
+    scopes = {path.removeprefix("L['self'].") for path, _ in node.meta.get("nn_module_stack", {}).values()}
+    return head in scopes and not scopes & {f"{head}.cv2", f"{head}.cv3"}
 
 
 def quantize_pt2e(net, example, calib):
