@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 
 import numpy as np
@@ -81,6 +82,7 @@ def test_fp32_artifact_detects_as_onnxruntime_fp32(name, built, onnx320, coco8, 
     from edgekit import Engine
 
     art = built(name, "fp32")
+    assert "tensorflow" not in sys.modules  # onnx2tf runs in a child: TensorFlow beside torch._dynamo segfaults
     side = json.loads(art.with_suffix(".json").read_text())
     assert side["backend"] == name and side["precision"] == "fp32" and side["names"][0] == "person"
     exported_from = json.loads(onnx320.with_suffix(".json").read_text())["source"]["sha256"]  # the checkpoint
@@ -172,6 +174,19 @@ def test_bad_input_build_of_a_precision_the_backend_does_not_build(onnx320, tmp_
     with pytest.raises(ArtifactError, match="the ncnn backend builds fp32, fp16, not int8"):
         get_backend("ncnn").build(onnx320, "int8", tmp_path / "x", log=lambda *a: None)
     assert not (tmp_path / "x").exists()
+
+
+def test_bad_input_build_without_its_converter_names_the_extra(onnx320, tmp_path, monkeypatch):
+    """N: a build whose converter is not installed is one MissingDependency line naming the extra; nothing written."""
+    import edgekit.runtime.backends.build as build
+    from edgekit.errors import MissingDependency
+
+    cls = _backend("ncnn")
+    monkeypatch.setattr(build, "available", lambda m: m != "pnnx")
+    hint = r"building ncnn artifacts needs pnnx: pip install 'edgekit\[ncnn-build\]'"
+    with pytest.raises(MissingDependency, match=hint):
+        cls.build(onnx320, "fp16", tmp_path / "out", log=lambda *a: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_backend_declares_its_build():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..._imports import require, tool_versions
-from ...errors import ArtifactError
+from ..._imports import available, install_hint, tool_versions
+from ...errors import ArtifactError, MissingDependency
 from ...io import atomic_dir, private_tempdir, sha256_file
 from ..meta import from_sidecar, load_meta, read_sidecar, sidecar_path, write_sidecar
 
@@ -90,9 +90,11 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
         raise ArtifactError(f"{onnx_path}: no sidecar {sidecar_path(onnx_path).name} beside it "
                             f"(export the model with 'edgekit export')")
     meta = from_sidecar(doc, sidecar_path(onnx_path))
-    for m in (cls.module, *cls.build_modules):
-        if m:
-            require(m, f"building {cls.name} artifacts")
+    missing = [m for m in (cls.module, *cls.build_modules) if m and not available(m)]
+    if missing:  # checked, not imported: a converter may run in a child process only (TensorFlow and torch's
+        # compiler stack crash when imported into one process)
+        raise MissingDependency(f"building {cls.name} artifacts needs {', '.join(missing)}: "
+                                f"{install_hint(missing[0], cls.build_extra)}")
     out_dir = Path(out_dir) if out_dir else onnx_path.parent / f"{cls.name}_{precision}"
     check_out_dir(out_dir, onnx_path, cls.name)
     log(f"building {cls.name} {precision} from {onnx_path.name if cls.build_from == 'onnx' else 'the checkpoint'}")
