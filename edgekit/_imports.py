@@ -29,6 +29,14 @@ KNOWN = {
     "prometheus_client": ("serve", ("prometheus-client",)),
     "tritonclient": ("examples", ("tritonclient",)),
     "mlperf_loadgen": ("bench", ("mlcommons-loadgen",)),
+    "ncnn": ("ncnn", ("ncnn",)),
+    "pnnx": ("ncnn-build", ("pnnx",)),
+    "ai_edge_litert": ("litert", ("ai-edge-litert", "ai-edge-litert-nightly")),
+    "ai_edge_quantizer": ("litert-build", ("ai-edge-quantizer", "ai-edge-quantizer-nightly")),
+    "onnx2tf": ("litert-build", ("onnx2tf",)),
+    "tensorflow": ("litert-build", ("tensorflow-cpu", "tensorflow")),
+    "executorch": ("executorch", ("executorch",)),
+    "torchao": ("executorch-build", ("torchao",)),
 }
 
 

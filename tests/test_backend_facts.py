@@ -163,7 +163,7 @@ def test_pick_backend_prefers_an_installed_backend_for_onnx(monkeypatch):
     assert pick_backend("m.onnx", "cpu") == "onnxruntime"  # neither: the first registered names its extra
 
 
-@pytest.mark.parametrize("name", ["m.tflite", "m", "m.json"])
+@pytest.mark.parametrize("name", ["m.mlmodel", "m", "m.json"])  # .tflite: the litert backend reads it (issue N)
 def test_bad_input_pick_backend_unknown_suffix(name):
     from edgekit.errors import ArtifactError
     from edgekit.runtime.backends import pick_backend

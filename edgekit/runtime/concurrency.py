@@ -117,6 +117,18 @@ class ThreadedRunner(Runner):
                 yield fut.result(), c
 
 
+class SplitThreadsRunner(ThreadedRunner):
+    """Parallel sessions on threads, the CPU cores split between them (each session's own thread count)."""
+
+    kind = "parallel sessions (threads split)"
+
+    def engine_options(self) -> dict:
+        opts = dict(self.options)
+        if self.device.lower() == "cpu" and "threads" not in opts:
+            opts["threads"] = max(1, cores() // self.streams)
+        return opts
+
+
 def make_runner(path, device: str, backend: str, streams: int | None = None, **options) -> Runner:
     """The throughput runner the backend names for this device."""
     return get_backend(backend).runner(device)(path, device, backend, streams, **options)

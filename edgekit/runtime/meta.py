@@ -23,11 +23,11 @@ def sidecar_path(artifact) -> Path:
 
 
 def find_model_file(folder: Path) -> Path:
-    for pattern in ("*.xml", "*.onnx", "*.engine", "*.plan"):
+    for pattern in ("*.xml", "*.onnx", "*.engine", "*.plan", "*.param", "*.tflite", "*.pte"):
         hits = sorted(folder.glob(pattern))
         if hits:
             return hits[0]
-    raise ArtifactError(f"{folder}: no model file (.xml, .onnx, .engine) in this folder")
+    raise ArtifactError(f"{folder}: no model file (.xml, .onnx, .engine, .param, .tflite, .pte) in this folder")
 
 
 @dataclass

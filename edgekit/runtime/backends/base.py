@@ -3,6 +3,10 @@
 A backend also declares what it is, so that everything else (pick_backend, doctor, bench, train-export) iterates
 the registry instead of naming backends: the file suffixes it reads, the library it imports and the pip extra that
 installs it, the device kinds it runs on, the precisions it executes there, and its throughput runner.
+
+It also declares how its artifact is built (`builds`, `build_from`, `build_modules`, `calibrated`): `build()` turns
+the exported FP32 ONNX (or the checkpoint it came from) into this backend's artifact for one precision, atomically,
+with a sidecar; a backend writes `build_impl`.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from ... import _imports
 from ...errors import ArtifactError
 from ..devices import parse_device
 
+BUILD_SOURCES = ("onnx", "checkpoint")
+
 
 class Backend:
     name = "base"
@@ -23,6 +29,12 @@ class Backend:
     extra: str | None = None  # the edgekit extra that installs that library
     device_kinds: tuple[str, ...] = ("cpu",)  # parse_device kinds it runs on
     executes: tuple[str, ...] = ("fp32",)  # precisions it runs on every device kind it runs on
+    # how its artifact is built (see build())
+    builds: tuple[str, ...] = ()  # precisions build() makes: () where edgekit does not build this format
+    build_from = "onnx"  # what the build reads: "onnx" (the exported FP32 ONNX) or "checkpoint" (the .pt behind it)
+    build_modules: tuple[str, ...] = ()  # converter libraries the build imports, beyond `module`
+    build_extra: str | None = None  # the edgekit extra that installs them
+    calibrated: tuple[str, ...] = ()  # precisions whose build needs a calibration set (CalibrationSet)
 
     def __init__(self, path, device: str = "cpu", meta=None, **options):
         self.path, self.device, self.meta, self.options = Path(path), device, meta, options
@@ -78,9 +90,13 @@ class Backend:
 
     @classmethod
     def describe(cls) -> dict:
-        """Installed version, install hint and devices, for `edgekit doctor`; never raises."""
+        """Installed version, install hint, devices and the builds edgekit makes, for `edgekit doctor`; never raises."""
         info = {"installed": cls.installed(), "version": _imports.version_of(cls.module) if cls.module else None,
                 "install": cls.install_hint()}
+        if cls.builds:  # what edgekit builds for it, and whether its converters are here
+            info["builds"] = {"precisions": list(cls.builds), "from": cls.build_from, "installed": cls.can_build(),
+                              "install": _imports.install_hint(cls.build_modules[0] if cls.build_modules else cls.name,
+                                                               cls.build_extra)}
         if not info["installed"]:
             return info
         try:
@@ -89,6 +105,33 @@ class Backend:
         except Exception as e:  # a broken install is reported, not raised
             info["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         return info
+
+    # how its artifact is built -----------------------------------------------------------------
+    @classmethod
+    def can_build(cls, precision: str | None = None) -> bool:
+        """It builds this precision (any, when None) and its converters are installed here; never imports them."""
+        wanted = cls.builds if precision is None else (precision,) if precision in cls.builds else ()
+        return bool(wanted) and cls.installed() and all(_imports.available(m) for m in cls.build_modules)
+
+    @classmethod
+    def build(cls, onnx_path, precision: str = "fp32", out_dir=None, calib=None, checkpoint=None, log=print,
+              **opts) -> Path:
+        """Build this backend's `precision` artifact from an exported FP32 ONNX and its sidecar; returns the model file.
+
+        The artifact and its sidecar go to `out_dir` (default: `<backend>_<precision>` beside the ONNX), written in a
+        temp folder beside it and renamed into place. `calib` (a CalibrationSet) is required for the precisions in
+        `calibrated`; `checkpoint` (for `build_from = "checkpoint"`) defaults to the checkpoint the ONNX's sidecar
+        names, whose sha256 must match the one recorded there.
+        """
+        from .build import build_artifact
+
+        return build_artifact(cls, onnx_path, precision, out_dir, calib, checkpoint, log, **opts)
+
+    @classmethod
+    def build_impl(cls, source: Path, precision: str, folder: Path, meta, calib=None, log=print,
+                   **opts) -> tuple[Path, dict]:
+        """Write the artifact into `folder` from `source` (a private copy); (its model file, facts for the sidecar)."""
+        raise NotImplementedError(f"the {cls.name} backend does not build artifacts")
 
     # public API -------------------------------------------------------------------------------
     def load(self) -> "Backend":

@@ -7,21 +7,15 @@ import numpy as np
 
 from ..._imports import require
 from ...errors import ArtifactError
-from ..concurrency import ThreadedRunner, cores
+from ..concurrency import SplitThreadsRunner
 from ..devices import parse_device
 from .base import Backend
 
 
-class OnnxRuntimeRunner(ThreadedRunner):
+class OnnxRuntimeRunner(SplitThreadsRunner):
     """Parallel ONNX Runtime sessions; on CPU the cores are split between them (intra-op threads each)."""
 
     kind = "onnxruntime parallel sessions (intra-op threads split)"
-
-    def engine_options(self) -> dict:
-        opts = dict(self.options)
-        if self.device.lower() == "cpu" and "threads" not in opts:
-            opts["threads"] = max(1, cores() // self.streams)
-        return opts
 
 
 class OnnxRuntimeBackend(Backend):
