@@ -145,6 +145,20 @@ def test_ncnn_folder_is_picked_and_loaded(built, bus_jpg):
         assert eng.backend_name == "ncnn" and len(eng(bus_jpg)) >= 3
 
 
+def test_build_with_relative_paths_from_another_folder(onnx160, tmp_path, monkeypatch):
+    """N: relative ONNX and output paths mean the caller's folder, although converters run in a private one (a
+    relative path used to make pnnx miss its input and the build fail)."""
+    import shutil
+
+    cls = _backend("ncnn")
+    (tmp_path / "runs").mkdir()
+    for f in onnx160.parent.glob("model.*"):
+        shutil.copy2(f, tmp_path / "runs" / f.name)
+    monkeypatch.chdir(tmp_path)
+    model = cls.build("runs/model.onnx", "fp16", "runs/ncnn_fp16", log=lambda *a: None)
+    assert model == tmp_path / "runs" / "ncnn_fp16" / "model.ncnn.param" and model.is_file()
+
+
 def _tree_sums(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 

@@ -6,6 +6,7 @@ output check); what a format needs is the backend's `build_impl`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
     """See Backend.build."""
     from ...export.sidecar import artifact_sidecar
 
-    onnx_path = Path(onnx_path)
+    onnx_path = Path(os.path.abspath(onnx_path))  # converters run in their own working folder
     if precision not in cls.builds:
         raise ArtifactError(f"the {cls.name} backend builds {', '.join(cls.builds) or 'no artifacts'}, "
                             f"not {precision}")
@@ -95,7 +96,7 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
         # compiler stack crash when imported into one process)
         raise MissingDependency(f"building {cls.name} artifacts needs {', '.join(missing)}: "
                                 f"{install_hint(missing[0], cls.build_extra)}")
-    out_dir = Path(out_dir) if out_dir else onnx_path.parent / f"{cls.name}_{precision}"
+    out_dir = Path(os.path.abspath(out_dir)) if out_dir else onnx_path.parent / f"{cls.name}_{precision}"
     check_out_dir(out_dir, onnx_path, cls.name)
     log(f"building {cls.name} {precision} from {onnx_path.name if cls.build_from == 'onnx' else 'the checkpoint'}")
     with private_tempdir("build") as work:
