@@ -23,6 +23,9 @@ def _batches(text: str) -> list[int]:
 def add_arguments(p):
     p.add_argument("artifact", nargs="?", help="model.onnx, OpenVINO .xml or folder, .engine, or Ultralytics .pt")
     p.add_argument("--device", default="cpu", help="cpu, cuda:0, GPU, NPU (default cpu)")
+    p.add_argument("--target", default=None, metavar="ssh://user@host[:port][/device]",
+                   help="measure on a device over SSH that runs its own runtime-only edgekit (the device part "
+                        "replaces --device; known_hosts is checked): the JSON and the environment are the device's")
     p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt, torch (default: from the file type)")
     p.add_argument("--batch", type=_batches, default=[1], help="batch sizes to sweep, e.g. 1,2,4,8 (default 1)")
     p.add_argument("--streams", "--nstreams", dest="streams", type=int, default=None,
@@ -110,7 +113,10 @@ def run(args):
     from ..bench.report import format_table, to_markdown
     from ._common import emit_json, log, say
 
-    res = _scenario(args, log) if args.scenario else _modes(args, log)
+    if args.target:
+        res = _remote(args)
+    else:
+        res = _scenario(args, log) if args.scenario else _modes(args, log)
     say(format_table(res))
     emit_json(res, args.json)
     if args.md:
@@ -150,6 +156,25 @@ def _modes(args, log) -> dict:
                      iters=100 if args.iters is None else args.iters, images=args.images, data=args.data,
                      streams=args.streams, workers=args.workers, log=log, warmup_s=args.warmup_ms / 1e3,
                      min_time_s=min_time, perf_counters=args.perf_counters, **_options(args))
+
+
+# options the device's `edgekit bench` gets as given here (defaults included: both sides run the same version)
+FORWARD = ("backend", "batch", "streams", "workers", "warmup", "warmup_ms", "iters", "time", "hint", "nireq",
+           "threads", "perf_counters", "scenario", "quick", "server_target_qps", "server_latency_ms", "imgsz",
+           "trust_checkpoint", "allow_failed")
+
+
+def _remote(args) -> dict:
+    """The same benchmark on an ssh:// target: files sent once, the device's edgekit measures, its JSON comes back."""
+    from ..errors import EdgekitError
+    from ..target.ssh import cli_args, parse_target, remote_command
+
+    target = parse_target(args.target)
+    if args.loadgen_logs:
+        raise EdgekitError("--loadgen-logs: not available with --target (LoadGen's logs stay on the device)")
+    _positive(args)
+    return remote_command(target, "bench", args.artifact, cli_args(args, FORWARD), data=args.data, split=args.split,
+                          images=args.images)
 
 
 def _scenario(args, log) -> dict:

@@ -7,6 +7,9 @@ def add_arguments(p):
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
     p.add_argument("--split", default="val", help="dataset split to evaluate (default val)")
     p.add_argument("--device", default="cpu", help="cpu, cuda:0, GPU, NPU (default cpu)")
+    p.add_argument("--target", default=None, metavar="ssh://user@host[:port][/device]",
+                   help="evaluate on a device over SSH that runs its own runtime-only edgekit (the split's images "
+                        "and labels are sent once; the device part replaces --device; known_hosts is checked)")
     p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt (default: from the file type)")
     p.add_argument("--batch", type=int, default=1, help="images per network call (default 1)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
@@ -19,11 +22,36 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..eval import evaluate
     from ..outputs import artifact_inputs, check_output_file, data_inputs
     from ._common import emit_json, log, say
 
     check_output_file(args.json, artifact_inputs(args.artifact) + data_inputs(args.data))
+
+    if args.target:
+        r = _remote(args)
+    else:
+        r = _local(args)
+    for s in r["skipped"]:
+        log(f"skipped: {s}")
+    where = f" on {r['target']}" if r.get("target") else ""
+    say(f"{r['artifact']}  [{r['backend']} {r['device']}{where}]  {args.split}: {r['images']} images, "
+        f"{r['boxes']} boxes")
+    say(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
+    emit_json(r, args.json)
+    return 0
+
+
+def _remote(args) -> dict:
+    """The same evaluation on an ssh:// target, scored by the device's edgekit."""
+    from ..target.ssh import cli_args, parse_target, remote_command
+
+    target = parse_target(args.target)
+    argv = cli_args(args, ("backend", "batch", "limit", "skip_bad", "trust_checkpoint", "allow_failed"))
+    return remote_command(target, "eval", args.artifact, argv, data=args.data, split=args.split)
+
+
+def _local(args) -> dict:
+    from ..eval import evaluate
 
     engine = None
     if args.trust_checkpoint or args.allow_failed:  # else evaluate() builds its Engine, checking any .pt
@@ -37,9 +65,4 @@ def run(args):
     finally:
         if engine is not None:
             engine.close()
-    for s in r["skipped"]:
-        log(f"skipped: {s}")
-    say(f"{r['artifact']}  [{r['backend']} {r['device']}]  {args.split}: {r['images']} images, {r['boxes']} boxes")
-    say(f"mAP50 {r['map50']:.4f}   mAP50-95 {r['map50_95']:.4f}   ({r['evaluator']}, {r['wall_s']:.1f} s)")
-    emit_json(r, args.json)
-    return 0
+    return r
