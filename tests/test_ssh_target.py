@@ -2,13 +2,14 @@
 
 The device is this machine's Debian OpenSSH server, started by the test on 127.0.0.1 (a free port, its own host key
 and sshd_config, key authentication only), whose login (ForceCommand) runs a second venv that holds only the wheel of
-edgekit[openvino,eval]: no torch, Ultralytics or Ray. Skipped with the reason where sshd, root or venv creation is
+edgekit[openvino,onnxruntime,eval]: no torch, Ultralytics or Ray. Skipped with the reason where sshd, root or venv creation is
 unavailable. Every wait is bounded; nothing leaves loopback.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +91,7 @@ class Sshd:
 
 @pytest.fixture(scope="session")
 def device_venv(tmp_path_factory) -> Path:
-    """A venv (no system site-packages) holding only the wheel of edgekit[openvino,eval], as .ci/run builds it."""
+    """A venv (no system site-packages) holding only the wheel of edgekit[openvino,onnxruntime,eval], as .ci/run builds it."""
     if os.geteuid() != 0 or SSHD is None:
         pytest.skip("needs root and Debian's openssh-server (apt-get install openssh-server) for a real sshd")
     if os.environ.get("EDGEKIT_TEST_DEVICE_VENV"):  # a venv made earlier by this fixture (CI may pass one)
@@ -104,7 +106,7 @@ def device_venv(tmp_path_factory) -> Path:
     r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         pytest.skip(f"python -m venv failed: {r.stderr.strip()[-300:]}")
-    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[openvino,eval]"],
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[openvino,onnxruntime,eval]"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
     if r.returncode != 0:
         pytest.skip(f"could not install the wheel into the device venv: {r.stderr.strip()[-300:]}")
@@ -117,6 +119,11 @@ def sshd(device_venv, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+COCO8 = ROOT / "tests" / "assets" / "coco8" / "data.yaml"
+TINY = ["--data", str(COCO8), "--strategies", "head", "--epochs", "1", "--imgsz", "160", "--batch", "4",
+        "--backends", "openvino", "--precisions", "fp32", "--bench-iters", "5"]
 
 
 def _one_line_error(r, code=2) -> str:
@@ -241,3 +248,68 @@ def test_unknown_host_is_refused(sshd, onnx160, tmp_path):
     line = _one_line_error(r)
     assert f"[127.0.0.1]:{sshd.port} is not in {kh}: refused" in line
     assert kh.read_text() == ""
+
+
+def test_train_export_unreachable_device_fails_before_training(tmp_path):
+    """S: an unreachable device is a one-line error before any training; nothing is written in -o."""
+    pytest.importorskip("ultralytics")
+    port = _free_port()
+    url = f"ssh://root@127.0.0.1:{port}/cpu"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKIT_SSH_CONFIG": "/dev/null",
+           "EDGEKIT_SSH_KNOWN_HOSTS": str(tmp_path / "known_hosts")}
+    r = _edgekit("train-export", *TINY, "--target", url, "-o", tmp_path / "run", env=env)
+    line = _one_line_error(r)
+    assert f"{url}: cannot connect" in line
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").rglob("best.pt"))
+
+
+def _kill_when_benching(sshd, venv: Path, limit_s: float = 900) -> bool:
+    """Wait (bounded) until the device runs `edgekit bench`, then kill sshd and its sessions: a connection lost
+    mid-bench. True if it happened."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        for p in psutil.process_iter(["cmdline"]):
+            cmd = p.info["cmdline"] or []
+            if any(str(venv) in c for c in cmd[:2]) and "bench" in cmd:
+                server = psutil.Process(sshd.proc.pid)
+                for child in server.children(recursive=True):  # the sessions this test's sshd forked
+                    child.kill()
+                sshd.stop()
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_train_export_on_the_device_survives_a_lost_connection(sshd, device_venv, tmp_path):
+    """S: train-export --target ssh://: trained here, each row evaluated and benchmarked on the device; the server
+    killed mid-bench gives error rows with the reason while the sweep finishes; --resume re-measures only what is
+    missing (no retraining) and completes."""
+    import threading
+
+    pytest.importorskip("ultralytics")
+    out = tmp_path / "run"
+    killed = []
+    watcher = threading.Thread(target=lambda: killed.append(_kill_when_benching(sshd, device_venv)), daemon=True)
+    watcher.start()
+    r = _edgekit("train-export", *TINY, "--target", sshd.url, "-o", out, env=sshd.env, timeout=1200)
+    watcher.join(timeout=60)
+    assert killed == [True], "the device never ran a bench"
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert rows and all(x["status"] == "error" for x in rows), rows
+    assert all(f"bench on {sshd.url}: " in x["error"] for x in rows)
+    assert all(x["map50_95"] is not None for x in rows)  # evaluated on the device before the loss
+    best = next(out.rglob("best.pt"))
+    trained = best.stat().st_mtime_ns
+
+    sshd.start()  # the same port and host key
+    r = _edgekit("train-export", *TINY, "--target", sshd.url, "-o", out, "--resume", "-v", env=sshd.env,
+                 timeout=1200)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((out / "report.json").read_text())["rows"]
+    assert rows and all(x["status"] == "ok" for x in rows), rows
+    assert all(x["bench_node"] == sshd.url and x["fps_e2e"] > 0 for x in rows)
+    assert best.stat().st_mtime_ns == trained  # not trained again
+    # the device's evaluations were kept: only the speed was missing
+    assert re.search(r"\[resume\] .*openvino-fp32 eval: done, skipped", r.stderr), r.stderr[-3000:]

@@ -17,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("--json", default=None, help="write the result to this file ('-' for stdout)")
+    p.add_argument("--matches", default=None, metavar="FILE.npz",
+                   help="also save the per-image matches (for paired comparisons between artifacts)")
     p.add_argument("--allow-failed", action="store_true",
                    help="load an artifact whose sidecar says it failed its accuracy gate (refused by default)")
 
@@ -25,7 +27,9 @@ def run(args):
     from ..outputs import artifact_inputs, check_output_file, data_inputs
     from ._common import emit_json, log, say
 
-    check_output_file(args.json, artifact_inputs(args.artifact) + data_inputs(args.data))
+    inputs = artifact_inputs(args.artifact) + data_inputs(args.data)
+    check_output_file(args.json, inputs)
+    check_output_file(args.matches, inputs, "--matches")
 
     if args.target:
         r = _remote(args)
@@ -43,11 +47,11 @@ def run(args):
 
 def _remote(args) -> dict:
     """The same evaluation on an ssh:// target, scored by the device's edgekit."""
-    from ..target.ssh import cli_args, parse_target, remote_command
+    from ..target.ssh import cli_args, parse_target, remote_eval
 
     target = parse_target(args.target)
     argv = cli_args(args, ("backend", "batch", "limit", "skip_bad", "trust_checkpoint", "allow_failed"))
-    return remote_command(target, "eval", args.artifact, argv, data=args.data, split=args.split)
+    return remote_eval(target.url, args.artifact, args.data, argv, split=args.split, matches=args.matches)
 
 
 def _local(args) -> dict:
@@ -61,7 +65,8 @@ def _local(args) -> dict:
                         trust_checkpoint=args.trust_checkpoint, allow_failed=args.allow_failed)
     try:
         r = evaluate(args.artifact, args.data, split=args.split, device=args.device, backend=args.backend,
-                     batch=args.batch, limit=args.limit, skip_bad=args.skip_bad, engine=engine)
+                     batch=args.batch, limit=args.limit, skip_bad=args.skip_bad, engine=engine,
+                     matches_path=args.matches)
     finally:
         if engine is not None:
             engine.close()

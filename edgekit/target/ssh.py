@@ -1,4 +1,4 @@
-"""`--target ssh://user@host[:port][/device]`: run edgekit's own measurement on a device, through the system OpenSSH client.
+"""`--target ssh://user@host[:port][/device]`: edgekit measures on a device, through the system OpenSSH client.
 
 The device runs a runtime-only `edgekit` (`pip install "edgekit[openvino,eval]"`): no torch, Ultralytics or Ray. The
 host sends what a command reads (the artifact with its sidecar, the images of one split) once, keyed by the sha256
@@ -211,6 +211,13 @@ class SshTarget:
                                   f"{_last_line(proc.stderr) or f'exit {proc.returncode}'}")
         return keys
 
+    def take(self, name: str) -> bytes:
+        """A file the device's edgekit wrote in its cache folder: its bytes, and it is removed there."""
+        proc = self.run(f'd={CACHE}; cat "$d/{name}" && rm -f "$d/{name}"')
+        if proc.returncode != 0:
+            raise TargetError(f"{self.url}: could not read back {name}: {_last_line(proc.stderr)}")
+        return proc.stdout
+
     def edgekit_json(self, command: str, argv: list[str]) -> dict:
         """Run `edgekit -q COMMAND ARGV --json -` in the device's cache folder; its JSON result as a dict."""
         script = (f'd={CACHE}; mkdir -p "$d" && cd "$d" && '
@@ -256,7 +263,9 @@ def dataset_bundle(data, split: str) -> tuple[Bundle, str]:
 
     from ..data import load_dataset
 
-    ds = load_dataset(data)
+    from ..data import Dataset
+
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
     samples = ds.samples(split)
     split = split if split in ("train", "val", "test") else "val"  # a COCO file's split is named after the file
     b = Bundle()
@@ -312,6 +321,24 @@ def remote_command(target: SshTarget, command: str, artifact, argv: list[str], d
     res = target.edgekit_json(command, [paths["artifact"], "--device", target.device, *argv, *extra])
     _host_paths(res, artifact, data)
     res["target"] = target.url
+    return res
+
+
+def remote_eval(url: str, artifact, data, argv: list[str], split: str = "val", matches=None) -> dict:
+    """`edgekit eval` on the device; with `matches`, its per-image matches are brought back there (paired tests)."""
+    import uuid
+
+    from ..io import atomic_path
+
+    target = parse_target(url)
+    name = f".matches-{uuid.uuid4().hex}.npz"
+    extra = ["--matches", name] if matches is not None else []
+    res = remote_command(target, "eval", artifact, [*argv, *extra], data=data, split=split)
+    if matches is not None:
+        blob = target.take(name)
+        with atomic_path(Path(matches)) as tmp:
+            Path(tmp).write_bytes(blob)
+        res["matches"] = str(matches)
     return res
 
 
