@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DEVICE_EXTRAS = "openvino,onnxruntime,eval"  # what README's device install names
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 
 
@@ -106,7 +108,7 @@ def device_venv(tmp_path_factory) -> Path:
     r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         pytest.skip(f"python -m venv failed: {r.stderr.strip()[-300:]}")
-    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[openvino,onnxruntime,eval]"],
+    r = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[{DEVICE_EXTRAS}]"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
     if r.returncode != 0:
         pytest.skip(f"could not install the wheel into the device venv: {r.stderr.strip()[-300:]}")
@@ -192,6 +194,8 @@ def test_device_venv_is_runtime_only(sshd, device_venv):
     rep = json.loads(r.stdout)
     assert rep["target"] == sshd.url and rep["backends"]["openvino"]["installed"]
     assert not rep["backends"]["torch"]["installed"] and "ultralytics" not in rep["packages"]
+    assert rep["cpu"]["arch"] and "fp32" in rep["backends"]["openvino"]["precisions"]["CPU"]
+    assert rep["edgekit"] == __import__("edgekit").__version__
 
 
 @pytest.mark.slow
@@ -200,11 +204,12 @@ def test_bench_and_eval_on_the_device(sshd, onnx160, coco8, tmp_path):
     eval within 0.0005; the second run sends nothing again (content-keyed cache on the device)."""
     out = tmp_path / "bench.json"
     r = _edgekit("bench", onnx160, "--target", sshd.url, "--iters", "10", "--warmup", "2",
-                 "--warmup-ms", "0", "--json", out, env=sshd.env)
+                 "--warmup-ms", "0", "--sustain", "2s", "--json", out, env=sshd.env)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
     assert res["target"] == sshd.url and res["artifact"] == str(onnx160)
     assert res["latency_ms"]["e2e"]["p50"] > 0
+    assert len(res["sustained"]["windows"]) >= 2  # sustained mode on the device too
     env = res["environment"]
     assert "torch" not in env["versions"], env["versions"]  # the host has torch; the device's record has not
     assert env["edgekit"]["git_sha"] is None  # the device runs the wheel, not this checkout
@@ -313,3 +318,19 @@ def test_train_export_on_the_device_survives_a_lost_connection(sshd, device_venv
     assert best.stat().st_mtime_ns == trained  # not trained again
     # the device's evaluations were kept: only the speed was missing
     assert re.search(r"\[resume\] .*openvino-fp32 eval: done, skipped", r.stderr), r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_readme_device_section_runs_as_written(sshd, onnx160, tmp_path):
+    """S: README "Measure on your Raspberry Pi or Jetson": the device's install is what the test's device holds,
+    and the host's command runs as written (only the model file and the device's address substituted)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Measure on your Raspberry Pi or Jetson", 1)[1].split("\n## ", 1)[0]
+    install, host = [b.strip() for b in re.findall(r"```bash\n(.*?)```", section, re.S)]
+    assert shlex.split(install) == ["pip", "install", f"edgekit[{DEVICE_EXTRAS}]"]
+    argv = shlex.split(host)
+    assert argv[:2] == ["edgekit", "bench"] and argv[3] == "--target" and argv[4].startswith("ssh://")
+    argv[2], argv[4] = str(onnx160), sshd.url
+    r = _edgekit(*argv[1:], "--json", tmp_path / "r.json", env=sshd.env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["target"] == sshd.url

@@ -25,11 +25,13 @@ def run(args):
     else:
         r = doctor_report()
     say(f"edgekit {r['edgekit']}  python {r['python']}  {r['platform']}")
-    say(f"cpu: {r['cpu']['model']} ({r['cpu']['cores']} cores; {', '.join(r['cpu']['isa']) or 'no AVX flags found'})")
+    say(f"cpu: {r['cpu']['model']} ({r['cpu'].get('arch')}, {r['cpu']['cores']} cores; {', '.join(r['cpu']['isa']) or 'no AVX flags found'})")
     say("backends:")
     for name, b in r["backends"].items():
         state = b["version"] if b["installed"] else f"missing: {b['install']}"
         devs = f"  devices: {', '.join(b['devices'])}" if b.get("devices") else ""
+        precs = {p for ps in (b.get("precisions") or {}).values() for p in ps}
+        devs += f"  precisions: {', '.join(sorted(precs))}" if precs else ""
         err = f"  ({b['error']})" if b.get("error") else ""
         say(f"  {name:<12} {state}{devs}{err}")
     say("packages: " + ", ".join(f"{k} {v}" for k, v in r["packages"].items()))
