@@ -210,6 +210,9 @@ def test_bench_and_eval_on_the_device(sshd, onnx160, coco8, tmp_path):
     assert res["target"] == sshd.url and res["artifact"] == str(onnx160)
     assert res["latency_ms"]["e2e"]["p50"] > 0
     assert len(res["sustained"]["windows"]) >= 2  # sustained mode on the device too
+    from edgekit.bench.schema import check
+
+    assert check(res) == []  # the documented bench JSON, as a local run writes it
     env = res["environment"]
     assert "torch" not in env["versions"], env["versions"]  # the host has torch; the device's record has not
     assert env["edgekit"]["git_sha"] is None  # the device runs the wheel, not this checkout
@@ -334,3 +337,25 @@ def test_readme_device_section_runs_as_written(sshd, onnx160, tmp_path):
     r = _edgekit(*argv[1:], "--json", tmp_path / "r.json", env=sshd.env)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["target"] == sshd.url
+
+
+@pytest.mark.slow
+def test_eval_skip_bad_on_the_device_reports_what_was_skipped(sshd, onnx160, copy_dataset, tmp_path):
+    """S: with --skip-bad, a sample this host cannot read is not sent and is still reported as skipped; the device's
+    mAP equals the local --skip-bad eval; the user's dataset is unchanged."""
+    import hashlib
+
+    data = copy_dataset(COCO8)
+    bad = sorted((data.parent / "labels" / "val").glob("*.txt"))[0]
+    bad.write_text("0 0.5 0.5 0.2\n")  # four fields: a malformed line
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.parent.rglob("*") if p.is_file()}
+    outs = []
+    for extra in ([], ["--target", sshd.url]):
+        out = tmp_path / f"r{len(outs)}.json"
+        r = _edgekit("eval", onnx160, "--data", data, "--skip-bad", *extra, "--json", out, env=sshd.env)
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads(out.read_text()))
+    local, remote = outs
+    assert remote["skipped"] and len(remote["skipped"]) == len(local["skipped"]) and bad.name in remote["skipped"][0]
+    assert remote["images"] == local["images"] and abs(remote["map50_95"] - local["map50_95"]) <= 0.0005
+    assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.parent.rglob("*") if p.is_file()}

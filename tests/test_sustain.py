@@ -59,7 +59,11 @@ def test_bench_sustain_windows(onnx160, tmp_path):
     out = tmp_path / "r.json"
     r = _edgekit("bench", onnx160, "--iters", "5", "--sustain", "3s", "--sustain-window", "1", "--json", out)
     assert r.returncode == 0, r.stderr
-    s = json.loads(out.read_text())["sustained"]
+    from edgekit.bench.schema import check
+
+    res = json.loads(out.read_text())
+    assert check(res) == []
+    s = res["sustained"]
     assert s["duration_s"] == 3 and s["window_s"] == 1 and s["threshold"] == 0.1
     assert len(s["windows"]) >= 2
     for w in s["windows"]:

@@ -51,7 +51,8 @@ def _remote(args) -> dict:
 
     target = parse_target(args.target)
     argv = cli_args(args, ("backend", "batch", "limit", "skip_bad", "trust_checkpoint", "allow_failed"))
-    return remote_eval(target.url, args.artifact, args.data, argv, split=args.split, matches=args.matches)
+    return remote_eval(target.url, args.artifact, args.data, argv, split=args.split, matches=args.matches,
+                       skip_bad=args.skip_bad)
 
 
 def _local(args) -> dict:

@@ -253,11 +253,12 @@ def artifact_bundle(artifact) -> tuple[Bundle, str]:
     return b, p.name
 
 
-def dataset_bundle(data, split: str) -> tuple[Bundle, str]:
+def dataset_bundle(data, split: str, skip_bad: bool = False) -> tuple[Bundle, str, list[str]]:
     """One split of a dataset as a self-contained YOLO folder: its images as they are, its labels as loaded here.
 
     Only that split goes over; the labels are written from the host's own reading (YOLO or COCO json alike), so the
-    device scores against exactly the boxes the host would. Returns the bundle and the split's name in it.
+    device scores against exactly the boxes the host would. Returns the bundle, the split's name in it and the
+    samples skipped here (skip_bad).
     """
     import yaml
 
@@ -265,7 +266,7 @@ def dataset_bundle(data, split: str) -> tuple[Bundle, str]:
 
     from ..data import Dataset
 
-    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
     samples = ds.samples(split)
     split = split if split in ("train", "val", "test") else "val"  # a COCO file's split is named after the file
     b = Bundle()
@@ -276,7 +277,7 @@ def dataset_bundle(data, split: str) -> tuple[Bundle, str]:
         b.entries[f"labels/{split}/{stem}.txt"] = ("\n".join(rows) + ("\n" if rows else "")).encode()
     spec = {"path": ".", split: f"images/{split}", "names": dict(enumerate(ds.names))}
     b.entries["data.yaml"] = yaml.safe_dump(spec, sort_keys=False).encode()
-    return b, split
+    return b, split, list(ds.skipped)
 
 
 def cli_args(args, names: tuple[str, ...]) -> list[str]:
@@ -295,17 +296,17 @@ def cli_args(args, names: tuple[str, ...]) -> list[str]:
 
 
 def remote_command(target: SshTarget, command: str, artifact, argv: list[str], data=None, split: str = "val",
-                   images=None) -> dict:
+                   images=None, skip_bad: bool = False) -> dict:
     """Send what `edgekit COMMAND ARTIFACT` reads to the device, run it there on the target's device, return its JSON.
 
     The result names the host's paths (artifact, data) and `"target": URL`; everything measured (the environment
     record included) is the device's, as it sent it.
     """
-    bundles, paths = [], {}
+    bundles, paths, skipped = [], {}, []
     art, name = artifact_bundle(artifact)
     bundles.append(art)
     if data is not None:
-        ds, split = dataset_bundle(data, split)
+        ds, split, skipped = dataset_bundle(data, split, skip_bad)
         bundles.append(ds)
     if images is not None:
         im = Bundle()
@@ -319,12 +320,15 @@ def remote_command(target: SshTarget, command: str, artifact, argv: list[str], d
     if images is not None:
         extra += ["--images", f"{keys[-1]}/images"]
     res = target.edgekit_json(command, [paths["artifact"], "--device", target.device, *argv, *extra])
-    _host_paths(res, artifact, data)
+    _host_paths(res, artifact, data, images)
+    if skipped:  # samples this host could not read were not sent: they are reported as a local run would
+        res["skipped"] = skipped + list(res.get("skipped") or [])
     res["target"] = target.url
     return res
 
 
-def remote_eval(url: str, artifact, data, argv: list[str], split: str = "val", matches=None) -> dict:
+def remote_eval(url: str, artifact, data, argv: list[str], split: str = "val", matches=None,
+                skip_bad: bool = False) -> dict:
     """`edgekit eval` on the device; with `matches`, its per-image matches are brought back there (paired tests)."""
     import uuid
 
@@ -333,7 +337,7 @@ def remote_eval(url: str, artifact, data, argv: list[str], split: str = "val", m
     target = parse_target(url)
     name = f".matches-{uuid.uuid4().hex}.npz"
     extra = ["--matches", name] if matches is not None else []
-    res = remote_command(target, "eval", artifact, [*argv, *extra], data=data, split=split)
+    res = remote_command(target, "eval", artifact, [*argv, *extra], data=data, split=split, skip_bad=skip_bad)
     if matches is not None:
         blob = target.take(name)
         with atomic_path(Path(matches)) as tmp:
@@ -342,10 +346,12 @@ def remote_eval(url: str, artifact, data, argv: list[str], split: str = "val", m
     return res
 
 
-def _host_paths(res: dict, artifact, data) -> None:
+def _host_paths(res: dict, artifact, data, images=None) -> None:
     """The device's cache paths in a result -> the host's own (what the user gave)."""
     if isinstance(res.get("artifact"), str):
         res["artifact"] = str(artifact)
+    if images is not None and isinstance(res.get("images"), dict):
+        res["images"]["source"] = str(images)
     for d in (res, res.get("accuracy")):
         if isinstance(d, dict) and isinstance(d.get("data"), str) and data is not None:
             d["data"] = str(data)
