@@ -156,6 +156,16 @@ def test_bad_target_is_one_line(bad, tmp_path):
     assert f"--target {bad}" in line
 
 
+@pytest.mark.parametrize("cmd", ["bench", "eval"])
+def test_device_and_target_disagreeing_is_one_line(cmd, tmp_path):
+    """S: --device that contradicts the target's device part is refused (never one silently ignored)."""
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    r = _edgekit(cmd, tmp_path / "m.onnx", "--data", COCO8, "--device", "cuda:0", "--target", "ssh://pi@h/cpu")
+    line = _one_line_error(r)
+    assert line.endswith("--device cuda:0 and --target ssh://pi@h/cpu: the device is the part after the host "
+                         "(e.g. ssh://pi@h/cuda:0)")
+
+
 def test_version_rule():
     """S: a device whose edgekit version differs from the host's is refused (figures would not be comparable)."""
     from edgekit import __version__

@@ -209,9 +209,9 @@ FORWARD = ("backend", "batch", "streams", "workers", "warmup", "warmup_ms", "ite
 def _remote(args) -> dict:
     """The same benchmark on an ssh:// target: files sent once, the device's edgekit measures, its JSON comes back."""
     from ..errors import EdgekitError
-    from ..target.ssh import cli_args, parse_target, remote_command
+    from ..target.ssh import cli_args, remote_command, target_for
 
-    target = parse_target(args.target)
+    target = target_for(args)
     if args.loadgen_logs:
         raise EdgekitError("--loadgen-logs: not available with --target (LoadGen's logs stay on the device)")
     _positive(args)

@@ -47,9 +47,9 @@ def run(args):
 
 def _remote(args) -> dict:
     """The same evaluation on an ssh:// target, scored by the device's edgekit."""
-    from ..target.ssh import cli_args, parse_target, remote_eval
+    from ..target.ssh import cli_args, remote_eval, target_for
 
-    target = parse_target(args.target)
+    target = target_for(args)
     argv = cli_args(args, ("backend", "batch", "limit", "skip_bad", "trust_checkpoint", "allow_failed"))
     return remote_eval(target.url, args.artifact, args.data, argv, split=args.split, matches=args.matches,
                        skip_bad=args.skip_bad)

@@ -280,6 +280,16 @@ def dataset_bundle(data, split: str, skip_bad: bool = False) -> tuple[Bundle, st
     return b, split, list(ds.skipped)
 
 
+def target_for(args) -> SshTarget:
+    """The command's --target, refused where a --device was also given that says otherwise."""
+    target = parse_target(args.target)
+    device = getattr(args, "device", "cpu")
+    if device not in ("cpu", target.device):
+        raise EdgekitError(f"--device {device} and --target {args.target}: the device is the part after the host "
+                           f"(e.g. {target.url.rsplit('/', 1)[0]}/{device})")
+    return target
+
+
 def cli_args(args, names: tuple[str, ...]) -> list[str]:
     """The given argparse destinations as command-line options again (None and False left out; lists comma-joined)."""
     out = []
