@@ -2,8 +2,8 @@
 
 The device is this machine's Debian OpenSSH server, started by the test on 127.0.0.1 (a free port, its own host key
 and sshd_config, key authentication only), whose login (ForceCommand) runs a second venv that holds only the wheel of
-edgekit[openvino,onnxruntime,eval]: no torch, Ultralytics or Ray. Skipped with the reason where sshd, root or venv creation is
-unavailable. Every wait is bounded; nothing leaves loopback.
+edgekit[openvino,onnxruntime,eval]: no torch, Ultralytics or Ray. Skipped with the reason where sshd, root or venv
+creation is unavailable. Every wait is bounded; nothing leaves loopback.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ class Sshd:
 
 @pytest.fixture(scope="session")
 def device_venv(tmp_path_factory) -> Path:
-    """A venv (no system site-packages) holding only the wheel of edgekit[openvino,onnxruntime,eval], as .ci/run builds it."""
+    """A venv (no system site-packages) holding only the edgekit wheel with DEVICE_EXTRAS, built as .ci/run does."""
     if os.geteuid() != 0 or SSHD is None:
         pytest.skip("needs root and Debian's openssh-server (apt-get install openssh-server) for a real sshd")
     if os.environ.get("EDGEKIT_TEST_DEVICE_VENV"):  # a venv made earlier by this fixture (CI may pass one)

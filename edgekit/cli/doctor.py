@@ -25,7 +25,9 @@ def run(args):
     else:
         r = doctor_report()
     say(f"edgekit {r['edgekit']}  python {r['python']}  {r['platform']}")
-    say(f"cpu: {r['cpu']['model']} ({r['cpu'].get('arch')}, {r['cpu']['cores']} cores; {', '.join(r['cpu']['isa']) or 'no AVX flags found'})")
+    cpu = r["cpu"]
+    say(f"cpu: {cpu['model']} ({cpu.get('arch')}, {cpu['cores']} cores; "
+        f"{', '.join(cpu['isa']) or 'no AVX flags found'})")
     say("backends:")
     for name, b in r["backends"].items():
         state = b["version"] if b["installed"] else f"missing: {b['install']}"

@@ -1,10 +1,10 @@
 """`--target ssh://user@host[:port][/device]`: edgekit measures on a device, through the system OpenSSH client.
 
-The device runs a runtime-only `edgekit` (`pip install "edgekit[openvino,eval]"`): no torch, Ultralytics or Ray. The
-host sends what a command reads (the artifact with its sidecar, the images of one split) once, keyed by the sha256
-of its content, into `${XDG_CACHE_HOME:-~/.cache}/edgekit-remote/<sha>/` on the device (unpacked in a temp folder
-there, then renamed), runs `edgekit -q <command> ... --json -` there and reads back the same JSON a local run
-writes. Host keys are checked against known_hosts with StrictHostKeyChecking=yes: an unknown or changed key is
+The device runs a runtime-only `edgekit` (`pip install "edgekit[openvino,onnxruntime,eval]"`): no torch, Ultralytics
+or Ray. The host sends what a command reads (the artifact with its sidecar, the images of one split) once, keyed by
+the sha256 of its content, into `${XDG_CACHE_HOME:-~/.cache}/edgekit-remote/<sha>/` on the device (unpacked in a
+temp folder there, then renamed), runs `edgekit -q <command> ... --json -` there and reads back the same JSON a
+local run writes. Host keys are checked against known_hosts with StrictHostKeyChecking=yes: an unknown or changed key is
 refused, never accepted. Keys come from the agent or ~/.ssh as ssh finds them; for scripts and tests:
   EDGEKIT_SSH_IDENTITY     a private key file (ssh -i)
   EDGEKIT_SSH_KNOWN_HOSTS  the known_hosts file to check against (default ~/.ssh/known_hosts)
@@ -175,12 +175,12 @@ class SshTarget:
         proc = self.run(f"command -v edgekit >/dev/null 2>&1 || exit 127; edgekit --version; d={CACHE}; {checks}true")
         if proc.returncode == 127:
             raise TargetError(f"{self.url}: no `edgekit` on the device's PATH: install it there, e.g. "
-                              f"pip install \"edgekit[openvino,eval]\"")
-        out = proc.stdout.decode("utf-8", "replace").split()
-        if proc.returncode != 0 or len(out) < 2 or out[0] != "edgekit":
+                              f"pip install \"edgekit[openvino,onnxruntime,eval]\"")
+        lines = [x.split() for x in proc.stdout.decode("utf-8", "replace").splitlines()]  # after any login banner
+        version = next((x[1] for x in lines if len(x) == 2 and x[0] == "edgekit"), None)
+        if proc.returncode != 0 or version is None:
             raise TargetError(f"{self.url}: `edgekit --version` failed on the device (exit {proc.returncode})")
-        have = {out[i + 1] for i, w in enumerate(out[:-1]) if w == "have"}
-        return out[1], have
+        return version, {x[1] for x in lines if len(x) == 2 and x[0] == "have"}
 
     def check_version(self, remote_version: str) -> None:
         """Same edgekit version on both sides: preprocessing, NMS, mAP and timing are the version's."""
@@ -227,8 +227,10 @@ class SshTarget:
             msg = _last_line(proc.stderr) or f"exit {proc.returncode}"
             msg = re.sub(r"^edgekit \S+: error: ", "", msg)
             raise RemoteCommandError(f"{self.url}: {msg}", proc.returncode if proc.returncode < 128 else 2)
+        text = proc.stdout.decode("utf-8", "replace")
+        start = 0 if text.startswith("{") else text.find("\n{") + 1  # the JSON, after any login banner
         try:
-            return json.loads(proc.stdout)
+            return json.loads(text[start:])
         except ValueError:
             raise TargetError(f"{self.url}: the device's `edgekit {command}` sent no JSON result") from None
 
