@@ -369,3 +369,17 @@ def test_eval_skip_bad_on_the_device_reports_what_was_skipped(sshd, onnx160, cop
     assert remote["skipped"] and len(remote["skipped"]) == len(local["skipped"]) and bad.name in remote["skipped"][0]
     assert remote["images"] == local["images"] and abs(remote["map50_95"] - local["map50_95"]) <= 0.0005
     assert before == {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in data.parent.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_device_without_edgekit_is_one_line(device_venv, onnx160, tmp_path):
+    """S: a device whose PATH has no edgekit is one line naming the target and the install command, exit 2."""
+    server = Sshd(tmp_path / "sshd", tmp_path / "no-venv")
+    server.start()
+    try:
+        r = _edgekit("bench", onnx160, "--target", server.url, env=server.env, timeout=120)
+    finally:
+        server.stop()
+    line = _one_line_error(r)
+    assert line.endswith(f"{server.url}: no `edgekit` on the device's PATH: install it there, e.g. "
+                         f"pip install \"edgekit[{DEVICE_EXTRAS}]\"")
