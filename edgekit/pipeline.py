@@ -146,6 +146,7 @@ class Pipeline:
     imgsz: int | list = 320  # one size or a list: the sweep runs every size
     batch: int = 16
     target: str = "cpu"
+    remote: str | None = None  # ssh://user@host[:port]/cpu: eval and bench of each row there (target: the device part)
     backends: list[str] = field(default_factory=lambda: ["openvino"])
     precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
@@ -378,6 +379,11 @@ class Pipeline:
         """Before any work: the models, the packages the run needs, the dataset (read and validated once)."""
         self.check_model()
         check_dependencies(self.target, self.backends, self.precisions)
+        if self.remote:  # an unreachable device, a refused host key or another edgekit there: before any training
+            from .target import parse_target
+
+            device = parse_target(self.remote)
+            device.check_version(device.probe()[0])
         ds = self.dataset()
         for split in ("train", "val"):
             ds.samples(split)
@@ -604,8 +610,8 @@ class Pipeline:
                                    lambda v=v: self._build_stage(onnx_path, v, sdir),
                                    output=lambda r: self.at(r["artifact"]))
                 artifact = str(self.at(built["artifact"]))
-                used = {"artifact": self.content_hash(artifact), "backend": v.backend, "target": self.target,
-                        "versions": run_versions}
+                used = {"artifact": self.content_hash(artifact), "backend": v.backend,
+                        "target": self.measured_on, "versions": run_versions}
                 matches = sdir / "stages" / f"{name}.matches.npz"
                 # every row is evaluated here, the same way (a gate's own figure is not reused): its per-image
                 # matches feed the bootstrap interval and the paired comparisons of the recommendation
@@ -619,7 +625,7 @@ class Pipeline:
                             "_bench": {"artifact": artifact, "backend": v.backend, "precision": v.precision,
                                        "record": str(sdir / "stages" / f"{name}.bench.json"),
                                        "name": f"{label}: {name} bench"}})
-                row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.target)
+                row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.measured_on)
                 ci = acc["map50_95_ci"]
                 self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
             except AccuracyGateError as e:
@@ -632,17 +638,27 @@ class Pipeline:
             rows.append(row)
         doc = {"format": ROWS_FORMAT, "trial_dir": self.rel(sdir),
                "trial": {"model": model_name(t.model), "imgsz": t.imgsz, "strategy": t.strategy},
-               "data": self.data_key(), "target": self.target, "rows": [run_relative(r, self.out) for r in rows]}
+               "data": self.data_key(), "target": self.measured_on, "rows": [run_relative(r, self.out) for r in rows]}
         path = sdir / "stages" / "rows.json"
         if _json_or_none(path) != json.loads(json.dumps(doc)):  # resumed with nothing new: left untouched
             atomic_write_json(path, doc)
             self.push(sdir)
         return rows
 
+    @property
+    def measured_on(self) -> str:
+        """Where eval and bench run: the ssh:// device, or this machine's target device."""
+        return self.remote or self.target
+
     def _evaluate(self, artifact: str, v: Variant, matches: Path) -> dict:
         """The eval stage: mAP of the artifact on the val split, its per-image matches saved; paths run-relative."""
         from .eval import evaluate
 
+        if self.remote:
+            from .target.ssh import remote_eval
+
+            acc = remote_eval(self.remote, artifact, self.dataset(), ["--backend", v.backend], matches=matches)
+            return {**acc, "matches": self.rel(matches), "artifact": self.rel(artifact)}
         acc = evaluate(artifact, self.dataset(), backend=v.backend, device=self.target, progress=False,
                        matches_path=matches)
         return {**acc, "matches": self.rel(acc["matches"]), "artifact": self.rel(acc["artifact"])}
@@ -651,7 +667,8 @@ class Pipeline:
     def bench_inputs(self, key: str, backend: str) -> dict:
         from ._imports import tool_versions
 
-        return {"graph": key, "target": self.target, "iters": self.bench_iters, "rounds": list(self.bench_rounds),
+        return {"graph": key, "target": self.measured_on, "iters": self.bench_iters,
+                "rounds": list(self.bench_rounds),
                 "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
 
     def measure_speed(self, rows: list[dict]) -> None:
@@ -659,6 +676,7 @@ class Pipeline:
 
         The first row of a graph owns its bench record; the other rows of that graph say whose measurement they show.
         """
+        from .sweep.executor import TaskFailed
         from .sweep.merge import apply_speed
         from .sweep.speed import interleaved, summarize
 
@@ -691,8 +709,17 @@ class Pipeline:
 
         for key in todo:
             self._detail(f"[stage] {owners[key]['name']} ...")
-        rounds = interleaved(todo, measure, *self.bench_rounds, log=self._detail) if todo else {}
+        lost: dict = {}  # graph -> why its device could not finish it (its rows become error rows; --resume redoes it)
+        rounds = interleaved(todo, measure, *self.bench_rounds, log=self._detail, failed=lost,
+                             catch=(TaskFailed,) if self.remote else ()) if todo else {}
+        for key, e in lost.items():
+            for r in owners.pop(key)["rows"]:
+                r.update({"status": "error", "error": f"bench on {self.remote}: {e}"})
+                self.log(f"  {r['model']}@{r['imgsz']} {r['strategy']} {r['backend']}-{r['precision']}: error: "
+                         f"bench on {self.remote}: {e}")
         for key in todo:
+            if key in lost:
+                continue
             o = owners[key]
             nodes = sorted({r["bench_node"] for r in rounds[key]})
             done[key] = {**summarize(rounds[key]), "per_round": rounds[key], "bench_node": ",".join(nodes)}
@@ -806,7 +833,7 @@ class Pipeline:
 
         config = {"data": named(self.data), "model": named(self.model), "models": [named(m) for m in self.models],
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
-                  "search": self.search, "target": self.target, "backends": self.backends,
+                  "search": self.search, "target": self.measured_on, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
                   "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed}
         extra = {"executor": self.executor.describe()} if self.executor is not None else {}
@@ -890,6 +917,13 @@ def _task_bench(pipe: Pipeline, artifact: str, backend: str) -> dict:
     from .sweep.speed import one_round
 
     pipe.pull(Path(artifact))
+    if pipe.remote:  # the device's edgekit times it, with the options a local round uses
+        from .target.ssh import parse_target, remote_command
+
+        device = parse_target(pipe.remote)
+        res = remote_command(device, "bench", artifact, ["--backend", backend, "--iters", str(pipe.bench_iters),
+                                                         "--warmup", "5", "--warmup-ms", "0"])
+        return {**one_round(res), "bench_node": device.url}
     res = one_round(run_bench(artifact, device=pipe.target, backend=backend, iters=pipe.bench_iters, warmup=5,
                               log=None))
     return {**res, "bench_node": node_name()}

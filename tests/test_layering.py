@@ -62,6 +62,7 @@ FORBIDDEN = {
     "export": {"bench", "quantize", "train", "pipeline", "cli"},
     "advise": {"bench", "quantize", "train", "pipeline", "cli"},
     "bench": {"quantize", "train", "pipeline", "cli"},
+    "target": {"runtime", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "sweep"},
 }
 
 

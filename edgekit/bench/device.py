@@ -143,6 +143,16 @@ def doctor_report() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_info(),
         "gpus": gpu_info(),
-        "backends": {n: cls.describe() for n, cls in registered().items()},
+        "backends": {n: _with_precisions(cls) for n, cls in registered().items()},
         "packages": pkgs,
     }
+
+
+def _with_precisions(cls) -> dict:
+    """A backend's doctor facts plus the precisions it executes on each of its devices here."""
+    info = cls.describe()
+    try:
+        info["precisions"] = {d: list(cls.precisions(d)) for d in info.get("devices") or ()}
+    except Exception as e:  # a plugin that cannot say must not break doctor
+        info["precisions_error"] = f"{type(e).__name__}: {e}"[:200]
+    return info

@@ -20,9 +20,18 @@ def _batches(text: str) -> list[int]:
     return vals
 
 
+def _duration(text: str) -> float:
+    from ..bench.sustain import parse_duration
+
+    return parse_duration(text)
+
+
 def add_arguments(p):
     p.add_argument("artifact", nargs="?", help="model.onnx, OpenVINO .xml or folder, .engine, or Ultralytics .pt")
     p.add_argument("--device", default="cpu", help="cpu, cuda:0, GPU, NPU (default cpu)")
+    p.add_argument("--target", default=None, metavar="ssh://user@host[:port][/device]",
+                   help="measure on a device over SSH that runs its own runtime-only edgekit (the device part "
+                        "replaces --device; known_hosts is checked): the JSON and the environment are the device's")
     p.add_argument("--backend", default=None, help="onnxruntime, openvino, tensorrt, torch (default: from the file type)")
     p.add_argument("--batch", type=_batches, default=[1], help="batch sizes to sweep, e.g. 1,2,4,8 (default 1)")
     p.add_argument("--streams", "--nstreams", dest="streams", type=int, default=None,
@@ -37,6 +46,14 @@ def add_arguments(p):
     p.add_argument("--time", type=float, default=None, metavar="S",
                    help="minimum timed duration in seconds per mode (default 3 s unless --iters is given; with "
                         "--scenario: LoadGen's minimum duration, default 600 s, or 60 s with --quick)")
+    p.add_argument("--sustain", type=_duration, default=None, metavar="DURATION",
+                   help="also run a sustained test for DURATION (30s, 10m, 1h): p50/p90 per window with CPU "
+                        "frequency and thermal-zone temperatures, and a throttling verdict")
+    p.add_argument("--sustain-window", type=float, default=None, metavar="S",
+                   help="with --sustain: window length in seconds (default: a tenth of the duration, at least 1 s)")
+    p.add_argument("--throttle-threshold", type=float, default=0.10, metavar="FRACTION",
+                   help="with --sustain: flag throttling when the last window's p50 is more than this fraction over "
+                        "the first's (default 0.10)")
     p.add_argument("--hint", choices=("latency", "throughput"), default=None,
                    help="OpenVINO PERFORMANCE_HINT (default: latency for latency mode, throughput for throughput mode)")
     p.add_argument("--nireq", type=int, default=None, help="OpenVINO infer requests (default: the plugin's optimum)")
@@ -110,8 +127,15 @@ def run(args):
     from ..bench.report import format_table, to_markdown
     from ._common import emit_json, log, say
 
-    res = _scenario(args, log) if args.scenario else _modes(args, log)
+    if args.target:
+        res = _remote(args)
+    else:
+        res = _scenario(args, log) if args.scenario else _modes(args, log)
     say(format_table(res))
+    if res.get("sustained"):
+        from ..bench.sustain import sustain_table
+
+        say(sustain_table(res["sustained"]))
     emit_json(res, args.json)
     if args.md:
         write_markdown(args.md, to_markdown(res))
@@ -133,12 +157,18 @@ def _options(args) -> dict:
 def _positive(args) -> None:
     from ..errors import EdgekitError
 
-    for name in ("nireq", "threads", "streams", "time"):
+    for name in ("nireq", "threads", "streams", "time", "sustain_window"):
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise EdgekitError(f"--{name} {v}: must be positive")
     if args.warmup_ms < 0:
         raise EdgekitError(f"--warmup-ms {args.warmup_ms}: must be zero or positive")
+    if not 0 <= args.throttle_threshold < 10:
+        raise EdgekitError(f"--throttle-threshold {args.throttle_threshold}: a fraction, e.g. 0.10 for 10 %")
+    if args.sustain and args.scenario:
+        raise EdgekitError("--sustain: not with --scenario (LoadGen runs its own duration)")
+    if args.sustain_window and args.sustain and args.sustain_window > args.sustain:
+        raise EdgekitError(f"--sustain-window {args.sustain_window:g}: longer than --sustain ({args.sustain:g} s)")
 
 
 def _modes(args, log) -> dict:
@@ -146,10 +176,47 @@ def _modes(args, log) -> dict:
 
     _positive(args)
     min_time = args.time if args.time is not None else (3.0 if args.iters is None else 0.0)
-    return run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
-                     iters=100 if args.iters is None else args.iters, images=args.images, data=args.data,
-                     streams=args.streams, workers=args.workers, log=log, warmup_s=args.warmup_ms / 1e3,
-                     min_time_s=min_time, perf_counters=args.perf_counters, **_options(args))
+    res = run_bench(args.artifact, device=args.device, backend=args.backend, batches=args.batch, warmup=args.warmup,
+                    iters=100 if args.iters is None else args.iters, images=args.images, data=args.data,
+                    streams=args.streams, workers=args.workers, log=log, warmup_s=args.warmup_ms / 1e3,
+                    min_time_s=min_time, perf_counters=args.perf_counters, **_options(args))
+    if args.sustain:
+        res["sustained"] = _sustained(args, log)
+    return res
+
+
+def _sustained(args, log) -> dict:
+    """The sustained run: a fresh engine, one request at a time for --sustain seconds, in windows."""
+    from ..bench.harness import resolve_images
+    from ..bench.sustain import run_sustained
+    from ..runtime import Engine
+
+    log(f"sustained: {args.sustain:g} s, batch {args.batch[0]}, one request at a time")
+    engine = Engine(args.artifact, device=args.device, backend=args.backend, **_options(args))
+    try:
+        return run_sustained(engine, resolve_images(args.images), args.sustain, args.sustain_window,
+                             args.throttle_threshold, args.batch[0], log=log)
+    finally:
+        engine.close()
+
+
+# options the device's `edgekit bench` gets as given here (defaults included: both sides run the same version)
+FORWARD = ("backend", "batch", "streams", "workers", "warmup", "warmup_ms", "iters", "time", "hint", "nireq",
+           "threads", "perf_counters", "scenario", "quick", "server_target_qps", "server_latency_ms", "imgsz",
+           "trust_checkpoint", "allow_failed", "sustain", "sustain_window", "throttle_threshold")
+
+
+def _remote(args) -> dict:
+    """The same benchmark on an ssh:// target: files sent once, the device's edgekit measures, its JSON comes back."""
+    from ..errors import EdgekitError
+    from ..target.ssh import cli_args, remote_command, target_for
+
+    target = target_for(args)
+    if args.loadgen_logs:
+        raise EdgekitError("--loadgen-logs: not available with --target (LoadGen's logs stay on the device)")
+    _positive(args)
+    return remote_command(target, "bench", args.artifact, cli_args(args, FORWARD), data=args.data, split=args.split,
+                          images=args.images)
 
 
 def _scenario(args, log) -> dict:

@@ -18,7 +18,9 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, default=3, help="training epochs per trial (default 3)")
     p.add_argument("--imgsz", default=None, help="input sizes, comma-separated (default 256,320)")
     p.add_argument("--batch", type=int, default=16, help="images per training batch (default 16)")
-    p.add_argument("--target", default="cpu", help="cpu or cuda:0")
+    p.add_argument("--target", default="cpu",
+                   help="cpu, cuda:0, or ssh://user@host[:port]/cpu: train here, eval and bench each row on that "
+                        "device, which runs its own runtime-only edgekit (known_hosts is checked)")
     p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
                    "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
     p.add_argument("--precisions", default=None,
@@ -80,7 +82,7 @@ def run(args):
     pipe = Pipeline(out=out, data=data.absolute() if args.executor == "ray" else data,
                     model=Path(opts["models"][0]), models=opts["models"], strategies=opts["strategies"],
                     epochs=args.epochs, imgsz=opts["imgsz"], batch=args.batch, target=opts["target"],
-                    backends=opts["backends"], precisions=opts["precisions"],
+                    remote=opts["remote"], backends=opts["backends"], precisions=opts["precisions"],
                     max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
                     max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
@@ -163,7 +165,8 @@ def check_args(args) -> dict:
     if args.executor != "ray" and (args.ray_address or args.bench_resource):
         raise EdgekitError("--ray-address/--bench-resource: these need --executor ray")
     kinds = {k for b in backend_names() for k in get_backend(b).device_kinds}
-    target = _checks.device("--target", args.target, kinds)
+    remote, device = _remote_target(args)
+    target = _checks.device("--target", device, kinds)
     for b in backends:
         if not get_backend(b).runs_on(target):
             raise EdgekitError(f"--backends: {b} does not run on --target {target} (it runs on "
@@ -179,7 +182,24 @@ def check_args(args) -> dict:
             raise EdgekitError(f"--precisions: {p} is built by none of --backends {','.join(backends)} on {target} ("
                                + "; ".join(f"{b}: {', '.join(o) or 'none'}" for b, o in offered.items()) + ")")
     return {"models": models, "imgsz": imgsz, "strategies": strategies, "backends": backends,
-            "precisions": precisions, "target": target}
+            "precisions": precisions, "target": target, "remote": remote}
+
+
+def _remote_target(args) -> tuple[str | None, str]:
+    """(the ssh:// URL or None, the device the artifacts are built for here)."""
+    from ..errors import EdgekitError
+    from ..target import parse_target
+
+    if not str(args.target).startswith("ssh://"):
+        return None, args.target
+    dev = parse_target(args.target)
+    if dev.device.lower() != "cpu":
+        raise EdgekitError(f"--target {args.target}: over SSH, train-export measures on the device's CPU (.../cpu); "
+                           f"artifacts for its accelerator are built on the device itself, not here")
+    if args.executor == "ray":
+        raise EdgekitError(f"--target {args.target}: eval and bench go over SSH from this host, not from Ray tasks: "
+                           f"drop --executor ray (or make the device a Ray node with --bench-resource)")
+    return dev.url, "cpu"
 
 
 MAX_IMGSZ = 4096

@@ -81,16 +81,23 @@ def one_round(bench: dict) -> dict:
             "bench_cv": bench.get("cv")}
 
 
-def interleaved(keys: list, measure, min_rounds: int = 3, max_rounds: int = 6, log=None) -> dict:
+def interleaved(keys: list, measure, min_rounds: int = 3, max_rounds: int = 6, log=None, failed: dict | None = None,
+                catch: tuple = ()) -> dict:
     """Rounds over the keys in turn (each key once per round) until each FPS CV <= CV_STABLE or max_rounds.
 
-    measure(key) -> one round's figures (one_round); returns key -> list of rounds.
+    measure(key) -> one round's figures (one_round); returns key -> list of rounds. A key whose measure raises one
+    of `catch` (a device lost mid-bench) leaves the rounds: its exception goes to `failed`, the other keys go on.
     """
     rounds: dict = {k: [] for k in keys}
     pending = list(keys)
     for i in range(max_rounds):
-        for k in pending:
-            rounds[k].append(measure(k))
+        for k in list(pending):
+            try:
+                rounds[k].append(measure(k))
+            except catch as e:
+                failed[k] = e
+                pending.remove(k)
+                del rounds[k]
         if i + 1 >= min_rounds:
             pending = [k for k in pending if not summarize(rounds[k])["stable"]]
             if not pending:
