@@ -5,6 +5,7 @@ output check); what a format needs is the backend's `build_impl`.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import shutil
@@ -76,8 +77,6 @@ def check_output(cls, model: Path, onnx_doc: dict) -> None:
 
 def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, log, **opts) -> Path:
     """See Backend.build."""
-    from ...export.sidecar import artifact_sidecar
-
     onnx_path = Path(os.path.abspath(onnx_path))  # converters run in their own working folder
     if precision not in cls.builds:
         raise ArtifactError(f"the {cls.name} backend builds {', '.join(cls.builds) or 'no artifacts'}, "
@@ -123,3 +122,31 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
             name = model.relative_to(tmp)
     log(f"wrote {out_dir / name} ({side['size_mb']} MB)")
     return out_dir / name
+
+
+# what an artifact built from the ONNX keeps of its sidecar: the model's facts, not the ONNX file's
+KEPT = ("task", "arch", "family", "names", "nc", "imgsz", "stride", "letterbox", "input", "output")
+
+
+def artifact_sidecar(onnx_doc: dict, *, backend: str, precision: str, build_from: str, source: Path,
+                     source_sha256: str, size_bytes: int, versions: dict, **facts) -> dict:
+    """The sidecar of an artifact another backend built from an exported ONNX (or the checkpoint behind it).
+
+    The ONNX's model facts (names, imgsz, letterbox, output layout), batch 1, and what this build made: backend,
+    precision, source and its sha256 (and the checkpoint the ONNX came from), tool versions; `facts` are the
+    backend's own (input/output names merge into those sections).
+    """
+    doc = {k: onnx_doc[k] for k in KEPT if k in onnx_doc}
+    doc["input"] = {**doc.get("input", {}), "batch": 1, **facts.pop("input", {})}
+    doc["output"] = {**doc.get("output", {}), **facts.pop("output", {})}
+    doc.update({
+        "precision": precision,
+        "backend": backend,
+        "source": {"path": str(Path(source).resolve()), "sha256": source_sha256, "kind": build_from,
+                   "exported_from": onnx_doc.get("source")},
+        "versions": versions,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **facts,
+        "size_mb": round(size_bytes / 1e6, 3),
+    })
+    return doc
