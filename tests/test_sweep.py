@@ -148,8 +148,12 @@ def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys)
     (["--models", " , "], "--models: empty list"),
     (["--model", "a.pt", "--models", "b.pt"], "--model and --models: give one of them"),
     (["--models", "a/best.pt,b/best.pt"], "--models: a/best.pt: two models would share the name 'best'"),
-    (["--backends", "openvino,opnvino"], "--backends: 'opnvino' is not one of onnxruntime, openvino, tensorrt, torch"),
-    (["--backends", " , "], "--backends: ' , ' is not one of onnxruntime, openvino, tensorrt, torch"),
+    (["--backends", "openvino,opnvino"], "--backends: 'opnvino' is not one of executorch, litert, ncnn, onnxruntime, "
+                                         "openvino, tensorrt, torch"),
+    (["--backends", " , "], "--backends: ' , ' is not one of executorch, litert, ncnn, onnxruntime, openvino, "
+                            "tensorrt, torch"),
+    (["--backends", "openvino,ncnn"], "--backends: train-export does not sweep ncnn yet (it sweeps onnxruntime, "
+                                      "openvino, tensorrt)"),
 ])
 def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys, monkeypatch):
     from edgekit.cli.main import main

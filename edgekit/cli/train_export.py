@@ -116,7 +116,8 @@ def check_args(args) -> dict:
     backends, precisions) and the target."""
     from ..assets import demo_weights
     from ..errors import EdgekitError
-    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, check_dependencies
+    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, SWEPT_BACKENDS
+    from ..pipeline import check_dependencies
     from ..pipeline import split_strategies
     from ..runtime.backends import get_backend
     from ..train.strategy import parse_strategy
@@ -147,6 +148,11 @@ def check_args(args) -> dict:
     bad = next((b for b in backends if b not in known), None) if backends else ""
     if bad is not None:
         raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
+    unswept = next((b for b in backends if b not in SWEPT_BACKENDS), None)
+    if unswept is not None:
+        raise EdgekitError(f"--backends: train-export does not sweep {unswept} yet (it sweeps "
+                           f"{', '.join(SWEPT_BACKENDS)}); its artifacts are built with "
+                           f"edgekit.runtime.backends.get_backend('{unswept}').build(MODEL.onnx, PRECISION)")
     precisions = _items(args.precisions, "--precisions") if args.precisions else None
     bad = next((p for p in precisions or () if p not in PRECISIONS), None)
     if bad is not None:
@@ -241,10 +247,10 @@ def _check_model(option: str, model: str) -> None:
 
 
 def backend_names() -> list[str]:
-    """The registered backends (the built-in ones, and any a plugin registered)."""
-    from ..runtime.backends import BACKENDS
+    """The registered backends: the built-in ones, and any a plugin registered (entry points included)."""
+    from ..runtime.backends import names
 
-    return sorted(BACKENDS)
+    return sorted(names())
 
 
 def sweep_storage(args):
