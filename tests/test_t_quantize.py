@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -148,34 +147,29 @@ def test_plain_ptq_that_passes_never_enters_accuracy_control(onnx160_copy, coco8
     side = json.loads(Path(res["artifact"]).with_suffix(".json").read_text())
     assert side["quantization"]["path"] == "ptq" and "accuracy_control" not in side["quantization"]
     assert {"conf", "precision", "recall", "f1"} <= set(side["threshold"])
+    from edgekit.runtime import Engine
+
+    with Engine(res["artifact"]) as eng:  # runs at its own deployment threshold
+        assert eng.conf == side["threshold"]["conf"] == res["threshold"]["conf"]
 
 
 @pytest.mark.slow
 def test_accuracy_control_stops_at_its_budget_and_calibration_from_a_folder_is_recorded(onnx160_copy, coco8,
-                                                                                        tmp_path, monkeypatch):
+                                                                                        tmp_path):
     """T items 1 and 5: calibrated on flat grey frames (--calib-from), plain INT8 fails; accuracy control runs
-    under a tiny --quantize-budget-s and records that it stopped for the budget; the chain goes on to FP16. The
-    folder is recorded (count, digest) and left untouched."""
+    under a tiny --quantize-budget-s and records that it stopped for the budget; the recipe's INT8 stages after it
+    are skipped for the budget and the chain ends with FP16. The folder is recorded (count, digest), untouched."""
     pytest.importorskip("nncf")
     import cv2
-    import yaml
 
     from edgekit.errors import AccuracyGateError
     from edgekit.quantize import quantize
-    from edgekit.quantize.recipe import recipes_dir
 
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(16):
         cv2.imwrite(str(frames / f"f{i:02d}.png"), np.full((48, 64, 3), 100 + i, np.uint8))
     before = _sha(frames)
-    recipes = tmp_path / "recipes"  # the shipped yolov8 recipe without its fallback stages, to keep this short
-    recipes.mkdir()
-    doc = yaml.safe_load((recipes_dir() / "yolov8.yaml").read_text())
-    doc["fallback"] = []
-    (recipes / "yolov8.yaml").write_text(yaml.safe_dump(doc))
-    shutil.copy2(recipes_dir() / "default.yaml", recipes / "default.yaml")
-    monkeypatch.setenv("EDGEKIT_RECIPES", str(recipes))
     try:
         res = quantize(onnx160_copy, coco8, backend="openvino", calib_size=16, calib_from=frames, force=True,
                        budget_s=0.01, out_dir=tmp_path / "q", log=lambda m: None)
@@ -185,8 +179,11 @@ def test_accuracy_control_stops_at_its_budget_and_calibration_from_a_folder_is_r
     assert list(attempts)[:3] == ["recipe", "fallback-worst-layers", "accuracy-control"]
     assert not attempts["recipe"]["passed"] and attempts["recipe"]["path"] == "ptq"
     ac = attempts["accuracy-control"]
-    assert ac["path"] == "accuracy_control" and ac["stopped"].startswith("budget: ") and not ac["passed"]
-    assert "--quantize-budget-s 0.01" in ac["stopped"]
+    assert ac["path"] == "accuracy_control" and ac["stopped"].startswith("budget: --quantize-budget-s 0.01 spent")
+    assert "validations" in ac["stopped"] and not ac["passed"]  # it ran, and stopped at a validation
+    stages = list(attempts)[3:-1]
+    assert stages == ["fallback-head-output-convs", "fallback-stem", "fallback-whole-head"]
+    assert all(attempts[k]["stopped"].endswith("before it started") for k in stages)
     assert list(attempts)[-1] == "fp16" and attempts["fp16"]["path"] == "fallback:fp16"
     calib = res["calib"]
     assert calib["folder"] == str(frames.resolve()) and calib["images_in_folder"] == 16 and calib["size"] == 16
@@ -207,3 +204,42 @@ def test_calib_from_a_folder_with_too_few_images_is_one_line_exit_2(onnx160_copy
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgekit quantize: error:")]
     assert code == 2 and len(err) == 1 and str(frames) in err[0] and "fewer than 16" in err[0]
     assert not out.exists() or not list(out.glob("model_int8*"))
+
+
+def test_engine_runs_at_the_artifacts_deployment_threshold_unless_told(onnx160_copy):
+    """T item 3: Engine (and so serve and bench) defaults to the conf recorded in the sidecar; a bad one is refused
+    in one line naming the key."""
+    pytest.importorskip("onnxruntime")
+    from edgekit.errors import ArtifactError
+    from edgekit.runtime import Engine
+
+    side = onnx160_copy.with_suffix(".json")
+    doc = json.loads(side.read_text())
+    with Engine(onnx160_copy) as eng:
+        assert eng.conf == 0.25  # no threshold recorded: the usual default
+    side.write_text(json.dumps({**doc, "threshold": {"conf": 0.4125, "chosen_by": "max_f1"}}))
+    with Engine(onnx160_copy) as eng, Engine(onnx160_copy, conf=0.1) as told:
+        assert eng.conf == 0.4125 and told.conf == 0.1
+    side.write_text(json.dumps({**doc, "threshold": {"conf": 1.5}}))
+    with pytest.raises(ArtifactError) as e:
+        Engine(onnx160_copy)
+    assert "key 'threshold.conf': expected a confidence in [0, 1], got 1.5" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_output_inside_the_calibration_folder_is_refused(onnx160_copy, coco8, tmp_path, capsys):
+    """T item 5: --calib-from is read only: -o inside it is one line, exit 2, and the folder is unchanged."""
+    import cv2
+
+    from edgekit.cli.main import main
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(16):
+        cv2.imwrite(str(frames / f"f{i:02d}.png"), np.full((48, 64, 3), 100 + i, np.uint8))
+    before = _sha(frames)
+    code = main(["quantize", str(onnx160_copy), "--data", str(coco8), "--backend", "onnxruntime",
+                 "--calib-from", str(frames), "-o", str(frames / "out")])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgekit quantize: error:")]
+    assert code == 2 and len(err) == 1 and "inside --calib-from" in err[0]
+    assert _sha(frames) == before and not (frames / "out").exists()

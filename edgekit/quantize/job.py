@@ -187,6 +187,9 @@ class Job:
                                             f"{len(self.fp32['names'])}: calibrate with the data the model was trained for")
         self.ds.samples(eval_split)  # fail early on a missing eval split
         self.out_dir = Path(config.out_dir) if config.out_dir else self.onnx.parent
+        if config.calib_from is not None and self.out_dir.resolve().is_relative_to(Path(config.calib_from).resolve()):
+            raise ArtifactError(f"{self.out_dir}: the output folder is inside --calib-from {config.calib_from} "
+                                f"(the calibration images are read only): write elsewhere with -o")
         self.recipe: Recipe = recipe_for(self.fp32.get("family"))
         imgsz = tuple(self.fp32["imgsz"])
         pad = int(self.fp32.get("letterbox", {}).get("pad_value", 114))
@@ -210,6 +213,7 @@ class Job:
                                       device if base_backend == backend else "cpu", self.out_dir / BASELINE_FILE,
                                       config.target_precision, config.target_recall)
         self.diagnosis: list[dict] | None = None  # worst layers by SNR of the first failed INT8 attempt
+        self.deadline: float | None = None  # when --quantize-budget-s runs out (set as accuracy control starts)
         self.work = self.out_dir / f".quantize-{backend}.work"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
@@ -224,6 +228,22 @@ class Job:
     @property
     def engine_backend(self) -> str:
         return self.backend
+
+    def start_budget(self) -> None:
+        """Start --quantize-budget-s: accuracy control and the INT8 stages after it share it."""
+        if self.config.budget_s is not None:
+            self.deadline = time.perf_counter() + self.config.budget_s
+
+    def remaining_s(self) -> float | None:
+        """Seconds left of --quantize-budget-s (None: unbounded or not started)."""
+        return None if self.deadline is None else self.deadline - time.perf_counter()
+
+    def over_budget(self) -> str | None:
+        """Why no more INT8 attempt may start, or None."""
+        left = self.remaining_s()
+        if left is None or left > 0:
+            return None
+        return f"budget: --quantize-budget-s {self.config.budget_s:g} spent ({-left:.0f} s over) before it started"
 
     def gate_ok(self, drop_points: float) -> bool:
         return self.max_map_drop is None or drop_points <= self.max_map_drop + 1e-9
@@ -241,6 +261,8 @@ class Job:
                  f"{len(excluded)} ops kept in float)")
         t0 = time.perf_counter()
         try:
+            if precision == "int8" and self.over_budget():
+                raise AttemptStopped(self.over_budget())
             built = build(folder)
         except AttemptStopped as e:
             a = Attempt(label, method, precision, folder, folder, list(excluded), list(reverted), dict(extra or {}),
@@ -294,7 +316,7 @@ class Job:
     def why(self, a: Attempt) -> str:
         """The per-class reasons an attempt failed, for its log line and the gate's message."""
         conf = self.baseline["threshold"]["conf"]
-        cls = "".join(f"; class '{c}' lost {d:.1f} AP points (max {self.max_class_drop:g})" for c, d in a.class_drops)
+        cls = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in a.class_drops)
         rec = "".join(f"; class '{d['class']}' recall {d['recall_fp32']:.3f} (FP32) -> {d['recall']:.3f} at conf "
                       f"{conf:g} (max drop {self.max_recall_drop:g} points)" for d in a.recall_drops)
         return cls + rec

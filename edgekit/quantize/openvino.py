@@ -114,28 +114,33 @@ def _quantize(job: Job, keep_float: list[str], method: str, folder: Path):
     return q
 
 
+AC_SHARE = 0.5  # of --quantize-budget-s that accuracy control may use; the recipe's INT8 stages share the rest
+
+
 class _OverBudget(Exception):
     pass
 
 
 def _restorer_limits(job: Job, ac: dict, groups: int) -> dict:
-    """NNCF's iterations and ranking subset, capped so that ranking fits in about half of --quantize-budget-s.
+    """NNCF's iterations and ranking subset, capped so that ranking fits in about half of the budget left.
 
     Ranking evaluates each group of quantizers on the ranking subset: groups x subset x (seconds per image of the
     last evaluation); the hard stop (validate() refuses to start past the budget) is what bounds the time.
     """
     iters, rank = int(ac.get("max_iterations", 8)), int(ac.get("ranking_subset_size", 32))
     last = next((a for a in reversed(job.attempts) if a.evaluated and a.eval_s > 0), None)
-    if job.config.budget_s is not None and last is not None and groups:
+    left = job.remaining_s()
+    left = None if left is None else left * AC_SHARE
+    if left is not None and last is not None and groups:
         per_image = last.eval_s / max(job.baseline.get("images") or 1, 1)
-        rank = max(4, min(rank, int(0.5 * job.config.budget_s / (groups * per_image))))
+        rank = max(4, min(rank, int(0.5 * max(left, 0) / (groups * per_image))))
     return {"max_num_iterations": iters, "ranking_subset_size": rank}
 
 
 def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path, plain_int8: set[str] | None):
     """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function.
 
-    Within --quantize-budget-s: a validation that would start past the budget stops the run (AttemptStopped). The
+    Within AC_SHARE of --quantize-budget-s: a validation that would start past it stops the run (AttemptStopped). The
     FP32 model's validation on the gate's images is the cached baseline (the same images, backend and precision).
     """
     ov = require("openvino", "OpenVINO INT8 quantization")
@@ -153,6 +158,8 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
     meta = load_meta(job.onnx)
 
     budget, t0, first = job.config.budget_s, time.perf_counter(), []
+    left = job.remaining_s()
+    left = None if left is None else left * AC_SHARE  # the rest is for the recipe's stages after it
     record = {"validation_images": len(val), "max_drop": job.max_map_drop / 100, "budget_s": budget,
               "validations": 0, "fp32_from_cache": False}
 
@@ -164,7 +171,7 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
         if compiled is first[0] and len(items) == len(val) == job.baseline.get("images"):
             record["fp32_from_cache"] = True
             return job.baseline["map50_95"], None
-        if budget is not None and not probe and time.perf_counter() - t0 > budget:
+        if left is not None and not probe and time.perf_counter() - t0 > left:
             raise _OverBudget
         record["validations"] += 1
         with Engine.from_backend(OpenVINOBackend.from_compiled(compiled, job.onnx, meta, int8=True)) as engine:
@@ -181,8 +188,8 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
             ignored_scope=nncf.IgnoredScope(names=keep_float, validate=False), advanced_quantization_parameters=adv,
             advanced_accuracy_restorer_parameters=restorer, **kw)
     except _OverBudget:
-        raise AttemptStopped(f"budget: {time.perf_counter() - t0:.0f} s spent of --quantize-budget-s {budget:g} "
-                             f"after {record['validations']} validations") from None
+        raise AttemptStopped(f"budget: --quantize-budget-s {budget:g} spent after {time.perf_counter() - t0:.0f} s "
+                             f"and {record['validations']} validations") from None
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
     reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
     record["elapsed_s"] = round(time.perf_counter() - t0, 1)

@@ -5,9 +5,12 @@
    validation subset under --method auto when there are several): path "ptq";
 2. when that fails, the layers that lose most (lowest SNR, diagnose.py) are compared and kept in float on top of the
    recipe's scope: path "fallback:worst-layers";
-3. accuracy control where the backend has it, within --quantize-budget-s: path "accuracy_control";
+3. accuracy control where the backend has it: path "accuracy_control";
 4. the recipe's fallback stages (each adding to the scope, the worst layers included): "fallback:<stage>";
 5. the backend's float fallback: "fallback:<precision>".
+Steps 3 and 4 share --quantize-budget-s, counted from the start of step 3: accuracy control stops when it has used
+its share (openvino.AC_SHARE), an INT8 stage that would start after the budget is recorded as skipped (one that has
+started runs to its end); the float fallback always runs.
 A backend module supplies only a `Quantizer`: how to build one INT8 attempt for a scope and a method.
 """
 from __future__ import annotations
@@ -138,6 +141,7 @@ def run(job: Job, q: Quantizer) -> None:
                     excluded=names, extra=extra, path="fallback:worst-layers")
         if job.passed:
             return
+    job.start_budget()
     if q.accuracy_control is not None and job.max_map_drop is not None:
         job.attempt("accuracy-control", lambda f: q.accuracy_control(job, f, keep, method), method, excluded=keep,
                     path="accuracy_control")
