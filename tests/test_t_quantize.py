@@ -181,6 +181,8 @@ def test_accuracy_control_stops_at_its_budget_and_calibration_from_a_folder_is_r
     ac = attempts["accuracy-control"]
     assert ac["path"] == "accuracy_control" and ac["stopped"].startswith("budget: --quantize-budget-s 0.01 spent")
     assert "validations" in ac["stopped"] and not ac["passed"]  # it ran, and stopped at a validation
+    assert ac["drop_points"] is None and ac["map50_95"] is None  # not evaluated: no figure stands in
+    json.dumps(res, allow_nan=False)  # the result is strict JSON
     stages = list(attempts)[3:-1]
     assert stages == ["fallback-head-output-convs", "fallback-stem", "fallback-whole-head"]
     assert all(attempts[k]["stopped"].endswith("before it started") for k in stages)

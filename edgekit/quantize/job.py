@@ -62,9 +62,11 @@ class Attempt:
         return self.stopped is None
 
     def summary(self) -> dict:
+        done = self.evaluated  # a stopped attempt has no figures (never an Infinity in the JSON)
         return {"attempt": self.label, "path": self.path, "method": self.method, "precision": self.precision,
-                "excluded": len(self.excluded), "reverted": len(self.reverted), "map50": self.map50,
-                "map50_95": self.map50_95, "drop_points": round(self.drop_points, 3), "passed": self.passed,
+                "excluded": len(self.excluded), "reverted": len(self.reverted), "map50": self.map50 if done else None,
+                "map50_95": self.map50_95 if done else None,
+                "drop_points": round(self.drop_points, 3) if done else None, "passed": self.passed,
                 "build_s": round(self.build_s, 1), "eval_s": round(self.eval_s, 1), "stopped": self.stopped,
                 "recall_drops": self.recall_drops}
 
