@@ -416,8 +416,8 @@ def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp
     labels = [f["attempt"] for f in e.value.result["fallbacks"]]
     assert labels == ["recipe", "accuracy-control", "fallback-head-output-convs", "fallback-stem",
                       "fallback-whole-head", "fp16"]
-    assert [f["path"] for f in e.value.result["fallbacks"]] == [
-        "ptq", "accuracy_control", "fallback:head-output-convs", "fallback:stem", "fallback:whole-head", "fallback:fp16"]
+    assert [f["path"] for f in e.value.result["fallbacks"]] == ["ptq", "accuracy_control", "fallback:head-output-convs",
+                                                               "fallback:stem", "fallback:whole-head", "fallback:fp16"]
     kinds, methods, kept = zip(*toy.calls)
     assert kinds == ("int8", "control") + ("int8",) * 3 + ("fp16",)
     assert methods[:5] == ("entropy",) * 5  # --method first; the backend does not try the others

@@ -64,7 +64,7 @@ def calibration_domain(calib: list[Path], val: list[Path], seed: int = 0) -> dic
     rec = {"frechet_distance": round(fd, 3), "band": band, "calibration_images": len(a), "eval_images": len(b),
            "thresholds": {"near": NEAR, "far": FAR}, "embedding": "edgekit.advise.domain (COCO YOLOv8n backbone)"}
     if band != "near":
-        warnings.warn(f"calibration images are {band} from the eval images (Fréchet distance {fd:.1f}, near < {NEAR:g}):"
-                      f" INT8 ranges may not fit what the model will see; calibrate on deployment images "
+        warnings.warn(f"calibration images are {band} from the eval images (Fréchet distance {fd:.1f}, "
+                      f"near < {NEAR:g}): INT8 ranges may not fit what the model will see; calibrate on deployment images "
                       f"(--calib-from DIR)", CalibrationWarning, stacklevel=2)
     return rec
