@@ -66,6 +66,7 @@ def run(args):
         emit_json(getattr(e, "result", None), args.json)
         raise
     say(f"{res['artifact']}  {res['precision']} {res['backend']}  mAP50-95 {res['map50_95']:.4f} "
-        f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
+        f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}  "
+        f"[{res['path']}, built in {res['build_s']:.0f} s; threshold conf {res['threshold']['conf']:g}]")
     emit_json(res, args.json)
     return 0
