@@ -200,8 +200,9 @@ def _inflate_baseline(onnx, data, out_dir, split="val", value=0.99):
 
     key = baseline_key(onnx, "onnxruntime", "cpu", load_dataset(data), split, None)
     out_dir.mkdir(parents=True, exist_ok=True)
+    thr = {"conf": 0.25, "precision": value, "recall": value, "f1": value, "per_class": {}, "chosen_by": "max_f1"}
     (out_dir / BASELINE_FILE).write_text(json.dumps({key: {"map50": value, "map50_95": value, "images": 8,
-                                                           "backend": "onnxruntime"}}))
+                                                           "backend": "onnxruntime", "thresholds": {"max_f1": thr}}}))
 
 
 @pytest.mark.slow
@@ -225,10 +226,10 @@ def test_failing_gate_falls_back_then_marks_failed_and_exits_4(onnx160_copy, coc
     gate = side["accuracy_gate"]
     assert gate["map50_95_fp32"] == 0.99 and 0 <= gate["map50_95"] < 0.99 and gate["drop_points"] > 1
     tried = [side["quantization"]["attempt"]] + [f["attempt"] for f in side["quantization"]["fallbacks"]]
-    assert set(tried) == {"recipe", "method-entropy", "method-percentile", "fallback-head-output-convs",
-                          "fallback-stem", "fallback-whole-head"}
+    assert set(tried) == {"recipe", "method-entropy", "method-percentile", "fallback-worst-layers",
+                          "fallback-head-output-convs", "fallback-stem", "fallback-whole-head"}
     res = json.loads((tmp_path / "res.json").read_text())
-    assert res["status"] == "FAILED" and len(res["fallbacks"]) == 6
+    assert res["status"] == "FAILED" and len(res["fallbacks"]) == 7
     assert not list(out.glob(".quantize-*"))  # the attempts' work folder is gone
     # Engine refuses the failed artifact in one line naming the file, its drop and the opt-in; the opt-in loads it
     from edgekit.runtime import Engine
@@ -401,7 +402,8 @@ class CopyQuantizer(Quantizer):
 
 @pytest.mark.slow
 def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp_path, monkeypatch):
-    """One algorithm for every backend: recipe, fallbacks (cumulative scopes), accuracy control, float fallback."""
+    """One algorithm for every backend: recipe (plain PTQ), accuracy control (issue T: before the recipe's stages),
+    fallbacks (cumulative scopes), float fallback; a backend without layer_snr has no worst-layers stage."""
     pytest.importorskip("onnxruntime")
     import edgekit.quantize as q
     from edgekit.errors import AccuracyGateError
@@ -416,13 +418,15 @@ def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp
     with pytest.raises(AccuracyGateError) as e:
         q.quantize(onnx160_copy, coco8, config, log=lambda m: None)
     labels = [f["attempt"] for f in e.value.result["fallbacks"]]
-    assert labels == ["recipe", "fallback-head-output-convs", "fallback-stem", "fallback-whole-head",
-                      "accuracy-control", "fp16"]
+    assert labels == ["recipe", "accuracy-control", "fallback-head-output-convs", "fallback-stem",
+                      "fallback-whole-head", "fp16"]
+    assert [f["path"] for f in e.value.result["fallbacks"]] == ["ptq", "accuracy_control", "fallback:head-output-convs",
+                                                               "fallback:stem", "fallback:whole-head", "fallback:fp16"]
     kinds, methods, kept = zip(*toy.calls)
-    assert kinds == ("int8",) * 4 + ("control", "fp16")
+    assert kinds == ("int8", "control") + ("int8",) * 3 + ("fp16",)
     assert methods[:5] == ("entropy",) * 5  # --method first; the backend does not try the others
-    assert kept[0] < kept[1] < kept[2] < kept[3] and kept[4] == kept[0]  # each stage adds to the float scope
-    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 0, 0, 0, 1, 0]
+    assert kept[0] == kept[1] < kept[2] < kept[3] < kept[4]  # each stage adds to the float scope
+    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 1, 0, 0, 0, 0]
     side = json.loads((out / "model_int8_onnxruntime.FAILED" / "model.json").read_text())
     assert side["quantization"]["fallbacks"][-1]["precision"] == "fp16"
     toy.calls.clear()  # no gate: the recipe's attempt is the artifact

@@ -99,7 +99,9 @@ def test_int8_gate_fails_naming_a_class_that_collapses_while_the_mean_holds(onnx
         return {"map50": 0.7, "map50_95": 0.500 if fp32 else 0.498, "images": 4, "boxes": 60, "backend": "onnxruntime",
                 "device": "cpu", "precision_executed": "fp32" if fp32 else "int8", "evaluator": "fake",
                 "per_class": {"person": 0.60, "car": 0.40 if fp32 else 0.32},
-                "per_class_instances": {"person": 40, "car": 25}}
+                "per_class_instances": {"person": 40, "car": 25},
+                "threshold": {"conf": 0.25, "per_class": {}, "chosen_by": "max_f1"},
+                "at_threshold": {"conf": 0.25, "per_class": {}}}
 
     monkeypatch.setattr(job, "evaluate", fake_evaluate)
     with pytest.raises(AccuracyGateError) as e:

@@ -15,10 +15,25 @@ def add_arguments(p):
                    help="activation range calibration (auto: the recipe's choice; ONNX Runtime tries all three)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300, capped at the split)")
     p.add_argument("--calib-split", default="train", help="split to calibrate on (default train)")
+    p.add_argument("--calib-from", default=None, metavar="DIR",
+                   help="calibrate on this folder of unlabeled images (e.g. deployment frames; read only) instead")
     p.add_argument("--max-map-drop", type=float, default=0.5,
                    help="largest allowed mAP50-95 drop in points vs FP32 (0.5 = half a point; default 0.5)")
     p.add_argument("--max-class-drop", type=float, default=3.0,
-                   help="also fail when a class with >= 20 val instances loses more than this many points (default 3.0)")
+                   help="also fail when a class with >= --min-class-boxes val boxes loses more than this many AP "
+                        "points (default 3.0)")
+    p.add_argument("--max-recall-drop", type=float, default=5.0,
+                   help="also fail when such a class loses more than this many recall points at the FP32 artifact's "
+                        "threshold (default 5.0)")
+    p.add_argument("--min-class-boxes", type=int, default=20,
+                   help="classes with fewer val boxes never fail the per-class gates (default 20)")
+    p.add_argument("--target-precision", type=float, default=None, metavar="P",
+                   help="deployment threshold: the highest recall at precision >= P (default: max F1)")
+    p.add_argument("--target-recall", type=float, default=None, metavar="R",
+                   help="deployment threshold: the highest precision at recall >= R (default: max F1)")
+    p.add_argument("--quantize-budget-s", type=float, default=240.0,
+                   help="seconds for accuracy control (at most half) and the INT8 fallbacks after it, tried only "
+                        "when plain INT8 fails; then FP16 (default 240)")
     p.add_argument("--eval-split", default="val", help="held-out split the gate evaluates on (default val)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images of the eval split")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
@@ -43,6 +58,9 @@ def run(args):
         config = QuantizeConfig(backend=args.backend, method=args.method, calib_size=args.calib_size,
                                 calib_split=args.calib_split, seed=args.seed, force=args.force,
                                 max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop,
+                                max_recall_drop=args.max_recall_drop, min_class_boxes=args.min_class_boxes,
+                                target_precision=args.target_precision, target_recall=args.target_recall,
+                                budget_s=args.quantize_budget_s, calib_from=args.calib_from,
                                 eval_split=args.eval_split,
                                 eval_limit=args.eval_limit, device=args.device, out_dir=args.output)
         claim = output_claim(args.model, args.data, config)
@@ -53,7 +71,8 @@ def run(args):
         emit_json(getattr(e, "result", None), args.json)
         raise
     say(f"{res['artifact']}  {res['precision']} {res['backend']}  mAP50-95 {res['map50_95']:.4f} "
-        f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}")
+        f"(FP32 {res['map50_95_fp32']:.4f}, drop {res['drop_points']:+.2f} points)  {res['status']}  "
+        f"[{res['path']}, built in {res['build_s']:.0f} s; threshold conf {res['threshold']['conf']:g}]")
     emit_json(res, args.json)
     return 0
 

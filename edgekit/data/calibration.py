@@ -164,3 +164,32 @@ def calibration_set(ds: Dataset, imgsz=(640, 640), size: int = DEFAULT_SIZE, spl
             "classes_covered": len(covered), "classes_in_split": len(present), "forced": bool(force and n < REFUSE_BELOW),
             "data": str(ds.source), "root": str(Path(ds.source).parent)}
     return CalibrationSet([s.image for s in chosen], tuple(imgsz), pad_value, info=info)
+
+
+def calibration_from_folder(folder, imgsz=(640, 640), size: int = DEFAULT_SIZE, seed: int = 0, force: bool = False,
+                            pad_value: int = 114) -> CalibrationSet:
+    """A calibration set from a folder of unlabeled images (e.g. frames from the deployment), read only.
+
+    A seeded sample of `size` images when the folder holds more; every image is checked (header, size limits of
+    edgekit.runtime.images) before any calibration work, so a bad file fails here, naming itself.
+    """
+    from ..runtime.images import list_images
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "--calib-from must name a folder of images")
+    found = list_images(folder)
+    n = min(size, len(found))
+    if n < REFUSE_BELOW and not force:
+        raise DataError(folder, f"holds {len(found)} images, fewer than {REFUSE_BELOW}: INT8 ranges would be "
+                                f"unreliable (add images, or pass --force)")
+    chosen = sorted(random.Random(seed).sample(found, n)) if n < len(found) else found
+    for p in chosen:
+        read_image(p)
+    if n < WARN_BELOW:
+        warnings.warn(f"{folder}: calibrating on {n} images, fewer than the {WARN_BELOW} recommended "
+                      f"({DEFAULT_SIZE} is the default)", CalibrationWarning, stacklevel=2)
+    info = {"split": None, "folder": str(folder.resolve()), "images_in_folder": len(found), "requested": size,
+            "seed": seed, "strategy": "seeded random sample of an unlabeled folder", "classes_covered": None,
+            "classes_in_split": None, "forced": bool(force and n < REFUSE_BELOW), "root": str(folder.resolve())}
+    return CalibrationSet(chosen, tuple(imgsz), pad_value, info=info)

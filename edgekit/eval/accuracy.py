@@ -11,6 +11,7 @@ from ..runtime.images import read_image
 from ..errors import DataError, EdgekitError
 from ..runtime import Engine
 from .bootstrap import RESAMPLES, SEED, Matches, bootstrap_ci
+from .threshold import at_conf, choose_threshold
 
 # Ultralytics' val settings, so that figures compare with `yolo val`
 EVAL_CONF, EVAL_IOU, EVAL_MAX_DET = 0.001, 0.7, 300
@@ -63,13 +64,17 @@ def coco_map(gt_images: list[dict], gt_anns: list[dict], dets: np.ndarray, nc: i
 def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: str | None = None,
              batch: int = 1, limit: int | None = None, skip_bad: bool = False, progress: bool = True,
              engine: Engine | None = None, precision: str | None = None, matches_path=None,
-             resamples: int = RESAMPLES, seed: int = SEED) -> dict:
+             resamples: int = RESAMPLES, seed: int = SEED, target_precision: float | None = None,
+             target_recall: float | None = None, at_threshold: float | None = None) -> dict:
     """Run an artifact over a split through Engine and return {"map50", "map50_95", "map50_95_ci", "per_class", ...}.
 
     precision: execution precision to ask the backend for (default: the artifact's own, fp32 for fp32/int8).
     map50_95_ci: per-image bootstrap 95 % interval (`resamples` draws, fixed `seed`); per_class: AP50-95 by class name
     (None where the split has no box of it), per_class_instances: its val boxes; per_size: COCO's small/medium/large AP.
     matches_path: also save the per-image matches there (edgekit.eval.bootstrap.Matches), for paired comparisons.
+    threshold: the deployment threshold (edgekit.eval.threshold: max F1, or target_precision / target_recall) with
+    precision, recall and F1 there, overall and per class; at_threshold: the same figures at a given conf (the FP32
+    artifact's threshold, for the recall gate).
     """
     _evaluator()  # a missing evaluator fails here, before any inference
     ds = data if isinstance(data, Dataset) else load_dataset(data, skip_bad=skip_bad)
@@ -132,6 +137,7 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
     if matches_path is not None:
         m.save(matches_path)
     ap, inst = m.class_ap(), m.ngt.sum(0)
+    names = list(ds.names)
     return {"map50": round(res["map50"], 5), "map50_95": round(res["map50_95"], 5),
             "map50_95_ci": bootstrap_ci(m, resamples, seed) if resamples else None,
             "per_class": {ds.names[k]: (round(float(a), 5) if np.isfinite(a) else None) for k, a in enumerate(ap)},
@@ -140,4 +146,6 @@ def evaluate(artifact, data, split: str = "val", device: str = "cpu", backend: s
             "boxes": len(anns), "split": split, "data": str(ds.source), "artifact": str(engine.path),
             "backend": engine.backend_name, "device": device, "precision": engine.meta.precision,
             "precision_executed": precision_done, "evaluator": res["evaluator"],
-            "wall_s": round(wall, 2), "skipped": list(ds.skipped)}
+            "wall_s": round(wall, 2), "skipped": list(ds.skipped),
+            "threshold": choose_threshold(m, names, target_precision, target_recall),
+            **({"at_threshold": at_conf(m, names, at_threshold)} if at_threshold is not None else {})}

@@ -16,7 +16,13 @@ class QuantizeConfig:
     seed: int = 0
     force: bool = False
     max_map_drop: float | None = 0.5
-    max_class_drop: float | None = 3.0  # mAP50-95 points any class with >= 20 val instances may lose
+    max_class_drop: float | None = 3.0  # mAP50-95 points any class with >= min_class_boxes val boxes may lose
+    max_recall_drop: float | None = 5.0  # recall points (at the FP32 threshold) any such class may lose
+    min_class_boxes: int = 20            # classes with fewer val boxes never fail the per-class gates
+    target_precision: float | None = None  # deployment threshold: highest recall at this precision (default: max F1)
+    target_recall: float | None = None     # ... or highest precision at this recall
+    budget_s: float | None = 240.0       # seconds for accuracy control (half at most) and the INT8 stages after it
+    calib_from: Path | str | None = None  # calibrate on this folder of unlabeled images instead of calib_split
     eval_split: str = "val"
     eval_limit: int | None = None
     device: str | None = None

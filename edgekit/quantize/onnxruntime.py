@@ -1,6 +1,7 @@
 """ONNX Runtime static INT8: QDQ, per-channel symmetric weights, symmetric activations, placed as TensorRT wants."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .._imports import require
@@ -153,3 +154,37 @@ class OnnxRuntimeQuantizer(Quantizer):
 
     def build_attempt(self, job: Job, folder: Path, keep_float: list[str], method: str) -> Path:
         return quantize_job(job, self.pre, folder / "model.onnx", method, keep_float)
+
+    def layer_snr(self, job: Job, artifact: Path, images: list[Path]) -> dict[str, float]:
+        return qdq_layer_snr(artifact, dataclasses.replace(job.calib, items=list(images)),
+                             job.work / "layer-snr")
+
+
+def qdq_layer_snr(qdq_model: Path, calib: CalibrationSet, work: Path) -> dict[str, float]:
+    """SNR (dB) of each quantized node's activation input, before vs after its Q/DQ, with ONNX Runtime's
+    qdq_loss_debug; keyed by the consuming node's name (the lowest SNR when a node has several)."""
+    onnx = require("onnx", "ONNX Runtime INT8 quantization")
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio as snr
+
+    work.mkdir(parents=True, exist_ok=True)
+    aug = work / "qdq-augmented.onnx"
+    modify_model_output_intermediate_tensors(str(qdq_model), str(aug),
+                                             op_types_for_saving=["QuantizeLinear", "DequantizeLinear"])
+    acts = collect_activations(str(aug), calibration_reader(calib, graph_inputs(qdq_model)[0]))
+    errors = {k: float(snr(v["pre_qdq"], v["post_qdq"])) for k, v in create_activation_matching(acts).items()
+              if v.get("pre_qdq") is not None and v.get("post_qdq") is not None}
+    g = onnx.load(str(qdq_model), load_external_data=False).graph
+    dq = {n.output[0]: n.input[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    q = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    out: dict[str, float] = {}
+    for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i in n.input:  # activation -> QuantizeLinear -> DequantizeLinear -> this node
+            src = q.get(dq.get(i, ""), "")
+            if src in errors:
+                out[n.name] = min(out.get(n.name, float("inf")), errors[src])
+    aug.unlink()
+    return out

@@ -1,11 +1,12 @@
 """OpenVINO INT8 with NNCF: recipe ignored scope, recipe fallbacks, accuracy control on the gate's metric, FP16 last."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .._imports import require
 from ..errors import EdgekitError
-from .job import Job, subset
+from .job import AttemptStopped, Job, subset
 from .quantizer import Quantizer
 
 # OpenVINO op type -> ONNX op type, so that recipe 'types' read the same for every backend
@@ -32,21 +33,51 @@ def graph_nodes(model) -> list[tuple[str, str]]:
             for op in model.get_ordered_ops() if op.get_type_name() not in _SKIP]
 
 
+def _consumers(fq) -> set[str]:
+    """Friendly names of the ops a FakeQuantize feeds (through Convert/Reshape)."""
+    out = set()
+    for port in fq.outputs():
+        for target in port.get_target_inputs():
+            node = target.get_node()
+            while node.get_type_name() in ("Convert", "Reshape") and node.outputs():
+                nxt = [t.get_node() for t in node.outputs()[0].get_target_inputs()]
+                if not nxt:
+                    break
+                node = nxt[0]
+            out.add(node.get_friendly_name())
+    return out
+
+
 def quantized_ops(model) -> set[str]:
     """Names of the ops that consume a FakeQuantize output (the layers that run in INT8)."""
-    out = set()
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "FakeQuantize":
-            continue
-        for port in op.outputs():
-            for target in port.get_target_inputs():
-                node = target.get_node()
-                while node.get_type_name() in ("Convert", "Reshape") and node.outputs():
-                    nxt = [t.get_node() for t in node.outputs()[0].get_target_inputs()]
-                    if not nxt:
-                        break
-                    node = nxt[0]
-                out.add(node.get_friendly_name())
+    return set().union(*[_consumers(op) for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"])
+
+
+def fq_layer_snr(xml: Path, calib, device: str = "CPU") -> dict[str, float]:
+    """SNR (dB) of every activation FakeQuantize (its float input vs its quantized output) over the calibration
+    items, keyed by the ops it feeds (the lowest SNR when an op has several)."""
+    import numpy as np
+
+    from .diagnose import snr_db
+
+    ov = require("openvino", "OpenVINO INT8 quantization")
+    model = ov.Core().read_model(str(xml))
+    fqs = [op for op in model.get_ordered_ops() if op.get_type_name() == "FakeQuantize"
+           and op.input_value(0).get_node().get_type_name() not in ("Constant", "Convert")]  # weights are constants
+    layers = [_consumers(fq) for fq in fqs]  # before the outputs below add Result consumers
+    start = len(model.outputs)
+    model.add_outputs([o for fq in fqs for o in (fq.input_value(0), fq.output(0))])
+    compiled = ov.Core().compile_model(model, device, {"INFERENCE_PRECISION_HINT": "f32"})
+    pairs: list[list[tuple]] = [[] for _ in fqs]
+    for item in calib.items:
+        res = compiled(calib.transform(item))
+        for k in range(len(fqs)):
+            pairs[k].append((res[compiled.outputs[start + 2 * k]], res[compiled.outputs[start + 2 * k + 1]]))
+    out: dict[str, float] = {}
+    for names, pr in zip(layers, pairs):
+        snr = snr_db(np.concatenate([a.ravel() for a, _ in pr]), np.concatenate([b.ravel() for _, b in pr]))
+        for name in names:
+            out[name] = min(out.get(name, float("inf")), snr)
     return out
 
 
@@ -83,8 +114,35 @@ def _quantize(job: Job, keep_float: list[str], method: str, folder: Path):
     return q
 
 
+AC_SHARE = 0.5  # of --quantize-budget-s that accuracy control may use; the recipe's INT8 stages share the rest
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _restorer_limits(job: Job, ac: dict, groups: int) -> dict:
+    """NNCF's iterations and ranking subset, capped so that ranking fits in about half of the budget left.
+
+    Ranking evaluates each group of quantizers on the ranking subset: groups x subset x (seconds per image of the
+    last evaluation); the hard stop (validate() refuses to start past the budget) is what bounds the time.
+    """
+    iters, rank = int(ac.get("max_iterations", 8)), int(ac.get("ranking_subset_size", 32))
+    last = next((a for a in reversed(job.attempts) if a.evaluated and a.eval_s > 0), None)
+    left = job.remaining_s()
+    left = None if left is None else left * AC_SHARE
+    if left is not None and last is not None and groups:
+        per_image = last.eval_s / max(job.baseline.get("images") or 1, 1)
+        rank = max(4, min(rank, int(0.5 * max(left, 0) / (groups * per_image))))
+    return {"max_num_iterations": iters, "ranking_subset_size": rank}
+
+
 def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path, plain_int8: set[str] | None):
-    """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function."""
+    """nncf.quantize_with_accuracy_control with edgekit's evaluate (through Engine) as the validation function.
+
+    Within AC_SHARE of --quantize-budget-s: a validation that would start past it stops the run (AttemptStopped). The
+    FP32 model's validation on the gate's images is the cached baseline (the same images, backend and precision).
+    """
     ov = require("openvino", "OpenVINO INT8 quantization")
     nncf, kw = _params(job, method)
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -99,21 +157,43 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
     val = val[:int(ac.get("validation_subset", 300))]
     meta = load_meta(job.onnx)
 
+    budget, t0, first = job.config.budget_s, time.perf_counter(), []
+    left = job.remaining_s()
+    left = None if left is None else left * AC_SHARE  # the rest is for the recipe's stages after it
+    record = {"validation_images": len(val), "max_drop": job.max_map_drop / 100, "budget_s": budget,
+              "validations": 0, "fp32_from_cache": False}
+
     def validate(compiled, items) -> tuple[float, None]:  # NNCF compiles with f32 for the float part
+        items = list(items)
+        probe = not first  # NNCF's first call (one item) probes the initial (FP32) model; an error there is caught
+        if probe:
+            first.append(compiled)
+        if compiled is first[0] and len(items) == len(val) == job.baseline.get("images"):
+            record["fp32_from_cache"] = True
+            return job.baseline["map50_95"], None
+        if left is not None and not probe and time.perf_counter() - t0 > left:
+            raise _OverBudget
+        record["validations"] += 1
         with Engine.from_backend(OpenVINOBackend.from_compiled(compiled, job.onnx, meta, int8=True)) as engine:
-            r = evaluate(None, subset(job.ds, list(items)), split="subset", engine=engine, progress=False)
+            r = evaluate(None, subset(job.ds, items), split="subset", engine=engine, progress=False)
         return r["map50_95"], None
 
     adv = kw.pop("advanced", None)
-    restorer = AdvancedAccuracyRestorerParameters(max_num_iterations=int(ac.get("max_iterations", 8)),
-                                                  ranking_subset_size=int(ac.get("ranking_subset_size", 32)))
-    q = nncf.quantize_with_accuracy_control(
-        read_onnx(job.onnx), job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
-        ignored_scope=nncf.IgnoredScope(names=keep_float, validate=False), advanced_quantization_parameters=adv,
-        advanced_accuracy_restorer_parameters=restorer, **kw)
+    limits = _restorer_limits(job, ac, len(plain_int8 or ()))
+    record.update(limits)
+    restorer = AdvancedAccuracyRestorerParameters(**limits)
+    try:
+        q = nncf.quantize_with_accuracy_control(
+            read_onnx(job.onnx), job.calib.to_nncf(), nncf.Dataset(val), validate, max_drop=job.max_map_drop / 100,
+            ignored_scope=nncf.IgnoredScope(names=keep_float, validate=False), advanced_quantization_parameters=adv,
+            advanced_accuracy_restorer_parameters=restorer, **kw)
+    except _OverBudget:
+        raise AttemptStopped(f"budget: --quantize-budget-s {budget:g} spent after {time.perf_counter() - t0:.0f} s "
+                             f"and {record['validations']} validations") from None
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
     reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
-    return reverted, len(val)
+    record["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    return reverted, record
 
 
 class OpenVINOQuantizer(Quantizer):
@@ -140,12 +220,16 @@ class OpenVINOQuantizer(Quantizer):
 
     def accuracy_control(self, job: Job, folder: Path, keep_float: list[str], method: str):
         """The recipe's scope, then NNCF reverts the layers that cost most mAP until the drop is within the gate."""
-        reverted, n_val = _accuracy_control(job, keep_float, method, folder, self.plain_int8)
+        reverted, record = _accuracy_control(job, keep_float, method, folder, self.plain_int8)
         if reverted:
             job.log(f"accuracy control reverted {len(reverted)} layers to float: {', '.join(reverted[:8])}"
                     f"{' ...' if len(reverted) > 8 else ''}")
-        return folder / "model.xml", {"reverted": reverted, "extra": {"accuracy_control": {
-            "validation_images": n_val, "max_drop": job.max_map_drop / 100}}}
+        return folder / "model.xml", {"reverted": reverted, "extra": {"accuracy_control": record}}
+
+    def layer_snr(self, job: Job, artifact: Path, images: list[Path]) -> dict[str, float]:
+        import dataclasses
+
+        return fq_layer_snr(artifact, dataclasses.replace(job.calib, items=list(images)))
 
     def build_float(self, job: Job, folder: Path, precision: str) -> Path:
         ov = require("openvino", "OpenVINO INT8 quantization")

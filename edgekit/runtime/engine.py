@@ -43,6 +43,14 @@ def check_precision(engine: "Engine", requested: str | None) -> None:
                             f"backend runs this model in {done}")
 
 
+DEFAULT_CONF = 0.25  # without a deployment threshold in the artifact's sidecar
+
+
+def deployment_conf(meta: ModelMeta) -> float:
+    """The conf recorded as the artifact's deployment threshold (edgekit quantize), else DEFAULT_CONF."""
+    return DEFAULT_CONF if meta.conf is None else meta.conf
+
+
 class Engine:
     """Detector runtime: Engine("model.onnx")("bus.jpg") -> Detections.
 
@@ -59,7 +67,7 @@ class Engine:
     parallel sessions).
     """
 
-    def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float = 0.25,
+    def __init__(self, path, device: str = "cpu", backend: str | None = None, conf: float | None = None,
                  iou: float = 0.7, max_det: int = 300, multi_label: bool = False, agnostic: bool = False,
                  allow_failed: bool = False, **options):
         path = Path(path)
@@ -73,7 +81,7 @@ class Engine:
         check_precision(self, options.get("precision"))
 
     @classmethod
-    def from_backend(cls, backend: Backend, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
+    def from_backend(cls, backend: Backend, conf: float | None = None, iou: float = 0.7, max_det: int = 300,
                      multi_label: bool = False, agnostic: bool = False) -> "Engine":
         """An Engine over a Backend built elsewhere, carrying its ModelMeta (e.g. over a model NNCF compiled)."""
         if backend.meta is None:
@@ -85,6 +93,7 @@ class Engine:
     def _attach(self, backend: Backend, conf, iou, max_det, multi_label, agnostic) -> None:
         self.backend, self.backend_name, self.path, self.device = backend, backend.name, backend.path, backend.device
         self.meta: ModelMeta = backend.meta
+        conf = deployment_conf(self.meta) if conf is None else conf
         self.conf, self.iou, self.max_det, self.multi_label, self.agnostic = conf, iou, max_det, multi_label, agnostic
 
     # stages -----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ class ModelMeta:
     batch: int | None = 1  # None: dynamic
     precision: str = "fp32"
     pad_value: int = 114
+    conf: float | None = None  # the deployment threshold recorded by quantize (sidecar 'threshold.conf')
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -137,7 +138,17 @@ def from_sidecar(doc, src="sidecar") -> ModelMeta:
     if "nc" in doc and doc["nc"] != len(names):
         raise _bad(src, "nc", f"does not match the {len(names)} names", doc["nc"])
     return ModelMeta(names=names, imgsz=_imgsz(doc["imgsz"], src), stride=_posint(doc.get("stride", 32), src, "stride"),
-                     layout=layout, batch=batch, precision=precision, pad_value=pad, raw=doc)
+                     layout=layout, batch=batch, precision=precision, pad_value=pad, conf=_threshold(doc, src), raw=doc)
+
+
+def _threshold(doc: dict, src) -> float | None:
+    """The deployment threshold's conf ('threshold': {conf, precision, recall, f1, per_class, chosen_by}), if any."""
+    conf = _section(doc, "threshold", src).get("conf")
+    if conf is None:
+        return None
+    if isinstance(conf, bool) or not isinstance(conf, (int, float)) or not 0 <= conf <= 1:
+        raise _bad(src, "threshold.conf", "expected a confidence in [0, 1]", conf)
+    return float(conf)
 
 
 def _from_ultralytics(d, src="metadata") -> ModelMeta:
