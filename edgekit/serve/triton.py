@@ -94,7 +94,7 @@ def _batching(max_batch: int, delay_us: int) -> str:
 def model_config(name, backend, io: NetIO, max_batch, instances, delay_us) -> str:
     kind = "KIND_GPU" if backend == "tensorrt" else "KIND_CPU"
     plat, fname = PLATFORMS[backend]
-    return (f'name: "{name}"\n' + (f'platform: "tensorrt_plan"\n' if backend == "tensorrt" else f'backend: "{plat}"\n')
+    return (f'name: "{name}"\n' + ('platform: "tensorrt_plan"\n' if backend == "tensorrt" else f'backend: "{plat}"\n')
             + f'default_model_filename: "{fname}"\nmax_batch_size: {max_batch}\n'
             + _block("input", [_tensor(io.input_name, TYPES[io.dtype], io.input_dims)])
             + _block("output", [_tensor(io.output_name, "TYPE_FP32", io.output_dims)])
