@@ -281,13 +281,18 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
 
 def ranking_swaps(rows: list[dict]) -> list[dict]:
     """Pairs of timed rows whose order by p50 latency the sustained run reverses: a was faster than b in the short
-    rounds (e2e p50) and slower in the sustained run's last window (ties are not swaps)."""
+    rounds (e2e p50) and slower in the sustained run's last window, each time by more than the noise the
+    recommendation allows (the larger FPS cv of the two; ties, a shared graph included, are not swaps)."""
     ok = [r for r in _ok(rows, True) if r.get("latency_p50_ms") is not None]
+
+    def faster(x: float, y: float, a: dict, b: dict) -> bool:
+        return x < y * (1 - max(a.get("fps_cv") or 0.0, b.get("fps_cv") or 0.0)) - 1e-9
+
     return [{"short_faster": _name(a), "sustained_faster": _name(b),
              "latency_p50_ms": [a["latency_p50_ms"], b["latency_p50_ms"]],
              "sustained_p50_ms": [a["sustained_p50_ms"], b["sustained_p50_ms"]]}
-            for a in ok for b in ok if a["latency_p50_ms"] < b["latency_p50_ms"]
-            and a["sustained_p50_ms"] > b["sustained_p50_ms"]]
+            for a in ok for b in ok if faster(a["latency_p50_ms"], b["latency_p50_ms"], a, b)
+            and faster(b["sustained_p50_ms"], a["sustained_p50_ms"], a, b)]
 
 
 def render_table(rows: list[dict]) -> str:

@@ -25,7 +25,7 @@ def _row(strategy: str, p50: float, sustained: float, fps: float, map50_95: floa
 
 def test_swaps_name_the_rows_whose_order_reverses():
     """S: the sustained ranking (by p50) disagrees with the short run's: the pairs that swap are named; equal
-    figures (a shared graph) and pairs in the same order are not swaps."""
+    figures (a shared graph), differences inside the rows' noise and pairs in the same order are not swaps."""
     from edgekit.report import ranking_swaps
 
     rows = [_row("a", 10.0, 20.0, 100), _row("b", 12.0, 13.0, 80), _row("c", 15.0, 16.0, 60),
@@ -37,6 +37,9 @@ def test_swaps_name_the_rows_whose_order_reverses():
         ("m@160 a, onnxruntime fp32", "m@160 d, onnxruntime fp32")]
     assert swaps[0]["latency_p50_ms"] == [10.0, 12.0] and swaps[0]["sustained_p50_ms"] == [20.0, 13.0]
     assert ranking_swaps([_row("a", 10.0, 11.0, 100), _row("b", 12.0, 13.0, 80)]) == []
+    # inside the rows' noise (FPS cv 1 %): 12.9 ms is not faster than 13.0 ms, nor 10.0 than 10.05
+    assert ranking_swaps([_row("a", 10.0, 13.0, 100), _row("b", 12.0, 12.9, 80)]) == []
+    assert ranking_swaps([_row("a", 10.0, 20.0, 100), _row("b", 10.05, 13.0, 80)]) == []
 
 
 def test_sustained_ranking_and_latency_limit(tmp_path):
