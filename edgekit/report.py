@@ -334,8 +334,8 @@ def _sustained_lines(doc: dict) -> list[str]:
              f"at a time); the latency limit reads it too."]
     if s["agrees_with_short_run"]:
         return lines + ["The sustained ranking by p50 agrees with the short run's.", ""]
-    lines += [f"The sustained ranking by p50 disagrees with the short run's: {len(s['swaps'])} pair(s) swap, each by more "
-              f"than the rows' FPS cv:", ""]
+    lines += [f"The sustained ranking by p50 disagrees with the short run's: {len(s['swaps'])} pair(s) swap, each "
+              f"by more than the rows' FPS cv:", ""]
     lines += [f"- {w['short_faster']} (short p50 {w['latency_p50_ms'][0]:.2f} ms, sustained "
               f"{w['sustained_p50_ms'][0]:.2f} ms) vs {w['sustained_faster']} (short {w['latency_p50_ms'][1]:.2f} ms, "
               f"sustained {w['sustained_p50_ms'][1]:.2f} ms)" for w in s["swaps"][:MAX_SWAPS_LISTED]]
