@@ -162,6 +162,7 @@ class Pipeline:
     calib_size: int = 300
     bench_iters: int = 30
     bench_rounds: tuple = (3, 5)  # (min, max) interleaved rounds per graph
+    sustain: float | None = None  # seconds: each distinct graph also runs sustained; the ranking uses its last p50
     seed: int = 0
     opset: int | None = None
     resume: bool = False
@@ -629,6 +630,7 @@ class Pipeline:
                                        "record": str(sdir / "stages" / f"{name}.bench.json"),
                                        "name": f"{label}: {name} bench"}})
                 row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.measured_on)
+                row.update(host_accuracy(acc, built.get("accuracy")) if self.remote else {})
                 ci = acc["map50_95_ci"]
                 self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
             except AccuracyGateError as e:
@@ -736,6 +738,51 @@ class Pipeline:
                 apply_speed(r, res, key, None if r is o["rows"][0] else o["name"].rsplit(" bench", 1)[0])
                 self.log(f"  {r['model']}@{r['imgsz']} {r['strategy']} {r['backend']}-{r['precision']}: "
                          f"{r['fps_e2e']:.1f} FPS end to end (cv {res['fps_cv'] if res['fps_cv'] is not None else '-'})")
+        if self.sustain:
+            self.measure_sustained(owners)
+
+    def sustain_inputs(self, key: str) -> dict:
+        from ._imports import tool_versions
+
+        return {"graph": key, "target": self.measured_on, "sustain_s": self.sustain,
+                "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
+
+    def measure_sustained(self, owners: dict) -> None:
+        """--sustain: each distinct graph, after the short rounds, one request at a time for `sustain` seconds on the
+        target (its own record, so a changed duration does not time the short rounds again); its rows get the last
+        window's p50 (`sustained_p50_ms`), `throttled` and the p50 change from the first window to the last."""
+        from .sweep.executor import TaskFailed
+
+        task = self.task_pipeline()
+        self.log(f"sustained: {len(owners)} distinct graph(s), {self.sustain:g} s each, one request at a time")
+        for key, o in owners.items():
+            record = Path(o["record"][:-len(".bench.json")] + ".sustain.json")
+            name = o["name"].rsplit(" bench", 1)[0] + " sustained"
+            prev = self._done(name, record, self.sustain_inputs(key))
+            if prev is not None:
+                self._detail(f"[resume] {name}: done, skipped")
+                res = prev["result"]
+            else:
+                try:
+                    res = self.executor.run("bench", _task_sustain, task, o["artifact"], o["backend"])
+                except TaskFailed as e:  # the device was lost: the rows keep their short-run figures, no ranking
+                    if not self.remote:
+                        raise
+                    for r in o["rows"]:
+                        r["sustained_error"] = f"sustained bench on {self.remote}: {e}"
+                    self.log(f"  {name}: error: sustained bench on {self.remote}: {e}")
+                    continue
+                atomic_write_json(record, {"stage": name, "status": "done", "run": self.run_id,
+                                           "inputs": self.sustain_inputs(key), "result": res})
+                self.push(record.parent.parent)
+            last = res["windows"][-1] if res.get("windows") else {}
+            for r in o["rows"]:
+                r.update({"sustained_p50_ms": last.get("p50_ms"), "sustained_p90_ms": last.get("p90_ms"),
+                          "sustained_p50_change": res.get("p50_change"), "throttled": res.get("throttled"),
+                          "sustained_windows": len(res.get("windows") or [])})
+            self.log(f"  {name}: p50 {last.get('p50_ms') or 0:.2f} ms in the last window "
+                     f"({(res.get('p50_change') or 0):+.1%} vs the first)" + (", THROTTLING" if res.get("throttled")
+                                                                               else ""))
 
     def build_inputs(self, onnx_path: Path, v: Variant) -> dict:
         """What a build's output depends on: the ONNX's content, the variant, the gate, the data and the recipe."""
@@ -838,7 +885,8 @@ class Pipeline:
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.measured_on, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
-                  "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed}
+                  "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed,
+                  **({"sustain_s": self.sustain} if self.sustain else {})}
         extra = {"executor": self.executor.describe()} if self.executor is not None else {}
         return write_report(self.report_dir or self.out, rows, pruned, config, self.max_map_drop, self.limits(),
                             extra)
@@ -851,10 +899,11 @@ def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict,
     rows name their files by paths this process can open; report.json (and the dict returned, its content) names
     them relative to `out`, the folder holding it, so that a moved run folder's report still points into it.
     """
-    from .report import add_speedups, pareto_png, recommend, render_markdown
+    from .report import add_speedups, pareto_png, ranking_swaps, recommend, render_markdown
 
     add_speedups(rows)
-    rec = recommend(rows, max_map_drop=max_map_drop, **limits)
+    sustained = bool(config.get("sustain_s"))  # --sustain: ranked by the sustained p50
+    rec = recommend(rows, max_map_drop=max_map_drop, sustained=sustained, **limits)
     if rec.get("artifact"):
         rec["artifact"] = relative_to(rec["artifact"], out)
     trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
@@ -862,11 +911,24 @@ def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict,
            "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
                                                                   for p in pruned or []), 1),
            "config": config, **(extra or {})}
+    if sustained:
+        swaps = ranking_swaps(rows)
+        doc["sustained"] = {"duration_s": config["sustain_s"], "ranked_by": "sustained_p50_ms",
+                            "agrees_with_short_run": not swaps, "swaps": swaps}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "report.json", doc)
     png = pareto_png(rows, out / "pareto.png", rec, max_latency_ms=limits.get("max_latency_ms"))
     atomic_write_text(out / "report.md", render_markdown(doc, png))
     return doc
+
+
+def host_accuracy(device: dict, host: dict | None) -> dict:
+    """A device row's mAP50-95 as the host measured it (its accuracy gate) and the device's minus the host's; {}
+    where the host did not measure the artifact."""
+    if not host or host.get("map50_95") is None:
+        return {}
+    return {"map50_95_host": host["map50_95"], "map50_95_host_source": host.get("source"),
+            "map50_95_device_minus_host": round(device["map50_95"] - host["map50_95"], 5)}
 
 
 def gate_figures(result: dict | None) -> dict | None:
@@ -930,6 +992,28 @@ def _task_bench(pipe: Pipeline, artifact: str, backend: str) -> dict:
     res = one_round(run_bench(artifact, device=pipe.target, backend=backend, iters=pipe.bench_iters, warmup=5,
                               log=None))
     return {**res, "bench_node": node_name()}
+
+
+def _task_sustain(pipe: Pipeline, artifact: str, backend: str) -> dict:
+    """Executor task: the sustained run of an artifact (`bench --sustain`) on this node's device, or on the SSH one."""
+    from .bench.harness import resolve_images
+    from .bench.sustain import run_sustained
+
+    pipe.pull(Path(artifact))
+    if pipe.remote:  # the device's edgekit runs it: a minimal short run, then the sustained one
+        from .target.ssh import parse_target, remote_command
+
+        device = parse_target(pipe.remote)
+        res = remote_command(device, "bench", artifact, ["--backend", backend, "--iters", "1", "--warmup", "1",
+                                                         "--warmup-ms", "0", "--sustain", f"{pipe.sustain:g}"])
+        return res["sustained"]
+    from .runtime import Engine
+
+    engine = Engine(artifact, device=pipe.target, backend=backend)
+    try:
+        return run_sustained(engine, resolve_images(None), pipe.sustain)
+    finally:
+        engine.close()
 
 
 def _json_or_none(path: Path):

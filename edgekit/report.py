@@ -9,6 +9,8 @@ COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("b
            ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("infer_p50_ms", "infer p50 ms"),
            ("latency_p50_ms", "e2e p50 ms"), ("latency_p90_ms", "e2e p90 ms"), ("fps_e2e", "FPS e2e"),
            ("fps_cv", "FPS cv"), ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
+SUSTAINED_COLUMNS = [("sustained_p50_ms", "sustained p50 ms"), ("sustained_p50_change", "p50 drift"),
+                     ("throttled", "throttled")]
 SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT"}
 # hard limits: name -> (row field, True when the row misses it, how to say it)
 LIMITS = {
@@ -17,6 +19,20 @@ LIMITS = {
     "budget_usd": ("cost_usd", lambda v, x: v > x, "training budget ${x:g}"),
     "budget_hours": ("train_wall_s", lambda v, x: v / 3600 > x, "training budget {x:g} h"),
 }
+
+
+def _limit_field(name: str, sustained: bool) -> str:
+    """The row field a limit reads: with --sustain, the latency limit reads the sustained (last window's) p50."""
+    return "sustained_p50_ms" if sustained and name == "max_latency_ms" else LIMITS[name][0]
+
+
+def _fps(r: dict) -> float:
+    return r["fps_e2e"]
+
+
+def _sustained_rate(r: dict) -> float:
+    """Requests per second at the sustained (last window's) p50, one at a time: the speed --sustain ranks by."""
+    return 1e3 / r["sustained_p50_ms"]
 
 
 def add_speedups(rows: list[dict]) -> None:
@@ -35,7 +51,7 @@ def add_speedups(rows: list[dict]) -> None:
 FORMATS = {"train_wall_s": "{:.0f}", "gpu_hours": "{:.3f}", "cost_usd": "{:.2f}", "map50": "{:.4f}",
            "map50_95": "{:.4f}", "infer_p50_ms": "{:.1f}", "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
            "e2e_p50_ms": "{:.1f}", "fps_e2e": "{:.1f}", "fps_cv": "{:.3f}", "speedup_vs_ref": "{:.2f}",
-           "model_mb": "{:.2f}"}
+           "model_mb": "{:.2f}", "sustained_p50_ms": "{:.1f}", "sustained_p50_change": "{:+.1%}"}
 
 
 def _fmt(key: str, v) -> str:
@@ -46,8 +62,10 @@ def _fmt(key: str, v) -> str:
     return FORMATS[key].format(v) if key in FORMATS and isinstance(v, (int, float)) else str(v)
 
 
-def _ok(rows):
-    return [r for r in rows if r.get("status") == "ok" and r.get("fps_e2e") is not None]
+def _ok(rows, sustained: bool = False):
+    """Produced and timed rows (with --sustain: timed sustained too)."""
+    return [r for r in rows if r.get("status") == "ok" and r.get("fps_e2e") is not None
+            and (not sustained or r.get("sustained_p50_ms"))]
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -57,13 +75,14 @@ def pareto_front(rows: list[dict]) -> list[dict]:
                                      and (o["map50_95"] > r["map50_95"] or o["fps_e2e"] > r["fps_e2e"]) for o in ok)]
 
 
-def mark_limits(rows: list[dict], **limits) -> None:
-    """Set each produced row's `misses`: the hard limits (max_latency_ms, min_fps, budget_usd, budget_hours) it misses."""
+def mark_limits(rows: list[dict], sustained: bool = False, **limits) -> None:
+    """Set each produced row's `misses`: the hard limits (max_latency_ms, min_fps, budget_usd, budget_hours) it misses
+    (sustained: the latency limit on the sustained p50)."""
     for r in rows:
         if r.get("status") != "ok":
             continue
         r["misses"] = [name for name, x in limits.items() if x is not None and name in LIMITS
-                       and r.get(LIMITS[name][0]) is not None and LIMITS[name][1](r[LIMITS[name][0]], x)]
+                       and r.get(f := _limit_field(name, sustained)) is not None and LIMITS[name][1](r[f], x)]
 
 
 def _cost(r) -> float:
@@ -97,12 +116,12 @@ def _paired_files(a: str, a_mtime: int, b: str, b_mtime: int) -> dict:
     return paired_diff(Matches.load(a), Matches.load(b))
 
 
-def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict, dict]:
+def _choose(cands: list[dict], max_map_drop: float, paired, speed=_fps) -> tuple[dict, dict, dict]:
     """(pick, best, comparisons): the fastest candidate not significantly worse than the best by > max_map_drop.
 
     Comparisons are made from the fastest down, only as far as the choice needs (each is a paired bootstrap).
     """
-    best = max(cands, key=lambda r: (r["map50_95"], r["fps_e2e"], -_cost(r)))
+    best = max(cands, key=lambda r: (r["map50_95"], speed(r), -_cost(r)))
     cmp: dict = {}
 
     def acceptable(r) -> bool:
@@ -116,12 +135,12 @@ def _choose(cands: list[dict], max_map_drop: float, paired) -> tuple[dict, dict,
             cmp[id(r)] = d
         return cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9
 
-    order = sorted(cands, key=lambda r: -r["fps_e2e"])
+    order = sorted(cands, key=lambda r: -speed(r))
     top = next(r for r in order if acceptable(r))
-    fast = [r for r in order if _same_speed(r, top) and acceptable(r)]  # inside the speed noise
-    lead = max(fast, key=lambda r: (r["map50_95"], r["fps_e2e"]))
+    fast = [r for r in order if _same_speed(r, top, speed) and acceptable(r)]  # inside the speed noise
+    lead = max(fast, key=lambda r: (r["map50_95"], speed(r)))
     tied = [r for r in fast if r is lead or _tied(paired, lead, r)]  # and inside the mAP noise: cost decides
-    pick = max(tied, key=lambda r: (-_cost(r), r["map50_95"], r["fps_e2e"]))
+    pick = max(tied, key=lambda r: (-_cost(r), r["map50_95"], speed(r)))
     return pick, best, cmp
 
 
@@ -131,10 +150,11 @@ def _tied(paired, a: dict, b: dict) -> bool:
     return d["ci"][0] <= 0 if d is not None else b["map50_95"] >= a["map50_95"]
 
 
-def _same_speed(r: dict, top: dict) -> bool:
-    """r's FPS is the top's, or below it by less than the larger of the two rows' round-to-round variation."""
+def _same_speed(r: dict, top: dict, speed=_fps) -> bool:
+    """r's speed is the top's, or below it by less than the larger of the two rows' round-to-round FPS variation
+    (also the noise allowed to the sustained rate: a single sustained run has no round-to-round figure)."""
     tol = max(r.get("fps_cv") or 0.0, top.get("fps_cv") or 0.0)
-    return r["fps_e2e"] >= top["fps_e2e"] * (1 - tol) - 1e-9
+    return speed(r) >= speed(top) * (1 - tol) - 1e-9
 
 
 def _name(r: dict) -> str:
@@ -143,17 +163,20 @@ def _name(r: dict) -> str:
 
 
 def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, min_fps=None, budget_usd=None,
-              budget_hours=None, paired=_paired) -> dict:
+              budget_hours=None, paired=_paired, sustained: bool = False) -> dict:
     """The fastest artifact that meets every hard limit and whose mAP50-95 is not significantly (paired bootstrap)
     worse than the best's by more than max_map_drop points; ties on speed go to the cheaper training.
 
     bound_by: the hard limits that changed the choice (they excluded the pick or a more accurate row), else
     ['max_map_drop'] when a faster row was turned down for accuracy, else [] (the fastest row of all).
+    sustained (--sustain): speed is the rate at the sustained p50 (last window) and the latency limit reads it; rows
+    without a sustained figure are not candidates.
     """
+    speed = _sustained_rate if sustained else _fps
     limits = {"max_latency_ms": max_latency_ms, "min_fps": min_fps, "budget_usd": budget_usd,
               "budget_hours": budget_hours}
-    mark_limits(rows, **limits)
-    ok = _ok(rows)
+    mark_limits(rows, sustained, **limits)
+    ok = _ok(rows, sustained)
     empty = {"model": None, "imgsz": None, "strategy": None, "backend": None, "precision": None, "artifact": None,
              "bound_by": []}
     if not ok:
@@ -165,25 +188,26 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
         said = []
         for name, x in limits.items():
             if x is not None and any(name in r["misses"] for r in ok):
-                field_ = LIMITS[name][0]
+                field_ = _limit_field(name, sustained)
                 edge = (min if name != "min_fps" else max)(r[field_] for r in ok)
                 said.append(f"no artifact meets the {LIMITS[name][2].format(x=x)} (the best reaches {edge:.1f})"
                             if name != "min_fps" else f"no artifact reaches {x:g} FPS end to end; the fastest is "
                                                       f"{edge:.1f}")
         return {**empty, "bound_by": [n for n, x in limits.items() if x is not None],
                 "why": "Nothing is recommended: " + "; ".join(said) + "."}
-    pick, best, cmp = _choose(cands, max_map_drop, paired)
-    free_pick, free_best, _ = _choose(ok, max_map_drop, paired) if len(cands) < len(ok) else (pick, best, cmp)
+    pick, best, cmp = _choose(cands, max_map_drop, paired, speed)
+    free_pick, free_best, _ = _choose(ok, max_map_drop, paired, speed) if len(cands) < len(ok) else (pick, best, cmp)
     bound = [n for n, x in limits.items() if x is not None and any(
         n in r["misses"] for r in ok if r is free_pick or r["map50_95"] > best["map50_95"])]
-    rejected = [r for r in cands if r["fps_e2e"] > pick["fps_e2e"] and not _same_speed(pick, r)]
+    rejected = [r for r in cands if speed(r) > speed(pick) and not _same_speed(pick, r, speed)]
     bound_by = bound or (["max_map_drop"] if rejected else [])
     n_img = next((c["images"] for c in cmp.values() if c.get("images")), None)
     why = [f"{_name(pick)} gives mAP50-95 {pick['map50_95']:.3f}"
            + (f" (95% CI {pick['map50_95_ci'][0]:.3f}-{pick['map50_95_ci'][1]:.3f})" if pick.get("map50_95_ci") else "")
            + f" at {pick['fps_e2e']:.1f} FPS end to end"
            + (f", e2e p50 {pick['latency_p50_ms']:.1f} ms" if pick.get("latency_p50_ms") is not None else "")
-           + " on the target."]
+           + (f", sustained p50 {pick['sustained_p50_ms']:.1f} ms (last window)" if sustained else "")
+           + " on the target." + (" Ranked by the sustained p50." if sustained else "")]
     out = {}
     if pick is best:
         why.append("It is the most accurate artifact within the limits" + (
@@ -202,10 +226,10 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
             why.append(f"The most accurate artifact ({_name(best)}) reaches {best['map50_95']:.3f}; this one is "
                        f"{c['diff']:.2f} points lower (paired 95% interval [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]), "
                        f"not significantly more than the allowed {max_map_drop:g}, and it is the fastest such.")
-    same_speed = [r for r in cands if r is not pick and _same_speed(r, pick if pick["fps_e2e"] >= r["fps_e2e"] else r)
+    same_speed = [r for r in cands if r is not pick and _same_speed(r, pick if speed(pick) >= speed(r) else r, speed)
                   and (r is best or (id(r) in cmp and cmp[id(r)]["ci"][0] <= max_map_drop + 1e-9))]
     if same_speed:
-        shared = sum(r["fps_e2e"] == pick["fps_e2e"] for r in same_speed)
+        shared = sum(speed(r) == speed(pick) for r in same_speed)
         why.append(f"{len(same_speed)} other candidate(s) are as fast within the measurement noise"
                    + (f" ({shared} share its graph and speed measurement)" if shared else "")
                    + ("; it is significantly more accurate than the cheaper one(s)."
@@ -250,12 +274,31 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
     return {"model": pick.get("model"), "imgsz": pick.get("imgsz"), "strategy": pick["strategy"],
             "backend": pick["backend"], "precision": pick["precision"], "artifact": pick["artifact"],
             "map50_95": pick["map50_95"], "map50_95_ci": pick.get("map50_95_ci"), "fps_e2e": pick["fps_e2e"],
-            "latency_p50_ms": pick.get("latency_p50_ms"), "bound_by": bound_by, **out, "why": " ".join(why)}
+            "latency_p50_ms": pick.get("latency_p50_ms"), "bound_by": bound_by, **out,
+            **({"ranked_by": "sustained_p50_ms", "sustained_p50_ms": pick["sustained_p50_ms"]} if sustained else {}),
+            "why": " ".join(why)}
+
+
+def ranking_swaps(rows: list[dict]) -> list[dict]:
+    """Pairs of timed rows whose order by p50 latency the sustained run reverses: a was faster than b in the short
+    rounds (e2e p50) and slower in the sustained run's last window, each time by more than the noise the
+    recommendation allows (the larger FPS cv of the two; ties, a shared graph included, are not swaps)."""
+    ok = [r for r in _ok(rows, True) if r.get("latency_p50_ms") is not None]
+
+    def faster(x: float, y: float, a: dict, b: dict) -> bool:
+        return x < y * (1 - max(a.get("fps_cv") or 0.0, b.get("fps_cv") or 0.0)) - 1e-9
+
+    return [{"short_faster": _name(a), "sustained_faster": _name(b),
+             "latency_p50_ms": [a["latency_p50_ms"], b["latency_p50_ms"]],
+             "sustained_p50_ms": [a["sustained_p50_ms"], b["sustained_p50_ms"]]}
+            for a in ok for b in ok if faster(a["latency_p50_ms"], b["latency_p50_ms"], a, b)
+            and faster(b["sustained_p50_ms"], a["sustained_p50_ms"], a, b)]
 
 
 def render_table(rows: list[dict]) -> str:
-    head = "| " + " | ".join(h for _, h in COLUMNS) + " | status |"
-    sep = "|" + "---|" * (len(COLUMNS) + 1)
+    cols = COLUMNS + (SUSTAINED_COLUMNS if any("sustained_p50_ms" in r for r in rows) else [])
+    head = "| " + " | ".join(h for _, h in cols) + " | status |"
+    sep = "|" + "---|" * (len(cols) + 1)
     lines = [head, sep]
     for r in rows:
         status = r.get("status")
@@ -263,7 +306,7 @@ def render_table(rows: list[dict]) -> str:
             status = f"misses {', '.join(r['misses'])}"
         if r.get("untimed"):
             status = f"{status}, untimed (never recommended)"
-        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in COLUMNS) + f" | {status} |")
+        lines.append("| " + " | ".join(_fmt(k, r.get(k)) for k, _ in cols) + f" | {status} |")
     return "\n".join(lines)
 
 
@@ -280,6 +323,41 @@ def _segments(rows: list[dict]) -> list[str]:
         vals = [size.get(k) for k in ("small", "medium", "large")] + [r["per_class"].get(n) for n in names]
         lines.append(f"| {_name(r)} | " + " | ".join("-" if v is None else f"{v:.3f}" for v in vals) + " |")
     return lines
+
+
+def _sustained_lines(doc: dict) -> list[str]:
+    """--sustain: what ranked the rows, and whether the sustained ranking (by p50) reverses the short run's."""
+    s = doc.get("sustained")
+    if not s:
+        return []
+    lines = [f"Ranked by the sustained p50 (the last window of a {s['duration_s']:g} s run of each graph, one request "
+             f"at a time); the latency limit reads it too."]
+    if s["agrees_with_short_run"]:
+        return lines + ["The sustained ranking by p50 agrees with the short run's.", ""]
+    lines += [f"The sustained ranking by p50 disagrees with the short run's: {len(s['swaps'])} pair(s) swap, each "
+              f"by more than the rows' FPS cv:", ""]
+    lines += [f"- {w['short_faster']} (short p50 {w['latency_p50_ms'][0]:.2f} ms, sustained "
+              f"{w['sustained_p50_ms'][0]:.2f} ms) vs {w['sustained_faster']} (short {w['latency_p50_ms'][1]:.2f} ms, "
+              f"sustained {w['sustained_p50_ms'][1]:.2f} ms)" for w in s["swaps"][:MAX_SWAPS_LISTED]]
+    if len(s["swaps"]) > MAX_SWAPS_LISTED:
+        lines.append(f"- and {len(s['swaps']) - MAX_SWAPS_LISTED} more (report.json lists them all)")
+    return lines + [""]
+
+
+MAX_SWAPS_LISTED = 10
+DEVICE_HOST_TOLERANCE = 0.0005  # mAP50-95 (a fraction): below it, the device and the host agree
+
+
+def _device_accuracy_lines(rows: list[dict]) -> list[str]:
+    """A device target: the rows whose mAP50-95 on the device differs from the host's own figure (its accuracy gate)."""
+    diff = [r for r in rows if r.get("map50_95_device_minus_host") is not None
+            and abs(r["map50_95_device_minus_host"]) > DEVICE_HOST_TOLERANCE]
+    if not diff:
+        return []
+    return [f"mAP50-95 on the device differs from the host's (its accuracy gate) by more than "
+            f"{DEVICE_HOST_TOLERANCE:g} for {len(diff)} row(s): " + "; ".join(
+                f"{_name(r)}: device {r['map50_95']:.4f}, host {r['map50_95_host']:.4f} "
+                f"({r['map50_95_device_minus_host']:+.4f})" for r in diff) + ".", ""]
 
 
 def render_markdown(doc: dict, png: Path | None) -> str:
@@ -307,6 +385,7 @@ def render_markdown(doc: dict, png: Path | None) -> str:
               "to detections. Rows of the same graph (same model, size, backend and precision; weights differ) share "
               "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime.", "",
               "## Recommendation", "", rec["why"], ""]
+    parts += _sustained_lines(doc) + _device_accuracy_lines(rows)
     if rec.get("artifact"):
         parts += [f"Artifact: `{rec['artifact']}`" + (f" (bound by: {', '.join(rec['bound_by'])})"
                                                       if rec.get("bound_by") else ""), ""]

@@ -383,3 +383,28 @@ def test_device_without_edgekit_is_one_line(device_venv, onnx160, tmp_path):
     line = _one_line_error(r)
     assert line.endswith(f"{server.url}: no `edgekit` on the device's PATH: install it there, e.g. "
                          f"pip install \"edgekit[{DEVICE_EXTRAS}]\"")
+
+
+@pytest.mark.slow
+def test_train_export_on_the_device_sustained_with_host_accuracy(sshd, device_venv, tmp_path):
+    """S: train-export --target ssh:// --sustain: the sustained run is the device's (`bench --sustain` there), its
+    rows ranked by it; an INT8 row, whose accuracy gate the host measured, shows the host's mAP50-95 and the device's
+    minus the host's (the same OpenVINO on the same CPU here: within 0.0005)."""
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("nncf")
+    out = tmp_path / "run"
+    argv = [*TINY[:TINY.index("--precisions")], "--precisions", "int8", "--calib-size", "8", "--max-map-drop", "100",
+            "--max-class-drop", "100", "--bench-iters", "5", "--sustain", "2s"]
+    r = _edgekit("train-export", *argv, "--target", sshd.url, "-o", out, env=sshd.env, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads((out / "report.json").read_text())
+    dev = [x for x in doc["rows"] if x["backend"] == "openvino"]
+    assert dev and all(x["status"] == "ok" and x["bench_node"] == sshd.url for x in doc["rows"])
+    assert all(x["sustained_p50_ms"] > 0 and isinstance(x["throttled"], bool) for x in doc["rows"])
+    assert doc["recommendation"]["ranked_by"] == "sustained_p50_ms" and "swaps" in doc["sustained"]
+    (int8,) = dev
+    assert int8["map50_95_host"] is not None
+    assert int8["map50_95_device_minus_host"] == round(int8["map50_95"] - int8["map50_95_host"], 5)
+    assert abs(int8["map50_95_device_minus_host"]) <= 0.0005
+    ref = next(x for x in doc["rows"] if x["backend"] == "onnxruntime")
+    assert "map50_95_host" not in ref  # FP32 ONNX: the host measured nothing of its own

@@ -42,6 +42,10 @@ def add_arguments(p):
     p.add_argument("--calib-size", type=int, default=300,
                    help="INT8 calibration images (default 300, capped at the train split)")
     p.add_argument("--bench-iters", type=int, default=30, help="timed iterations per bench round (default 30)")
+    p.add_argument("--sustain", type=_duration, default=None, metavar="DURATION",
+                   help="also run each distinct graph sustained for DURATION (30s, 10m, 1h) on the target, one request "
+                        "at a time: rows get the last window's p50 and a throttling flag, the ranking and "
+                        "--max-latency-ms use that p50, and the report says where it reverses the short run's ranking")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="load a .pt without the restricted-unpickler check: only for a file you trust (it can run code)")
     p.add_argument("-o", "--output", default="runs/train-export",
@@ -86,6 +90,7 @@ def run(args):
                     max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
                     max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
+                    sustain=args.sustain,
                     search=args.search, seed=args.seed, resume=args.resume, retry_failed=args.retry_failed, log=log,
                     trust_checkpoint=args.trust_checkpoint, storage=storage, report_dir=Path(args.output))
     pipe.check()  # the models, the packages the run needs, the dataset: before Ray starts or anything is written
@@ -101,6 +106,12 @@ def run(args):
     out = Path(args.output)
     say(f"\nwrote {out / 'report.md'}, {out / 'report.json'}, {out / 'pareto.png'}")
     return 0
+
+
+def _duration(text: str) -> float:
+    from ..bench.sustain import parse_duration
+
+    return parse_duration(text)
 
 
 def _items(value, option: str, cast=str) -> list:
