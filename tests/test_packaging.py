@@ -74,7 +74,10 @@ EXTRAS_FOR = {
 }
 # the accuracy gate: every quantize module runs eval/accuracy.py's evaluator
 GATE = "eval/accuracy.py"
-OPTIONAL_ALTERNATIVES = {"pycocotools"}  # accuracy.py's fallback when faster-coco-eval is absent
+OPTIONAL_ALTERNATIVES = {
+    "pycocotools",  # accuracy.py's fallback when faster-coco-eval is absent
+    "torch",  # quantize/diagnose.py: the calibration-domain distance, recorded as skipped without torch
+}
 
 
 def _pyproject() -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._imports import available
 from ..data.calibration import CalibrationWarning
 
 WORST = 5             # layers reported, and kept in float by the 'worst-layers' fallback
@@ -54,9 +55,7 @@ def calibration_domain(calib: list[Path], val: list[Path], seed: int = 0) -> dic
 
     if min(len(calib), len(val)) < DOMAIN_MIN:
         return {"skipped": f"fewer than {DOMAIN_MIN} images on a side ({len(calib)} calibration, {len(val)} eval)"}
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    if not available("torch"):  # the embedding runs the COCO backbone in torch (advise's)
         return {"skipped": "torch is not installed (pip install 'edgekit[train]' to measure it)"}
     a, b = _sample(calib, DOMAIN_IMAGES, seed), _sample(val, DOMAIN_IMAGES, seed)
     fd = frechet_distance(*stats(backbone_embeddings(a)), *stats(backbone_embeddings(b)))
