@@ -806,7 +806,7 @@ class Pipeline:
         return sdir / f"{backend}_int8"
 
     def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
-        """The FP32 IR compiled for bf16, gated like INT8 against the FP32 model on OpenVINO (same split, same drop)."""
+        """The FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on OpenVINO."""
         from .export.openvino import onnx_to_openvino
         from .quantize.job import BASELINE_FILE, fp32_baseline
 

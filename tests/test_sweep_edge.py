@@ -141,3 +141,26 @@ def test_backend_without_a_build_is_refused_up_front(backend, toy, tmp_path, coc
                           f"so train-export cannot make its artifacts (it builds those of ")
     assert "ncnn" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_train_export_gives_litert_and_executorch_int8_rows(tmp_path, coco8, weights):
+    """LiteRT (from the ONNX) and ExecuTorch (from the trial's best.pt) INT8 are calibrated on the train split and
+    gated against FP32 on their own backend; both give rows (about 200 s on 2 cores)."""
+    from edgekit.runtime.backends import get_backend
+
+    pytest.importorskip("ultralytics")
+    if not (get_backend("litert").can_build("int8") and get_backend("executorch").can_build("int8")):
+        pytest.skip("LiteRT or ExecuTorch converters are not installed")
+    out = tmp_path / "run"
+    assert main(["train-export", "--data", str(coco8), "--model", str(weights), "--epochs", "1", "--imgsz", "160",
+                 "--strategies", "head", "--backends", "litert,executorch", "--precisions", "fp32,int8",
+                 "--calib-size", "8", "--max-map-drop", "100", "--bench-iters", "3", "-o", str(out)]) == 0
+    rows = {(r["backend"], r["precision"]): r for r in json.loads((out / "report.json").read_text())["rows"]}
+    for b in ("litert", "executorch"):
+        assert all(rows[(b, p)]["status"] == "ok" and rows[(b, p)]["map50_95"] > 0 for p in ("fp32", "int8"))
+        side = json.loads(next((out / "head" / f"{b}_int8").glob("*.json")).read_text())
+        assert side["status"] == "PASSED" and side["calibration"]["split"] == "train"
+        assert side["accuracy_gate"]["baseline"]["backend"] == b
+        assert side["accuracy_gate"]["map50_95_fp32"] == pytest.approx(rows[(b, "fp32")]["map50_95"], abs=1e-4)
+    assert side["source"]["kind"] == "checkpoint"  # ExecuTorch builds from the trial's best.pt
