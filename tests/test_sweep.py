@@ -154,8 +154,9 @@ def test_models_times_imgsz_rows_on_a_tiny_run(tmp_path, coco8, weights, capsys)
                                          "openvino, tensorrt, torch"),
     (["--backends", " , "], "--backends: ' , ' is not one of executorch, litert, ncnn, onnxruntime, openvino, "
                             "tensorrt, torch"),
-    (["--backends", "openvino,ncnn"], "--backends: train-export does not sweep ncnn yet (it sweeps onnxruntime, "
-                                      "openvino, tensorrt)"),
+    (["--backends", "openvino,torch"], "--backends: torch declares no build (Backend.builds), so train-export cannot "
+                                       "make its artifacts (it builds those of executorch, litert, ncnn, onnxruntime, "
+                                       "openvino, tensorrt)"),
 ])
 def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys, monkeypatch):
     from edgekit.cli.main import main

@@ -130,7 +130,7 @@ def check_args(args) -> dict:
     from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, SWEPT_BACKENDS
     from ..pipeline import check_dependencies
     from ..pipeline import split_strategies
-    from ..runtime.backends import get_backend
+    from ..runtime.backends import get_backend, registered
     from ..train.strategy import parse_strategy
     from . import _checks
 
@@ -159,11 +159,11 @@ def check_args(args) -> dict:
     bad = next((b for b in backends if b not in known), None) if backends else ""
     if bad is not None:
         raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
-    unswept = next((b for b in backends if b not in SWEPT_BACKENDS), None)
-    if unswept is not None:
-        raise EdgekitError(f"--backends: train-export does not sweep {unswept} yet (it sweeps "
-                           f"{', '.join(SWEPT_BACKENDS)}); its artifacts are built with "
-                           f"edgekit.runtime.backends.get_backend('{unswept}').build(MODEL.onnx, PRECISION)")
+    unbuilt = next((b for b in backends if b not in SWEPT_BACKENDS and not get_backend(b).builds), None)
+    if unbuilt is not None:
+        built = sorted(n for n, c in registered().items() if n in SWEPT_BACKENDS or c.builds)
+        raise EdgekitError(f"--backends: {unbuilt} declares no build (Backend.builds), so train-export cannot make its "
+                           f"artifacts (it builds those of {', '.join(built)})")
     precisions = _items(args.precisions, "--precisions") if args.precisions else None
     bad = next((p for p in precisions or () if p not in PRECISIONS), None)
     if bad is not None:
