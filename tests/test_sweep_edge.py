@@ -19,6 +19,7 @@ def _needs_ncnn():
     pytest.importorskip("onnxruntime")
 
 
+@pytest.mark.slow
 def test_train_export_gives_ncnn_fp32_and_fp16_rows(tmp_path, coco8, weights):
     """`train-export --backends ncnn --precisions fp32,fp16` trains, builds both through NcnnBackend.build, gates
     fp16 against ncnn FP32 and gives both rows with status ok and an mAP (it was refused up front before)."""
@@ -34,6 +35,7 @@ def test_train_export_gives_ncnn_fp32_and_fp16_rows(tmp_path, coco8, weights):
         r = rows[("ncnn", p)]
         assert r["status"] == "ok" and 0 < r["map50_95"] <= 1 and r["fps_e2e"] > 0
         assert (out / r["artifact"]).name == "model.ncnn.param"
+        assert r["model_mb"] > 1  # the .bin beside the .param counts (the .param alone is ~0.02 MB)
     side = json.loads((out / "head" / "ncnn_fp16" / "model.ncnn.json").read_text())
     assert side["status"] == "PASSED" and side["precision"] == "fp16"
     gate = side["accuracy_gate"]
@@ -42,6 +44,7 @@ def test_train_export_gives_ncnn_fp32_and_fp16_rows(tmp_path, coco8, weights):
     assert gate["map50_95"] == pytest.approx(rows[("ncnn", "fp16")]["map50_95"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_reduced_precision_below_the_gate_is_a_failed_row(tmp_path, coco8, onnx160, monkeypatch):
     """A reduced precision of a declared-build backend that loses more than --max-map-drop against FP32 on the SAME
     backend is a FAILED row, its sidecar marked FAILED; the FP32 baseline is built once and evaluated once per trial
@@ -96,6 +99,7 @@ def test_reduced_precision_below_the_gate_is_a_failed_row(tmp_path, coco8, onnx1
     assert len(fp32_evals) == 1  # the gate's baseline, once
 
 
+@pytest.mark.slow
 def test_gate_baseline_is_evaluated_once_per_trial(tmp_path, coco8, onnx160_copy, monkeypatch):
     """Building a reduced precision again in the same run reuses the FP32 baseline's build and evaluation."""
     _needs_ncnn()

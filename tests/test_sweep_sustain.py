@@ -109,6 +109,7 @@ def test_train_export_sustain_bad_duration_is_one_line(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_train_export_sustain_local_run(tmp_path):
     """S: train-export --sustain 2s on a tiny local run: each row has its sustained p50 (last window), the throttling
     flag and the p50 drift; the recommendation is ranked by the sustained p50; report.json says whether the rankings

@@ -23,11 +23,13 @@ from .timing import STAGES, StageTimer, clock
 
 
 def model_size_mb(artifact) -> float:
-    """Size on disk of the model files (an OpenVINO folder or .xml counts its .bin too; sidecars excluded)."""
+    """Size on disk of the model files (an OpenVINO .xml or an ncnn .param counts its .bin too; a folder counts its
+    model files; sidecars excluded)."""
     p = Path(artifact)
     if p.is_dir():
-        files = [f for f in p.iterdir() if f.suffix.lower() in (".xml", ".bin", ".onnx", ".engine", ".plan")]
-    elif p.suffix.lower() == ".xml":
+        files = [f for f in p.iterdir()
+                 if f.suffix.lower() in (".xml", ".bin", ".onnx", ".engine", ".plan", ".param", ".tflite", ".pte")]
+    elif p.suffix.lower() in (".xml", ".param"):
         files = [p, p.with_suffix(".bin")]
     else:
         files = [p, p.with_name(p.name + ".data")]  # ONNX external weights, when present
