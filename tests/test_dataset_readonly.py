@@ -1,26 +1,15 @@
 """The user's dataset is read-only: train and train-export validate it first, then Ultralytics works on a view."""
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from edgekit.cli.main import main
+from treesum import tree_sha256 as checksum  # noqa: E402  (tests/treesum.py)
 
 IMGSZ = 64
-
-
-def checksum(folder: Path) -> dict[str, str]:
-    """sha256 of every file under folder, by relative path (the file list is part of the result)."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = Path(dirpath) / f
-            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def run_cli(capsys, *argv):

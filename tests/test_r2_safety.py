@@ -2,7 +2,6 @@
 one run per output folder at a time."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgekit.cli.main import main
+from treesum import tree_sha256 as checksum  # noqa: E402  (tests/treesum.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 IMGSZ = 64
@@ -22,16 +22,6 @@ def run_cli(capsys, *argv):
     code = main(list(map(str, argv)))
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def checksum(folder: Path) -> dict[str, str]:
-    """sha256 of every file under folder, by relative path (the file list is part of the result)."""
-    out = {}
-    for dirpath, _, files in os.walk(folder):
-        for f in files:
-            p = Path(dirpath) / f
-            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def one_line_error(code, err, *expect):

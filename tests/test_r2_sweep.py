@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from treesum import tree_sha256 as checksum  # noqa: E402  (tests/treesum.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 COCO8 = ROOT / "tests" / "assets" / "coco8" / "data.yaml"
@@ -29,11 +30,6 @@ def edgekit(*argv: str, cwd: Path, prelude: str = "") -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_OFFLINE": "1"}
     return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
-
-
-def checksum(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def records(run: Path) -> dict:

@@ -3,7 +3,6 @@ p50 (the report says where that reverses the short run's ranking); for a device 
 device is set against the host's own figure (its accuracy gate) where the host measured it."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -117,10 +116,9 @@ def test_train_export_sustain_local_run(tmp_path):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")
 
-    def checksum():
-        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(COCO8.parent.rglob("*")) if p.is_file()}
+    from treesum import tree_sha256
 
-    before = checksum()
+    before = tree_sha256(COCO8.parent)
     out = tmp_path / "run"
     argv = [sys.executable, "-m", "edgekit", "train-export", "--data", COCO8, "--epochs", "1", "--imgsz", "160",
             "--batch", "4", "--strategies", "head", "--backends", "onnxruntime", "--precisions", "fp32",
@@ -128,7 +126,7 @@ def test_train_export_sustain_local_run(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "YOLO_OFFLINE": "1"}
     r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert checksum() == before
+    assert tree_sha256(COCO8.parent) == before
     doc = json.loads((out / "report.json").read_text())
     (row,) = doc["rows"]
     assert row["status"] == "ok" and row["sustained_p50_ms"] > 0 and row["sustained_windows"] >= 2
