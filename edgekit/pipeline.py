@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .errors import AccuracyGateError, EdgekitError
 from .io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from .sweep.confirm import record_threshold, row_threshold, threshold_fields
 from .sweep.trial import ROWS_FORMAT, Trial, model_name, relative_to, resolved, run_relative
 
 DEFAULT_STRATEGIES = "scratch,head,schedule:0:backbone,1:none,full"
@@ -154,6 +155,11 @@ class Pipeline:
     precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
     max_class_drop: float | None = 3.0
+    max_recall_drop: float | None = 5.0  # recall points at the FP32 threshold a class may lose (reduced precisions)
+    min_class_boxes: int = 20  # classes with fewer val boxes never fail the per-class gates
+    target_precision: float | None = None  # each row's deployment threshold: by this precision, or recall, or max F1
+    target_recall: float | None = None
+    holdout_frac: float | None = None  # data without a test split: this part of val confirms the pick, nothing else
     min_fps: float | None = None
     max_latency_ms: float | None = None
     budget_usd: float | None = None
@@ -178,6 +184,7 @@ class Pipeline:
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
+    holdout: dict | None = field(default=None, init=False, repr=False, compare=False)  # what --holdout-frac set aside
 
     def __post_init__(self):
         self.out = Path(os.path.abspath(self.out))  # records name paths relative to it: the cwd never enters them
@@ -204,8 +211,17 @@ class Pipeline:
         if self._dataset is None:
             from .data import load_dataset
 
-            self._dataset = load_dataset(self.data)
+            ds = load_dataset(self.data)
+            if self.holdout_frac is not None:  # val less the holdout from here on; the holdout is the test split
+                from .data.holdout import hold_out
+
+                ds, self.holdout = hold_out(ds, self.holdout_frac, file_hash=self.file_hash)
+            self._dataset = ds
         return self._dataset
+
+    def has_test(self) -> bool:
+        """Whether the pick can be confirmed: the data has a test split, or --holdout-frac made one."""
+        return "test" in self.dataset().split_paths
 
     # content keys -----------------------------------------------------------------------------
     def file_hash(self, path) -> str:
@@ -225,8 +241,10 @@ class Pipeline:
         if not p.is_dir():
             return self.file_hash(p)
         h = hashlib.sha256()
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            h.update(f"{f.relative_to(p).as_posix()}\0{self.file_hash(f)}\n".encode())
+        from .sweep.confirm import sidecar_digest
+
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):  # a sidecar less its threshold (the eval stage's)
+            h.update(f"{f.relative_to(p).as_posix()}\0{sidecar_digest(f) or self.file_hash(f)}\n".encode())
         return h.hexdigest()
 
     def data_key(self) -> str:
@@ -235,6 +253,8 @@ class Pipeline:
             ds = self.dataset()
             root = ds.source.parent
             h = hashlib.sha256(f"{ds.source.name}\0{self.file_hash(ds.source)}\n".encode())
+            if self.holdout:  # val is val less the holdout: say which, so that another holdout is another key
+                h.update(f"holdout\0{self.holdout['frac']}\0{self.holdout['seed']}\0{self.holdout['key']}\n".encode())
             for split in ("train", "val"):
                 for s in ds.samples(split):
                     label = self.file_hash(s.label) if s.label else "-"
@@ -389,7 +409,7 @@ class Pipeline:
             device = parse_target(self.remote)
             device.check_version(device.probe()[0])
         ds = self.dataset()
-        for split in ("train", "val"):
+        for split in ("train", "val") + (("test",) if self.has_test() else ()):
             ds.samples(split)
 
     def check_calibration(self) -> None:
@@ -631,8 +651,11 @@ class Pipeline:
                                        "name": f"{label}: {name} bench"}})
                 row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.measured_on)
                 row.update(host_accuracy(acc, built.get("accuracy")) if self.remote else {})
+                thr = self.threshold(artifact, row["matches"])
+                row.update(threshold_fields(thr))
                 ci = acc["map50_95_ci"]
-                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]; at conf "
+                         f"{thr['conf']:g}: P {thr['precision']:.3f} R {thr['recall']:.3f} F1 {thr['f1']:.3f}")
             except AccuracyGateError as e:
                 row.update({"status": "FAILED", "error": str(e), "artifact": None,
                             "gate": gate_figures(getattr(e, "result", None))})
@@ -649,6 +672,12 @@ class Pipeline:
             atomic_write_json(path, doc)
             self.push(sdir)
         return rows
+
+    def threshold(self, artifact: str, matches: str) -> dict:
+        """The row's deployment threshold from its val matches (no inference), recorded in the artifact's sidecar."""
+        thr = row_threshold(matches, self.dataset().names, self.target_precision, self.target_recall)
+        record_threshold(artifact, thr)
+        return thr
 
     @property
     def measured_on(self) -> str:
@@ -669,10 +698,11 @@ class Pipeline:
         return {**acc, "matches": self.rel(acc["matches"]), "artifact": self.rel(acc["artifact"])}
 
     # speed ------------------------------------------------------------------------------------
-    def bench_inputs(self, key: str, backend: str) -> dict:
+    def bench_inputs(self, key: str, backend: str, conf: float | None = None) -> dict:
+        """What a graph's speed depends on; conf: the threshold its NMS runs at (the owner row's, from its sidecar)."""
         from ._imports import tool_versions
 
-        return {"graph": key, "target": self.measured_on, "iters": self.bench_iters,
+        return {"graph": key, "target": self.measured_on, "iters": self.bench_iters, "conf": conf,
                 "rounds": list(self.bench_rounds),
                 "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
 
@@ -696,7 +726,8 @@ class Pipeline:
                 self.pull(Path(o["record"]).parent)
         done, todo = {}, []
         for key, o in owners.items():
-            prev = self._done(o["name"], Path(o["record"]), self.bench_inputs(key, o["backend"]))
+            prev = self._done(o["name"], Path(o["record"]),
+                              self.bench_inputs(key, o["backend"], o["rows"][0].get("threshold")))
             if prev is not None:
                 self._detail(f"[resume] {o['name']}: done, skipped")
                 done[key] = prev["result"]
@@ -729,7 +760,8 @@ class Pipeline:
             nodes = sorted({r["bench_node"] for r in rounds[key]})
             done[key] = {**summarize(rounds[key]), "per_round": rounds[key], "bench_node": ",".join(nodes)}
             atomic_write_json(Path(o["record"]), {"stage": o["name"], "status": "done", "run": self.run_id,
-                                                  "inputs": self.bench_inputs(key, o["backend"]),
+                                                  "inputs": self.bench_inputs(key, o["backend"],
+                                                                              o["rows"][0].get("threshold")),
                                                   "result": done[key]})
             self.push(Path(o["record"]).parent.parent)
         for key, o in owners.items():
@@ -793,9 +825,18 @@ class Pipeline:
         recipe = recipe_for(read_sidecar(onnx_path).get("family")).path
         return {"onnx": self.file_hash(onnx_path), "variant": f"{v.backend}-{v.precision}", "target": self.target,
                 "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop, "calib_size": self.calib_size, "data": self.data_key(),
+                "max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
+                "threshold": self.threshold_spec,
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt",
                                           *self.converters(v.backend))}
+
+    @property
+    def threshold_spec(self) -> str:
+        """How deployment thresholds are chosen (max_f1, precision:P, recall:R): the gates' FP32 threshold too."""
+        from .quantize.job import threshold_spec
+
+        return threshold_spec(self.target_precision, self.target_recall)
 
     @staticmethod
     def converters(backend: str) -> tuple:
@@ -819,13 +860,12 @@ class Pipeline:
             return self.build_declared(onnx_path, v, sdir)
         if v.backend == "onnxruntime" and v.precision == "fp32":
             return {"artifact": str(onnx_path), "accuracy": None}
-        if v.backend == "openvino" and v.precision == "bf16":
-            return self.build_bf16(onnx_path, sdir)
-        if v.backend == "openvino" and v.precision in ("fp32", "fp16"):
+        if v.backend == "openvino" and v.precision in ("bf16", "fp16"):
+            return self.build_openvino_reduced(onnx_path, sdir, v.precision)
+        if v.backend == "openvino" and v.precision == "fp32":
             from .export.openvino import onnx_to_openvino
 
-            folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
-                                      log=self._detail)
+            folder = onnx_to_openvino(onnx_path, sdir / "openvino_fp32", log=self._detail)
             return {"artifact": str(folder), "accuracy": None}
         from .quantize import quantize
 
@@ -842,6 +882,8 @@ class Pipeline:
             res = quantize(onnx_path, self.dataset(), backend=v.backend,
                            method="minmax" if v.backend == "onnxruntime" else "auto", calib_size=self.calib_size,
                            max_map_drop=self.max_map_drop, device=self.target, max_class_drop=self.max_class_drop,
+                           max_recall_drop=self.max_recall_drop, min_class_boxes=self.min_class_boxes,
+                           target_precision=self.target_precision, target_recall=self.target_recall,
                            out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
@@ -852,17 +894,19 @@ class Pipeline:
         """Where a trial's INT8 job of `backend` writes (its artifact, and the FP32-baseline cache bf16 shares)."""
         return sdir / f"{backend}_int8"
 
-    def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
-        """The FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on OpenVINO."""
+    def build_openvino_reduced(self, onnx_path: Path, sdir: Path, precision: str) -> dict:
+        """The IR with FP16 weights, or the FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on
+        OpenVINO."""
         from .export.openvino import onnx_to_openvino
         from .quantize.job import BASELINE_FILE, fp32_baseline
 
-        folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
+        folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{precision}", precision=precision, device=self.target,
                                   log=self._detail)
         # the same cache file as the OpenVINO INT8 job of this trial: its FP32 baseline is evaluated once
         base = fp32_baseline(onnx_path, self.dataset(), "val", None, self._detail, "openvino", self.target,
-                             self.int8_dir(sdir, "openvino") / BASELINE_FILE)
-        return self.gate(folder, Variant("openvino", "bf16"), base)
+                             self.int8_dir(sdir, "openvino") / BASELINE_FILE, self.target_precision,
+                             self.target_recall)
+        return self.gate(folder, Variant("openvino", precision), base)
 
     def build_declared(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """A backend's artifact as it declares it is built (Backend.build); a reduced precision gated against FP32
@@ -906,38 +950,48 @@ class Pipeline:
 
         def run():
             r = evaluate(artifact, self.dataset(), backend=backend, device=self.target, precision="fp32",
-                         progress=False)
+                         progress=False, target_precision=self.target_precision, target_recall=self.target_recall)
             return {k: r.get(k) for k in ("map50", "map50_95", "images", "backend", "device", "precision_executed",
-                                          "per_class", "per_class_instances")}
+                                          "per_class", "per_class_instances", "threshold")}
 
         return self.stage(f"{self.rel(sdir)}: {backend}-fp32 gate baseline", stages / f"{backend}-fp32.baseline.json",
                           {"artifact": self.content_hash(artifact.parent), "backend": backend, "device": self.target,
-                           "data": self.data_key(), "split": "val"}, run)
+                           "data": self.data_key(), "split": "val", "threshold": self.threshold_spec}, run)
 
     def gate(self, artifact: Path, v: Variant, base: dict) -> dict:
         """A reduced-precision artifact against the FP32 baseline of its own backend (same split, same
         --max-map-drop and --max-class-drop): its sidecar gets `accuracy_gate` and PASSED/FAILED; AccuracyGateError
         when it fails."""
-        from .eval import MIN_CLASS_BOXES, class_drops, evaluate
+        from .eval import class_drops, evaluate, recall_drops
+        from .eval.threshold import recall_drop_text
         from .runtime.meta import read_sidecar, write_sidecar
 
         ds = self.dataset()
-        acc = evaluate(artifact, ds, backend=v.backend, device=self.target, progress=False)
+        conf = base["threshold"]["conf"]  # the FP32 artifact's deployment threshold: recall is compared there
+        acc = evaluate(artifact, ds, backend=v.backend, device=self.target, progress=False,
+                       target_precision=self.target_precision, target_recall=self.target_recall, at_threshold=conf)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         classes = [] if self.max_class_drop is None else class_drops(
             base.get("per_class"), acc.get("per_class"), base.get("per_class_instances"),
-            MIN_CLASS_BOXES, self.max_class_drop)
-        passed = drop <= self.max_map_drop + 1e-9 and not classes
+            self.min_class_boxes, self.max_class_drop)
+        recall = [] if self.max_recall_drop is None else recall_drops(
+            base["threshold"], acc["at_threshold"], self.max_recall_drop, self.min_class_boxes)
+        passed = drop <= self.max_map_drop + 1e-9 and not classes and not recall
         doc = read_sidecar(artifact)
         baseline = {k: base.get(k) for k in ("backend", "device", "precision_executed")}
         doc["accuracy_gate"] = {"split": "val", "data": str(ds.source), "images": acc["images"],
                                 "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop,
                                 "map50_fp32": base["map50"], "map50_95_fp32": base["map50_95"], "map50": acc["map50"],
                                 "map50_95": acc["map50_95"], "drop_points": round(drop, 3),
-                                "class_drops": [list(c) for c in classes], "baseline": baseline}
+                                "class_drops": [list(c) for c in classes], "baseline": baseline,
+                                "max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
+                                "threshold_fp32": base["threshold"], "at_fp32_threshold": acc["at_threshold"],
+                                "recall_drops": recall}
         doc["status"] = "PASSED" if passed else "FAILED"
+        doc["threshold"] = acc["threshold"]
         write_sidecar(artifact, {k: x for k, x in doc.items() if k != "format"})
         why = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in classes)
+        why += recall_drop_text(recall, conf, self.max_recall_drop)
         self._detail(f"{v.precision} gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on "
                      f"{v.backend}: drop {drop:+.2f} points (max {self.max_map_drop:g}){why} -> {doc['status']}")
         if not passed:
@@ -945,7 +999,7 @@ class Pipeline:
                                     f"{v.backend} (max {self.max_map_drop:g}){why}; sidecar marked FAILED")
             err.result = {"artifact": str(artifact), "status": "FAILED", "map50_95_fp32": base["map50_95"],
                           "map50_95": acc["map50_95"], "drop_points": round(drop, 3),
-                          "max_map_drop": self.max_map_drop}
+                          "max_map_drop": self.max_map_drop, "recall_drops": recall}
             raise err
         return {"artifact": str(artifact),
                 "accuracy": {"map50": acc["map50"], "map50_95": acc["map50_95"], "images": acc["images"],
@@ -965,29 +1019,45 @@ class Pipeline:
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.measured_on, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
-                  "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed,
+                  "max_class_drop": self.max_class_drop, "max_recall_drop": self.max_recall_drop,
+                  "min_class_boxes": self.min_class_boxes, "threshold": self.threshold_spec,
+                  "holdout": self.holdout, **self.limits(), "seed": self.seed,
                   **({"sustain_s": self.sustain} if self.sustain else {})}
         extra = {"executor": self.executor.describe()} if self.executor is not None else {}
+        from .sweep.confirm import confirm_on_test
+
+        confirm = (lambda top: confirm_on_test(self, top)) if self.has_test() else None
         return write_report(self.report_dir or self.out, rows, pruned, config, self.max_map_drop, self.limits(),
-                            extra)
+                            extra, confirm)
 
 
 def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict, max_map_drop: float, limits: dict,
-                 extra: dict | None = None) -> dict:
-    """Speed-ups, the recommendation under the limits, then report.json, pareto.png and report.md in `out`.
+                 extra: dict | None = None, confirm=None) -> dict:
+    """Speed-ups, the recommendation under the limits, its confirmation, then report.json, pareto.png and report.md.
+
+    confirm(top rows) -> their figures on the test split (edgekit.sweep.confirm.confirm_on_test); None: no test split.
 
     rows name their files by paths this process can open; report.json (and the dict returned, its content) names
     them relative to `out`, the folder holding it, so that a moved run folder's report still points into it.
     """
     from .report import add_speedups, pareto_png, ranking_swaps, recommend, render_markdown
+    from .sweep.confirm import confirmation, pick_fields, recommendation_order, report_row, why_sentence
 
     add_speedups(rows)
     sustained = bool(config.get("sustain_s"))  # --sustain: ranked by the sustained p50
     rec = recommend(rows, max_map_drop=max_map_drop, sustained=sustained, **limits)
+    top = recommendation_order(rows, lambda rs: recommend(rs, max_map_drop=max_map_drop, sustained=sustained,
+                                                          **limits)) if rec.get("artifact") else []
+    confirmed = confirmation(top, confirm, sum(1 for r in rows if r.get("status") == "ok" and r.get("fps_e2e")))
+    if top:
+        rec.update(pick_fields(top[0], confirmed))
+        rec["why"] = f"{rec['why']} {why_sentence(confirmed, top[0])}".strip()
     if rec.get("artifact"):
         rec["artifact"] = relative_to(rec["artifact"], out)
     trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
-    doc = {"rows": [run_relative(r, out) for r in rows], "recommendation": rec, "pruned": list(pruned or []),
+    doc = {"rows": [report_row(run_relative(r, out), any(r is t for t in top)) for r in rows],
+           "recommendation": rec, "confirmation": confirmed, "test_rank_agrees": confirmed.get("test_rank_agrees"),
+           "pruned": list(pruned or []),
            "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
                                                                   for p in pruned or []), 1),
            "config": config, **(extra or {})}
@@ -1015,7 +1085,7 @@ def gate_figures(result: dict | None) -> dict | None:
     """The accuracy gate's figures from a quantize result: what a FAILED row and record keep."""
     if not result:
         return None
-    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop")
+    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop", "recall_drops")
     return {k: result[k] for k in keys if k in result}
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("backend", "backend"),
            ("precision", "prec"), ("train_wall_s", "train s"), ("cost_usd", "cost $"), ("map50", "mAP50"),
-           ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("infer_p50_ms", "infer p50 ms"),
+           ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("threshold", "conf"),
+           ("precision_at_threshold", "P"), ("recall_at_threshold", "R"), ("f1_at_threshold", "F1"),
+           ("infer_p50_ms", "infer p50 ms"),
            ("latency_p50_ms", "e2e p50 ms"), ("latency_p90_ms", "e2e p90 ms"), ("fps_e2e", "FPS e2e"),
            ("fps_cv", "FPS cv"), ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
 SUSTAINED_COLUMNS = [("sustained_p50_ms", "sustained p50 ms"), ("sustained_p50_change", "p50 drift"),
@@ -49,7 +51,8 @@ def add_speedups(rows: list[dict]) -> None:
 
 
 FORMATS = {"train_wall_s": "{:.0f}", "gpu_hours": "{:.3f}", "cost_usd": "{:.2f}", "map50": "{:.4f}",
-           "map50_95": "{:.4f}", "infer_p50_ms": "{:.1f}", "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
+           "map50_95": "{:.4f}", "threshold": "{:.4g}", "precision_at_threshold": "{:.3f}",
+           "recall_at_threshold": "{:.3f}", "f1_at_threshold": "{:.3f}", "infer_p50_ms": "{:.1f}", "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
            "e2e_p50_ms": "{:.1f}", "fps_e2e": "{:.1f}", "fps_cv": "{:.3f}", "speedup_vs_ref": "{:.2f}",
            "model_mb": "{:.2f}", "sustained_p50_ms": "{:.1f}", "sustained_p50_change": "{:+.1%}"}
 
@@ -360,6 +363,16 @@ def _device_accuracy_lines(rows: list[dict]) -> list[str]:
                 f"({r['map50_95_device_minus_host']:+.4f})" for r in diff) + ".", ""]
 
 
+def _threshold_rule(config: dict) -> str:
+    """How the thresholds were chosen, in words (config 'threshold': max_f1, precision:P or recall:R)."""
+    spec = str(config.get("threshold") or "max_f1")
+    if spec.startswith("precision:"):
+        return f"the highest recall at precision >= {spec.split(':', 1)[1]}"
+    if spec.startswith("recall:"):
+        return f"the highest precision at recall >= {spec.split(':', 1)[1]}"
+    return "max F1"
+
+
 def render_markdown(doc: dict, png: Path | None) -> str:
     c, rec = doc["config"], doc["recommendation"]
     rows = doc["rows"]
@@ -383,9 +396,13 @@ def render_markdown(doc: dict, png: Path | None) -> str:
               "backend's own concurrent inference, then decode + NMS), batch 1; the median of interleaved rounds "
               "repeated until stable, FPS cv their coefficient of variation. e2e p50/p90: one image at a time, decode "
               "to detections. Rows of the same graph (same model, size, backend and precision; weights differ) share "
-              "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime.", "",
+              "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime. conf: the row's "
+              "deployment threshold, chosen on val by " + _threshold_rule(c) + " from the row's own detections; P, R, "
+              "F1: precision, recall and F1 of its boxes there (IoU 0.5); the speed runs NMS at it.", "",
               "## Recommendation", "", rec["why"], ""]
-    parts += _sustained_lines(doc) + _device_accuracy_lines(rows)
+    from .sweep.confirm import markdown_lines
+
+    parts += _sustained_lines(doc) + _device_accuracy_lines(rows) + markdown_lines(doc)
     if rec.get("artifact"):
         parts += [f"Artifact: `{rec['artifact']}`" + (f" (bound by: {', '.join(rec['bound_by'])})"
                                                       if rec.get("bound_by") else ""), ""]

@@ -1,0 +1,175 @@
+"""Issue T (#23), train-export half: every row at its deployment threshold, the recall gate in the sweep, the pick
+selected on val and confirmed on test (or on a deterministic holdout of val), bench at the threshold.
+
+The fast tests work on small synthetic figures and the bundled demo's files; the runs of the real CLI are slow.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekit.eval.bootstrap import Matches
+from edgekit.sweep.confirm import (confirmation, markdown_lines, rank_swaps, recommendation_order, row_threshold,
+                                   sidecar_digest, threshold_fields, why_sentence)
+
+from treesum import tree_sha256 as checksum  # noqa: E402  (tests/treesum.py)
+
+
+# holdout ---------------------------------------------------------------------------------------------
+def _copy_demo(dst: Path, rename: bool = False) -> Path:
+    """The demo's data in `dst` (images and labels); rename: every val file under another name, listed reversed."""
+    from edgekit.assets import demo_data
+
+    src = demo_data().parent
+    shutil.copytree(src, dst)
+    if rename:
+        for img in sorted((dst / "images" / "val").iterdir()):
+            lab = dst / "labels" / "val" / f"{img.stem}.txt"
+            new = f"z{img.stem[::-1]}"
+            img.rename(img.with_name(new + img.suffix))
+            if lab.exists():
+                lab.rename(lab.with_name(new + ".txt"))
+    return dst / "data.yaml"
+
+
+def _keys(ds, split):
+    from edgekit.data.holdout import sample_key
+
+    return sorted(sample_key(s) for s in ds.samples(split))
+
+
+def test_holdout_is_deterministic_by_content_and_left_out_of_val(tmp_path):
+    """T: --holdout-frac sets aside the same images (by content) whatever their names and on every call; they are
+    no longer in val (so selection, gates and thresholds never see them); the user's files are untouched."""
+    from edgekit.data import load_dataset
+    from edgekit.data.holdout import hold_out
+
+    a, b = _copy_demo(tmp_path / "a"), _copy_demo(tmp_path / "b", rename=True)
+    before = checksum(a.parent)
+    da, info = hold_out(load_dataset(a), 0.25)
+    db, info_b = hold_out(load_dataset(b), 0.25)
+    again, _ = hold_out(load_dataset(a), 0.25)
+    assert info["images"] == 8 and info["of"] == 32 and len(da.samples("test")) == 8
+    assert len(da.samples("val")) == 24
+    assert _keys(da, "test") == _keys(db, "test") == _keys(again, "test") and info["key"] == info_b["key"]
+    assert not set(_keys(da, "test")) & set(_keys(da, "val"))
+    assert [s.image for s in da.samples("train")] == [s.image for s in load_dataset(a).samples("train")]
+    other, _ = hold_out(load_dataset(a), 0.25, seed=1)
+    assert _keys(other, "test") != _keys(da, "test")  # the seed draws, the content only orders
+    assert checksum(a.parent) == before
+
+
+@pytest.mark.parametrize("frac, message", [
+    (0.0, "--holdout-frac: 0 is not a fraction in (0, 1)"),
+    (1.0, "--holdout-frac: 1 is not a fraction in (0, 1)"),
+    (0.01, "--holdout-frac: 0.01 of the 32 val images of"),
+    (0.99, "leaves no val image"),
+])
+def test_holdout_refuses_a_fraction_that_cannot_work(frac, message, demo_data):
+    from edgekit.data import load_dataset
+    from edgekit.data.holdout import hold_out
+    from edgekit.errors import EdgekitError
+
+    with pytest.raises(EdgekitError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        hold_out(load_dataset(demo_data), frac)
+
+
+def test_holdout_refuses_data_that_has_a_test_split(tmp_path):
+    from edgekit.data import load_dataset
+    from edgekit.data.holdout import hold_out
+    from edgekit.errors import EdgekitError
+
+    y = _copy_demo(tmp_path / "d")
+    y.write_text(y.read_text() + "test: images/val\n")
+    with pytest.raises(EdgekitError, match="has a test split already"):
+        hold_out(load_dataset(y), 0.25)
+
+
+def test_train_export_checks_holdout_and_threshold_options_first(tmp_path, capsys):
+    """The new options are checked before any work: one line naming the option, exit 2."""
+    from edgekit.cli.main import main
+
+    for argv, msg in ((["--holdout-frac", "1.5"], "--holdout-frac must be"),
+                      (["--target-precision", "0"], "--target-precision must be a fraction in (0, 1]"),
+                      (["--target-precision", "0.9", "--target-recall", "0.5"],
+                       "give --target-precision or --target-recall, not both"),
+                      (["--max-recall-drop", "-1"], "--max-recall-drop must be >= 0"),
+                      (["--min-class-boxes", "0"], "--min-class-boxes must be >= 1")):
+        code = main(["train-export", *argv, "-o", str(tmp_path / "run")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and msg in err[0], (argv, err)
+    assert not (tmp_path / "run").exists()
+
+
+# thresholds ------------------------------------------------------------------------------------------
+def test_every_row_threshold_comes_from_its_own_matches(tmp_path):
+    """T: a row's threshold, P, R, F1 (overall and per class) are chosen from its saved val matches, by max F1 or a
+    target; the fields the row carries."""
+    from test_eval import synth
+
+    images, anns, dets = synth(30, seed=3)
+    m = Matches.build(images, anns, dets, 3)
+    path = m.save(tmp_path / "m.npz")
+    names = ["a", "b", "c"]
+    f1 = row_threshold(path, names)
+    p80 = row_threshold(path, names, target_precision=0.8)
+    assert f1["chosen_by"] == "max_f1" and p80["chosen_by"] == "target_precision 0.8"
+    assert p80["reached"] and p80["precision"] >= 0.8 and p80["conf"] >= f1["conf"]
+    row = threshold_fields(f1)
+    assert {"threshold", "precision_at_threshold", "recall_at_threshold", "f1_at_threshold",
+            "per_class_at_threshold"} <= set(row)
+    assert row["threshold"] == f1["conf"] and set(row["per_class_at_threshold"]) == set(names)
+
+
+def test_a_sidecar_digest_ignores_only_the_threshold(tmp_path):
+    """The threshold is written after the build: the build's record must still match; any other change must not."""
+    from edgekit.runtime.meta import write_sidecar
+
+    art = tmp_path / "model.onnx"
+    art.write_bytes(b"x")
+    side = write_sidecar(art, {"names": ["a"], "imgsz": [160, 160]})
+    d0 = sidecar_digest(side)
+    write_sidecar(art, {"names": ["a"], "imgsz": [160, 160], "threshold": {"conf": 0.3}})
+    assert sidecar_digest(side) == d0
+    write_sidecar(art, {"names": ["b"], "imgsz": [160, 160], "threshold": {"conf": 0.3}})
+    assert sidecar_digest(side) != d0
+    assert sidecar_digest(art) is None
+
+
+# the recommendation's order and the test ranking ---------------------------------------------------------
+def _row(strategy, m, fps, **more):
+    return {"model": "v8n", "imgsz": 160, "strategy": strategy, "backend": "onnxruntime", "precision": "fp32",
+            "map50_95": m, "map50": m, "fps_e2e": fps, "latency_p50_ms": 1e3 / fps, "status": "ok",
+            "artifact": f"{strategy}.onnx", "train_wall_s": 1.0, "threshold": 0.3, "precision_at_threshold": 0.8,
+            "recall_at_threshold": 0.7, "f1_at_threshold": 0.75, "threshold_chosen_by": "max_f1",
+            "per_class_at_threshold": {"a": {"precision": 0.8, "recall": 0.7, "f1": 0.75, "boxes": 9}}, **more}
+
+
+def test_the_top_rows_follow_the_recommendation_and_a_reversed_test_order_is_a_disagreement():
+    """T: the pick and the next candidates in the recommendation's order are confirmed; test_rank_agrees says
+    whether their order by val mAP holds on test; ties never disagree."""
+    from edgekit.report import recommend
+
+    rows = [_row("a", 0.50, 10), _row("b", 0.40, 30), _row("c", 0.45, 20), _row("d", 0.30, 40)]
+    top = recommendation_order(rows, lambda rs: recommend(rs, max_map_drop=0.0, paired=lambda a, b: None))
+    assert [r["strategy"] for r in top] == ["a", "c", "b"]  # max_map_drop 0: the most accurate, then the next
+    test = {"a": 0.41, "c": 0.47, "b": 0.35}
+    c = confirmation(top, lambda t: {"split": "test", "images": 7, "figures": [
+        {"map50_95": test[r["strategy"]], "map50": 0.5, "at_threshold": {"conf": 0.3, "precision": 0.7,
+                                                                         "recall": 0.6, "f1": 0.65}} for r in t]}, 4)
+    assert c["test_rank_agrees"] is False and c["swaps"][0]["val_higher"].endswith("a, onnxruntime fp32")
+    assert top[0]["test_map50_95"] == 0.41 and c["rows"][0]["threshold"]["per_class"]["a"]["boxes"] == 9
+    assert "does NOT hold on test" in why_sentence(c, top[0])
+    assert any("DISAGREES" in ln for ln in markdown_lines({"confirmation": c}))
+    tied = [dict(r, test_map50_95=0.4) for r in top]  # all equal on test: ties, never a disagreement
+    assert rank_swaps(tied) == []
+
+
+def test_without_a_test_split_the_pick_is_said_to_be_optimistic():
+    c = confirmation([_row("a", 0.5, 10)], None, 16)
+    assert c == {"split": None, "rows_compared": 16, "val_optimistic": True}
+    assert "best of 16 row(s)" in why_sentence(c, {}) and "--holdout-frac" in why_sentence(c, {})
