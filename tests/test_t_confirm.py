@@ -173,3 +173,167 @@ def test_without_a_test_split_the_pick_is_said_to_be_optimistic():
     c = confirmation([_row("a", 0.5, 10)], None, 16)
     assert c == {"split": None, "rows_compared": 16, "val_optimistic": True}
     assert "best of 16 row(s)" in why_sentence(c, {}) and "--holdout-frac" in why_sentence(c, {})
+
+
+# real runs of the CLI (slow) ----------------------------------------------------------------------------
+def _tiny(dst: Path, test: bool) -> Path:
+    """12 train, 8 val (and 6 test) images of the demo in `dst`, with their labels."""
+    from edgekit.assets import demo_data
+
+    src = demo_data().parent
+    pick = {"train": sorted((src / "images" / "train").iterdir())[:12]}
+    val = sorted((src / "images" / "val").iterdir())
+    pick["val"], pick["test"] = val[:8], (val[8:14] if test else [])
+    for split, imgs in pick.items():
+        for img in imgs:
+            for kind, f in (("images", img), ("labels", src / "labels" / img.parent.name / f"{img.stem}.txt")):
+                if f.exists():
+                    (dst / kind / split).mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(f, dst / kind / split / f.name)
+    text = (src / "data.yaml").read_text() + ("test: images/test\n" if test else "")
+    (dst / "data.yaml").write_text(text)
+    return dst / "data.yaml"
+
+
+TINY = ["--strategies", "head,full", "--epochs", "1", "--imgsz", "160", "--batch", "4", "--backends", "onnxruntime",
+        "--precisions", "fp32", "--bench-iters", "3"]
+
+
+def _records(run: Path, pattern: str) -> dict:
+    return {p.relative_to(run).as_posix(): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(run.rglob(pattern))}
+
+
+@pytest.fixture(scope="module")
+def test_split_run(tmp_path_factory):
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("onnxruntime")
+    from test_r2_sweep import edgekit
+
+    base = tmp_path_factory.mktemp("tconfirm")
+    data = _tiny(base / "data", test=True)
+    before = checksum(data.parent)
+    res = edgekit("train-export", "--data", str(data), *TINY, "-o", "R", cwd=base)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert checksum(data.parent) == before
+    return base, data, res
+
+
+@pytest.mark.slow
+def test_report_carries_test_map_and_rank_agreement_and_every_row_its_threshold(test_split_run):
+    """T: with a test split, report.json has test_map50_95 (per evaluated row and for the pick) and
+    test_rank_agrees; every row has its threshold, P, R and F1 (the readable table too), recorded in its artifact's
+    sidecar; the speed ran NMS at the threshold (bench_conf); --resume reuses the test evaluations."""
+    from test_r2_sweep import edgekit
+
+    base, data, res = test_split_run
+    run = base / "R"
+    doc = json.loads((run / "report.json").read_text())
+    rows = [r for r in doc["rows"] if r["status"] == "ok"]
+    assert len(rows) == 2
+    for r in rows:
+        for k in ("threshold", "precision_at_threshold", "recall_at_threshold", "f1_at_threshold"):
+            assert isinstance(r[k], float) and 0 <= r[k] <= 1, (k, r[k])
+        side = json.loads((run / r["artifact"]).with_suffix(".json").read_text())
+        assert side["threshold"]["conf"] == r["threshold"]
+    owner = next(r for r in rows if "speed_shared_with" not in r)
+    assert all(r["bench_conf"] == owner["threshold"] for r in rows)  # one graph: measured at its owner's threshold
+    c = doc["confirmation"]
+    assert c["split"] == "test" and c["images"] == 6 and len(c["rows"]) == 2
+    assert isinstance(doc["test_rank_agrees"], bool) and doc["test_rank_agrees"] == c["test_rank_agrees"]
+    assert all(isinstance(r["test_map50_95"], float) for r in rows)
+    rec = doc["recommendation"]
+    assert rec["test_map50_95"] == c["rows"][0]["test_map50_95"] and rec["test_rank_agrees"] is c["test_rank_agrees"]
+    assert rec["threshold"]["per_class"] and "test images it scores mAP50-95" in rec["why"]
+    md = (run / "report.md").read_text()
+    assert "| conf | P | R | F1 |" in md and "## Confirmation on unseen images" in md
+    again = _records(run, "*.test.json")
+    assert len(again) == 2
+    res2 = edgekit("train-export", "--data", str(data), *TINY, "-o", "R", "--resume", cwd=base)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    assert _records(run, "*.test.json") == again
+    assert json.loads((run / "report.json").read_text())["confirmation"]["rows"] == c["rows"]
+
+
+@pytest.mark.slow
+def test_holdout_frac_confirms_on_images_that_chose_nothing(tmp_path):
+    """T: without a test split --holdout-frac sets aside part of val: rows are evaluated (and trained, gated,
+    thresholded) on val less it, the pick is confirmed on it; without it, the report says the pick is optimistic."""
+    pytest.importorskip("ultralytics")
+    pytest.importorskip("onnxruntime")
+    from test_r2_sweep import edgekit
+
+    data = _tiny(tmp_path / "data", test=False)
+    res = edgekit("train-export", "--data", str(data), *TINY, "--holdout-frac", "0.25", "-o", "H", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((tmp_path / "H" / "report.json").read_text())
+    assert doc["config"]["holdout"]["images"] == 2 and doc["config"]["holdout"]["of"] == 8
+    assert all(r["eval_images"] == 6 for r in doc["rows"] if r["status"] == "ok")
+    assert len(list((tmp_path / "H" / "head" / "train" / ".data" / "images" / "val").iterdir())) == 6
+    assert doc["confirmation"]["split"] == "holdout" and doc["confirmation"]["images"] == 2
+    assert isinstance(doc["recommendation"]["test_map50_95"], float)
+
+
+# the recall gate of the sweep's reduced precisions ----------------------------------------------------------
+def _collapsing_openvino(monkeypatch):
+    """onnx_to_openvino that, for fp16, converts a copy of the ONNX with class 0 collapsed (scores x 0.01)."""
+    import edgekit.export.openvino as ov_export
+    from test_t_quantize import _collapse
+
+    real = ov_export.onnx_to_openvino
+
+    def convert(onnx_path, out_dir=None, *a, precision=None, **k):
+        if precision == "fp16":
+            work = Path(out_dir).parent / "collapsed"
+            work.mkdir(parents=True, exist_ok=True)
+            for f in Path(onnx_path).parent.glob(f"{Path(onnx_path).stem}.*"):
+                shutil.copy2(f, work / f.name)
+            onnx_path = work / Path(onnx_path).name
+            _collapse(onnx_path, cls=0)
+        return real(onnx_path, out_dir, *a, precision=precision, **k)
+
+    monkeypatch.setattr(ov_export, "onnx_to_openvino", convert)
+
+
+def _collapsing_ncnn(monkeypatch):
+    """NcnnBackend.build_impl that, for fp16, builds from its private ONNX copy with class 0 collapsed."""
+    from edgekit.runtime.backends.ncnn import NcnnBackend
+    from test_t_quantize import _collapse
+
+    real = NcnnBackend.build_impl
+
+    def build_impl(cls, source, precision, *a, **k):
+        if precision == "fp16":
+            _collapse(source, cls=0)
+        return real(source, precision, *a, **k)
+
+    monkeypatch.setattr(NcnnBackend, "build_impl", classmethod(build_impl))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "ncnn"])
+def test_a_reduced_precision_with_a_collapsed_class_fails_the_sweeps_recall_gate(backend, onnx160_copy, coco8,
+                                                                                 tmp_path, monkeypatch):
+    """T: an fp16 artifact (OpenVINO, or ncnn: a declared build) whose 'person' scores are scaled by 0.01 fails
+    train-export's gate on recall at the FP32 artifact's threshold, the message naming the class and both recalls,
+    while the mAP gates are left wide open; its sidecar is marked FAILED with the figures."""
+    from edgekit.errors import AccuracyGateError
+    from edgekit.pipeline import Pipeline, Variant
+    from edgekit.runtime.backends import get_backend
+
+    if backend == "ncnn" and not get_backend("ncnn").can_build("fp16"):
+        pytest.skip("ncnn and pnnx are not installed (pip install 'edgekit[ncnn-build]')")
+    pytest.importorskip("openvino" if backend == "openvino" else "ncnn")
+    (_collapsing_openvino if backend == "openvino" else _collapsing_ncnn)(monkeypatch)
+    pipe = Pipeline(out=tmp_path, data=coco8, model=tmp_path / "unused.pt", strategies=["head"], imgsz=160,
+                    backends=[backend], max_map_drop=100.0, max_class_drop=None, min_class_boxes=5,
+                    log=lambda *a: None)
+    pipe.run_id = "one run"
+    with pytest.raises(AccuracyGateError) as e:
+        pipe.build(onnx160_copy, Variant(backend, "fp16"), tmp_path / "head")
+    drops = e.value.result["recall_drops"]
+    person = next(d for d in drops if d["class"] == "person")
+    assert person["recall_fp32"] > 0 and person["recall"] == 0.0
+    assert (f"class 'person' recall {person['recall_fp32']:.3f} (FP32) -> 0.000 at conf") in str(e.value)
+    side = json.loads(next((tmp_path / "head" / f"{backend}_fp16").glob("*.json")).read_text())
+    assert side["status"] == "FAILED" and side["accuracy_gate"]["recall_drops"] == drops
+    assert side["accuracy_gate"]["threshold_fp32"]["conf"] > 0 and "conf" in side["threshold"]
