@@ -825,8 +825,8 @@ class Pipeline:
         recipe = recipe_for(read_sidecar(onnx_path).get("family")).path
         return {"onnx": self.file_hash(onnx_path), "variant": f"{v.backend}-{v.precision}", "target": self.target,
                 "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop, "calib_size": self.calib_size, "data": self.data_key(),
-                "max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
-                "threshold": self.threshold_spec,
+                **({"max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
+                    "threshold": self.threshold_spec} if v.precision != "fp32" else {}),  # the recall gate's
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt",
                                           *self.converters(v.backend))}
