@@ -152,7 +152,7 @@ def _row(strategy, m, fps, **more):
 def test_the_top_rows_follow_the_recommendation_and_a_reversed_test_order_is_a_disagreement():
     """T: the pick and the next candidates in the recommendation's order are confirmed; test_rank_agrees says
     whether their order by val mAP holds on test; ties never disagree."""
-    from edgekit.report import recommend
+    from edgekit.sweep.report import recommend
 
     rows = [_row("a", 0.50, 10), _row("b", 0.40, 30), _row("c", 0.45, 20), _row("d", 0.30, 40)]
     top = recommendation_order(rows, lambda rs: recommend(rs, max_map_drop=0.0, paired=lambda a, b: None))
@@ -317,7 +317,8 @@ def test_a_reduced_precision_with_a_collapsed_class_fails_the_sweeps_recall_gate
     train-export's gate on recall at the FP32 artifact's threshold, the message naming the class and both recalls,
     while the mAP gates are left wide open; its sidecar is marked FAILED with the figures."""
     from edgekit.errors import AccuracyGateError
-    from edgekit.pipeline import Pipeline, Variant
+    from edgekit.sweep.pipeline import Pipeline
+    from edgekit.sweep.variants import Variant
     from edgekit.runtime.backends import get_backend
 
     if backend == "ncnn" and not get_backend("ncnn").can_build("fp16"):

@@ -91,8 +91,8 @@ def run(args):
 
     from .._log import log_file
     from ..assets import demo_data
-    from ..pipeline import Pipeline
-    from ..report import render_table
+    from ..sweep.pipeline import Pipeline
+    from ..sweep.report import render_table
     from ._common import log, say
 
     opts = check_args(args)  # every option, before any work: one line naming it, exit 2 (3: a missing package)
@@ -134,7 +134,7 @@ def _duration(text: str) -> float:
 
 def _items(value, option: str, cast=str) -> list:
     """A list option's items (given as 'a,b' or already split by the parser)."""
-    from ..pipeline import split_list
+    from ..sweep.pipeline import split_list
 
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
     return split_list(text, option, cast)
@@ -145,9 +145,8 @@ def check_args(args) -> dict:
     backends, precisions) and the target."""
     from ..assets import demo_weights
     from ..errors import EdgekitError
-    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, SWEPT_BACKENDS
-    from ..pipeline import check_dependencies
-    from ..pipeline import split_strategies
+    from ..sweep.pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, split_strategies
+    from ..sweep.variants import PRECISIONS, SWEPT_BACKENDS, check_dependencies
     from ..runtime.backends import get_backend, registered
     from ..train.strategy import parse_strategy
     from . import _checks
