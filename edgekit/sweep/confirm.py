@@ -37,7 +37,8 @@ def threshold_fields(thr: dict) -> dict:
     per_class_at_threshold; threshold_reached False when no conf met the target (the closest one was taken)."""
     return {"threshold": thr["conf"], "precision_at_threshold": thr["precision"],
             "recall_at_threshold": thr["recall"], "f1_at_threshold": thr["f1"],
-            "threshold_chosen_by": thr["chosen_by"], **({} if thr.get("reached", True) else {"threshold_reached": False}),
+            "threshold_chosen_by": thr["chosen_by"],
+            **({} if thr.get("reached", True) else {"threshold_reached": False}),
             "per_class_at_threshold": thr["per_class"]}
 
 
@@ -216,7 +217,8 @@ def markdown_lines(doc: dict) -> list[str]:
              f"The pick and the next candidate(s) in the recommendation's order, evaluated on {c['images']} {where} "
              f"images that chose nothing (selection, gates and thresholds used val only). P, R, F1 on test at each "
              f"row's val threshold.", "",
-             "| rank | row | val mAP50-95 | test mAP50-95 | conf | test P | test R | test F1 |", "|---|---|---|---|---|---|---|---|"]
+             "| rank | row | val mAP50-95 | test mAP50-95 | conf | test P | test R | test F1 |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in c["rows"]:
         at = e.get("test_at_threshold") or {}
         cells = [at.get(k) for k in ("precision", "recall", "f1")]

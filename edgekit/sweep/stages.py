@@ -161,7 +161,8 @@ def gate_figures(result: dict | None) -> dict | None:
     """The accuracy gate's figures from a quantize result: what a FAILED row and record keep."""
     if not result:
         return None
-    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop", "recall_drops")
+    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop",
+            "recall_drops")
     return {k: result[k] for k in keys if k in result}
 
 

@@ -175,7 +175,6 @@ class TrialSteps:
         return thr
 
 
-
 def host_accuracy(device: dict, host: dict | None) -> dict:
     """A device row's mAP50-95 as the host measured it (its accuracy gate) and the device's minus the host's; {}
     where the host did not measure the artifact."""
