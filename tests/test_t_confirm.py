@@ -77,6 +77,19 @@ def test_holdout_refuses_a_fraction_that_cannot_work(frac, message, demo_data):
         hold_out(load_dataset(demo_data), frac)
 
 
+def test_the_resume_keys_include_the_holdout(tmp_path):
+    """T: another --holdout-frac (or none) is another dataset key, so --resume never reuses a stage across them."""
+    from edgekit.sweep.pipeline import Pipeline
+
+    data = _copy_demo(tmp_path / "d")
+
+    def key(frac):
+        return Pipeline(out=tmp_path / "run", data=data, model="m.pt", strategies=["head"], holdout_frac=frac,
+                        log=lambda *a: None).data_key()
+
+    assert len({key(None), key(0.25), key(0.5)}) == 3 and key(0.25) == key(0.25)
+
+
 def test_holdout_refuses_data_that_has_a_test_split(tmp_path):
     from edgekit.data import load_dataset
     from edgekit.data.holdout import hold_out
@@ -222,6 +235,7 @@ def test_report_carries_test_map_and_rank_agreement_and_every_row_its_threshold(
     """T: with a test split, report.json has test_map50_95 (per evaluated row and for the pick) and
     test_rank_agrees; every row has its threshold, P, R and F1 (the readable table too), recorded in its artifact's
     sidecar; the speed ran NMS at the threshold (bench_conf); --resume reuses the test evaluations."""
+    from edgekit import Engine
     from test_r2_sweep import edgekit
 
     base, data, res = test_split_run
@@ -234,6 +248,8 @@ def test_report_carries_test_map_and_rank_agreement_and_every_row_its_threshold(
             assert isinstance(r[k], float) and 0 <= r[k] <= 1, (k, r[k])
         side = json.loads((run / r["artifact"]).with_suffix(".json").read_text())
         assert side["threshold"]["conf"] == r["threshold"]
+        with Engine(run / r["artifact"]) as eng:  # Engine (and serve) default to it
+            assert eng.conf == r["threshold"]
     owner = next(r for r in rows if "speed_shared_with" not in r)
     assert all(r["bench_conf"] == owner["threshold"] for r in rows)  # one graph: measured at its owner's threshold
     c = doc["confirmation"]
@@ -262,9 +278,12 @@ def test_holdout_frac_confirms_on_images_that_chose_nothing(tmp_path):
     from test_r2_sweep import edgekit
 
     data = _tiny(tmp_path / "data", test=False)
-    res = edgekit("train-export", "--data", str(data), *TINY, "--holdout-frac", "0.25", "-o", "H", cwd=tmp_path)
+    res = edgekit("train-export", "--data", str(data), *TINY, "--holdout-frac", "0.25", "--target-recall", "0.5",
+                  "-o", "H", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     doc = json.loads((tmp_path / "H" / "report.json").read_text())
+    assert doc["config"]["threshold"] == "recall:0.5"
+    assert all(r["threshold_chosen_by"] == "target_recall 0.5" for r in doc["rows"] if r["status"] == "ok")
     assert doc["config"]["holdout"]["images"] == 2 and doc["config"]["holdout"]["of"] == 8
     assert all(r["eval_images"] == 6 for r in doc["rows"] if r["status"] == "ok")
     assert len(list((tmp_path / "H" / "head" / "train" / ".data" / "images" / "val").iterdir())) == 6

@@ -138,6 +138,7 @@ def confirm_on_test(pipe, top: list[dict]) -> dict:
     for r in top:
         name = f"{r['backend']}-{r['precision']}"
         stages = Path(r["matches"]).parent
+        pipe.pull(Path(r["artifact"]))  # a remote storage (--executor ray): the driver evaluates its own copy
         inputs = {"artifact": pipe.content_hash(r["artifact"]), "backend": r["backend"], "target": pipe.measured_on,
                   "test": key, "threshold": r.get("threshold"), "eval": "test-v1",
                   "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
