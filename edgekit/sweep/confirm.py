@@ -115,7 +115,7 @@ def _name(r: dict) -> str:
 
 
 # evaluation on test ------------------------------------------------------------------------------
-def test_key(pipe) -> str:
+def confirm_key(pipe) -> str:
     """Content of the test split (each image and label, by name relative to the dataset) and how it was made."""
     ds = pipe.dataset()
     root = ds.source.parent
@@ -133,28 +133,25 @@ def confirm_on_test(pipe, top: list[dict]) -> dict:
     figures: [{map50, map50_95, map50_95_ci, images, at_threshold}]}."""
     from .._imports import tool_versions
 
-    key = test_key(pipe)
+    key = confirm_key(pipe)
     figures = []
     for r in top:
         name = f"{r['backend']}-{r['precision']}"
         stages = Path(r["matches"]).parent
         pipe.pull(Path(r["artifact"]))  # a remote storage (--executor ray): the driver evaluates its own copy
         inputs = {"artifact": pipe.content_hash(r["artifact"]), "backend": r["backend"], "target": pipe.measured_on,
-                  "test": key, "threshold": r.get("threshold"), "eval": "test-v1",
+                  "test": key, "eval": "test-v1",
                   "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
         res = pipe.stage(f"{r['model']}@{r['imgsz']} {r['strategy']}: {name} test", stages / f"{name}.test.json",
                          inputs, lambda r=r, m=stages / f"{name}.test.matches.npz": _evaluate_test(pipe, r, m),
                          output=lambda res: pipe.at(res["matches"]))
-        figures.append(res)
+        figures.append({**res, "at_threshold": _at_threshold(pipe.at(res["matches"]), r, pipe.dataset().names)})
     return {"split": "holdout" if pipe.holdout else "test", "images": len(pipe.dataset().samples("test")),
             "figures": figures}
 
 
 def _evaluate_test(pipe, row: dict, matches: Path) -> dict:
-    """mAP of a row's artifact on the test split (here or on the SSH device) and its P/R/F1 at the row's threshold."""
-    from ..eval.bootstrap import Matches
-    from ..eval.threshold import at_conf
-
+    """mAP of a row's artifact on the test split (here or on the SSH device), its per-image matches saved."""
     ds = pipe.dataset()
     if pipe.remote:
         from ..target.ssh import remote_eval
@@ -166,10 +163,20 @@ def _evaluate_test(pipe, row: dict, matches: Path) -> dict:
 
         acc = evaluate(row["artifact"], ds, split="test", backend=row["backend"], device=pipe.target, progress=False,
                        matches_path=matches)
-    at = at_conf(Matches.load(matches), list(ds.names), row["threshold"]) if row.get("threshold") is not None else None
     return {"map50": acc["map50"], "map50_95": acc["map50_95"], "map50_95_ci": acc.get("map50_95_ci"),
-            "images": acc["images"], "matches": pipe.rel(matches),
-            "at_threshold": {k: at[k] for k in ("conf", "precision", "recall", "f1")} if at else None}
+            "images": acc["images"], "matches": pipe.rel(matches)}
+
+
+def _at_threshold(matches: Path, row: dict, names: list[str]) -> dict | None:
+    """P, R and F1 on test at the row's val threshold, from the saved test matches (a changed threshold needs no
+    inference)."""
+    from ..eval.bootstrap import Matches
+    from ..eval.threshold import at_conf
+
+    if row.get("threshold") is None:
+        return None
+    at = at_conf(Matches.load(matches), list(names), row["threshold"])
+    return {k: at[k] for k in ("conf", "precision", "recall", "f1")}
 
 
 # the report's part -------------------------------------------------------------------------------
