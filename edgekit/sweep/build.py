@@ -32,9 +32,18 @@ class Building:
         recipe = recipe_for(read_sidecar(onnx_path).get("family")).path
         return {"onnx": self.file_hash(onnx_path), "variant": f"{v.backend}-{v.precision}", "target": self.target,
                 "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop, "calib_size": self.calib_size, "data": self.data_key(),
+                **({"max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
+                    "threshold": self.threshold_spec} if v.precision != "fp32" else {}),  # the recall gate's
                 "recipe": self.file_hash(recipe) if recipe else None,
                 "versions": tool_versions("onnx", "onnxruntime", "openvino", "nncf", "tensorrt",
                                           *self.converters(v.backend))}
+
+    @property
+    def threshold_spec(self) -> str:
+        """How deployment thresholds are chosen (max_f1, precision:P, recall:R): the gates' FP32 threshold too."""
+        from ..quantize.job import threshold_spec
+
+        return threshold_spec(self.target_precision, self.target_recall)
 
     @staticmethod
     def converters(backend: str) -> tuple:
@@ -58,13 +67,12 @@ class Building:
             return self.build_declared(onnx_path, v, sdir)
         if v.backend == "onnxruntime" and v.precision == "fp32":
             return {"artifact": str(onnx_path), "accuracy": None}
-        if v.backend == "openvino" and v.precision == "bf16":
-            return self.build_bf16(onnx_path, sdir)
-        if v.backend == "openvino" and v.precision in ("fp32", "fp16"):
+        if v.backend == "openvino" and v.precision in ("bf16", "fp16"):
+            return self.build_openvino_reduced(onnx_path, sdir, v.precision)
+        if v.backend == "openvino" and v.precision == "fp32":
             from ..export.openvino import onnx_to_openvino
 
-            folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{v.precision}", fp16=v.precision == "fp16",
-                                      log=self._detail)
+            folder = onnx_to_openvino(onnx_path, sdir / "openvino_fp32", log=self._detail)
             return {"artifact": str(folder), "accuracy": None}
         from ..quantize import quantize
 
@@ -81,6 +89,8 @@ class Building:
             res = quantize(onnx_path, self.dataset(), backend=v.backend,
                            method="minmax" if v.backend == "onnxruntime" else "auto", calib_size=self.calib_size,
                            max_map_drop=self.max_map_drop, device=self.target, max_class_drop=self.max_class_drop,
+                           max_recall_drop=self.max_recall_drop, min_class_boxes=self.min_class_boxes,
+                           target_precision=self.target_precision, target_recall=self.target_recall,
                            out_dir=self.int8_dir(sdir, v.backend), force=True, log=self._detail)
         return {"artifact": str(res["artifact"]),
                 "accuracy": {"map50": res["map50"], "map50_95": res["map50_95"], "images": res.get("images"),
@@ -91,17 +101,19 @@ class Building:
         """Where a trial's INT8 job of `backend` writes (its artifact, and the FP32-baseline cache bf16 shares)."""
         return sdir / f"{backend}_int8"
 
-    def build_bf16(self, onnx_path: Path, sdir: Path) -> dict:
-        """The FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on OpenVINO."""
+    def build_openvino_reduced(self, onnx_path: Path, sdir: Path, precision: str) -> dict:
+        """The IR with FP16 weights, or the FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on
+        OpenVINO."""
         from ..export.openvino import onnx_to_openvino
         from ..quantize.job import BASELINE_FILE, fp32_baseline
 
-        folder = onnx_to_openvino(onnx_path, sdir / "openvino_bf16", precision="bf16", device=self.target,
+        folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{precision}", precision=precision, device=self.target,
                                   log=self._detail)
         # the same cache file as the OpenVINO INT8 job of this trial: its FP32 baseline is evaluated once
         base = fp32_baseline(onnx_path, self.dataset(), "val", None, self._detail, "openvino", self.target,
-                             self.int8_dir(sdir, "openvino") / BASELINE_FILE)
-        return self.gate(folder, Variant("openvino", "bf16"), base)
+                             self.int8_dir(sdir, "openvino") / BASELINE_FILE, self.target_precision,
+                             self.target_recall)
+        return self.gate(folder, Variant("openvino", precision), base)
 
     def build_declared(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """A backend's artifact as it declares it is built (Backend.build); a reduced precision gated against FP32
@@ -145,38 +157,48 @@ class Building:
 
         def run():
             r = evaluate(artifact, self.dataset(), backend=backend, device=self.target, precision="fp32",
-                         progress=False)
+                         progress=False, target_precision=self.target_precision, target_recall=self.target_recall)
             return {k: r.get(k) for k in ("map50", "map50_95", "images", "backend", "device", "precision_executed",
-                                          "per_class", "per_class_instances")}
+                                          "per_class", "per_class_instances", "threshold")}
 
         return self.stage(f"{self.rel(sdir)}: {backend}-fp32 gate baseline", stages / f"{backend}-fp32.baseline.json",
                           {"artifact": self.content_hash(artifact.parent), "backend": backend, "device": self.target,
-                           "data": self.data_key(), "split": "val"}, run)
+                           "data": self.data_key(), "split": "val", "threshold": self.threshold_spec}, run)
 
     def gate(self, artifact: Path, v: Variant, base: dict) -> dict:
         """A reduced-precision artifact against the FP32 baseline of its own backend (same split, same
         --max-map-drop and --max-class-drop): its sidecar gets `accuracy_gate` and PASSED/FAILED; AccuracyGateError
         when it fails."""
-        from ..eval import MIN_CLASS_BOXES, class_drops, evaluate
+        from ..eval import class_drops, evaluate, recall_drops
+        from ..eval.threshold import recall_drop_text
         from ..runtime.meta import read_sidecar, write_sidecar
 
         ds = self.dataset()
-        acc = evaluate(artifact, ds, backend=v.backend, device=self.target, progress=False)
+        conf = base["threshold"]["conf"]  # the FP32 artifact's deployment threshold: recall is compared there
+        acc = evaluate(artifact, ds, backend=v.backend, device=self.target, progress=False,
+                       target_precision=self.target_precision, target_recall=self.target_recall, at_threshold=conf)
         drop = (base["map50_95"] - acc["map50_95"]) * 100
         classes = [] if self.max_class_drop is None else class_drops(
             base.get("per_class"), acc.get("per_class"), base.get("per_class_instances"),
-            MIN_CLASS_BOXES, self.max_class_drop)
-        passed = drop <= self.max_map_drop + 1e-9 and not classes
+            self.min_class_boxes, self.max_class_drop)
+        recall = [] if self.max_recall_drop is None else recall_drops(
+            base["threshold"], acc["at_threshold"], self.max_recall_drop, self.min_class_boxes)
+        passed = drop <= self.max_map_drop + 1e-9 and not classes and not recall
         doc = read_sidecar(artifact)
         baseline = {k: base.get(k) for k in ("backend", "device", "precision_executed")}
         doc["accuracy_gate"] = {"split": "val", "data": str(ds.source), "images": acc["images"],
                                 "max_map_drop": self.max_map_drop, "max_class_drop": self.max_class_drop,
                                 "map50_fp32": base["map50"], "map50_95_fp32": base["map50_95"], "map50": acc["map50"],
                                 "map50_95": acc["map50_95"], "drop_points": round(drop, 3),
-                                "class_drops": [list(c) for c in classes], "baseline": baseline}
+                                "class_drops": [list(c) for c in classes], "baseline": baseline,
+                                "max_recall_drop": self.max_recall_drop, "min_class_boxes": self.min_class_boxes,
+                                "threshold_fp32": base["threshold"], "at_fp32_threshold": acc["at_threshold"],
+                                "recall_drops": recall}
         doc["status"] = "PASSED" if passed else "FAILED"
+        doc["threshold"] = acc["threshold"]
         write_sidecar(artifact, {k: x for k, x in doc.items() if k != "format"})
         why = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in classes)
+        why += recall_drop_text(recall, conf, self.max_recall_drop)
         self._detail(f"{v.precision} gate: mAP50-95 {acc['map50_95']:.4f} vs FP32 {base['map50_95']:.4f} on "
                      f"{v.backend}: drop {drop:+.2f} points (max {self.max_map_drop:g}){why} -> {doc['status']}")
         if not passed:
@@ -184,7 +206,7 @@ class Building:
                                     f"{v.backend} (max {self.max_map_drop:g}){why}; sidecar marked FAILED")
             err.result = {"artifact": str(artifact), "status": "FAILED", "map50_95_fp32": base["map50_95"],
                           "map50_95": acc["map50_95"], "drop_points": round(drop, 3),
-                          "max_map_drop": self.max_map_drop}
+                          "max_map_drop": self.max_map_drop, "recall_drops": recall}
             raise err
         return {"artifact": str(artifact),
                 "accuracy": {"map50": acc["map50"], "map50_95": acc["map50_95"], "images": acc["images"],

@@ -14,10 +14,11 @@ class Measuring:
     """Mixin of Pipeline: the bench and sustained stages, one per distinct graph."""
 
     # speed ------------------------------------------------------------------------------------
-    def bench_inputs(self, key: str, backend: str) -> dict:
+    def bench_inputs(self, key: str, backend: str, conf: float | None = None) -> dict:
+        """What a graph's speed depends on; conf: the threshold its NMS runs at (the owner row's, from its sidecar)."""
         from .._imports import tool_versions
 
-        return {"graph": key, "target": self.measured_on, "iters": self.bench_iters,
+        return {"graph": key, "target": self.measured_on, "iters": self.bench_iters, "conf": conf,
                 "rounds": list(self.bench_rounds),
                 "versions": tool_versions("onnxruntime", "openvino", "tensorrt")}
 
@@ -41,7 +42,8 @@ class Measuring:
                 self.pull(Path(o["record"]).parent)
         done, todo = {}, []
         for key, o in owners.items():
-            prev = self._done(o["name"], Path(o["record"]), self.bench_inputs(key, o["backend"]))
+            prev = self._done(o["name"], Path(o["record"]),
+                              self.bench_inputs(key, o["backend"], o["rows"][0].get("threshold")))
             if prev is not None:
                 self._detail(f"[resume] {o['name']}: done, skipped")
                 done[key] = prev["result"]
@@ -74,7 +76,8 @@ class Measuring:
             nodes = sorted({r["bench_node"] for r in rounds[key]})
             done[key] = {**summarize(rounds[key]), "per_round": rounds[key], "bench_node": ",".join(nodes)}
             atomic_write_json(Path(o["record"]), {"stage": o["name"], "status": "done", "run": self.run_id,
-                                                  "inputs": self.bench_inputs(key, o["backend"]),
+                                                  "inputs": self.bench_inputs(key, o["backend"],
+                                                                              o["rows"][0].get("threshold")),
                                                   "result": done[key]})
             self.push(Path(o["record"]).parent.parent)
         for key, o in owners.items():

@@ -87,6 +87,11 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
     precisions: list[str] | None = None  # None: DEFAULT_PRECISIONS
     max_map_drop: float = 0.5
     max_class_drop: float | None = 3.0
+    max_recall_drop: float | None = 5.0  # recall points at the FP32 threshold a class may lose (reduced precisions)
+    min_class_boxes: int = 20  # classes with fewer val boxes never fail the per-class gates
+    target_precision: float | None = None  # each row's deployment threshold: by this precision, or recall, or max F1
+    target_recall: float | None = None
+    holdout_frac: float | None = None  # data without a test split: this part of val confirms the pick, nothing else
     min_fps: float | None = None
     max_latency_ms: float | None = None
     budget_usd: float | None = None
@@ -111,6 +116,7 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
     _hashes: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _data_key: str | None = field(default=None, init=False, repr=False, compare=False)
     _dataset: object = field(default=None, init=False, repr=False, compare=False)
+    holdout: dict | None = field(default=None, init=False, repr=False, compare=False)  # what --holdout-frac set aside
 
     def __post_init__(self):
         self.out = Path(os.path.abspath(self.out))  # records name paths relative to it: the cwd never enters them
@@ -137,8 +143,17 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
         if self._dataset is None:
             from ..data import load_dataset
 
-            self._dataset = load_dataset(self.data)
+            ds = load_dataset(self.data)
+            if self.holdout_frac is not None:  # val less the holdout from here on; the holdout is the test split
+                from ..data.holdout import hold_out
+
+                ds, self.holdout = hold_out(ds, self.holdout_frac, file_hash=self.file_hash)
+            self._dataset = ds
         return self._dataset
+
+    def has_test(self) -> bool:
+        """Whether the pick can be confirmed: the data has a test split, or --holdout-frac made one."""
+        return "test" in self.dataset().split_paths
 
     # the sweep --------------------------------------------------------------------------------
     def check_model(self) -> None:
@@ -186,7 +201,7 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
             device = parse_target(self.remote)
             device.check_version(device.probe()[0])
         ds = self.dataset()
-        for split in ("train", "val"):
+        for split in ("train", "val") + (("test",) if self.has_test() else ()):
             ds.samples(split)
 
     def check_calibration(self) -> None:
@@ -320,11 +335,16 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
                   "strategies": self.strategies, "epochs": self.epochs, "imgsz": self.imgszs,
                   "search": self.search, "target": self.measured_on, "backends": self.backends,
                   "precisions": self.precisions, "max_map_drop": self.max_map_drop,
-                  "max_class_drop": self.max_class_drop, **self.limits(), "seed": self.seed,
+                  "max_class_drop": self.max_class_drop, "max_recall_drop": self.max_recall_drop,
+                  "min_class_boxes": self.min_class_boxes, "threshold": self.threshold_spec,
+                  "holdout": self.holdout, **self.limits(), "seed": self.seed,
                   **({"sustain_s": self.sustain} if self.sustain else {})}
         extra = {"executor": self.executor.describe()} if self.executor is not None else {}
+        from .confirm import confirm_on_test
+
+        confirm = (lambda top: confirm_on_test(self, top)) if self.has_test() else None
         return write_report(self.report_dir or self.out, rows, pruned, config, self.max_map_drop, self.limits(),
-                            extra)
+                            extra, confirm)
 
 
 class SweepFailed(EdgekitError):

@@ -34,8 +34,10 @@ class StageRecords:
         if not p.is_dir():
             return self.file_hash(p)
         h = hashlib.sha256()
-        for f in sorted(x for x in p.rglob("*") if x.is_file()):
-            h.update(f"{f.relative_to(p).as_posix()}\0{self.file_hash(f)}\n".encode())
+        from .confirm import sidecar_digest
+
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):  # a sidecar less its threshold (the eval stage's)
+            h.update(f"{f.relative_to(p).as_posix()}\0{sidecar_digest(f) or self.file_hash(f)}\n".encode())
         return h.hexdigest()
 
     def data_key(self) -> str:
@@ -44,6 +46,8 @@ class StageRecords:
             ds = self.dataset()
             root = ds.source.parent
             h = hashlib.sha256(f"{ds.source.name}\0{self.file_hash(ds.source)}\n".encode())
+            if self.holdout:  # val is val less the holdout: say which, so that another holdout is another key
+                h.update(f"holdout\0{self.holdout['frac']}\0{self.holdout['seed']}\0{self.holdout['key']}\n".encode())
             for split in ("train", "val"):
                 for s in ds.samples(split):
                     label = self.file_hash(s.label) if s.label else "-"
@@ -157,7 +161,8 @@ def gate_figures(result: dict | None) -> dict | None:
     """The accuracy gate's figures from a quantize result: what a FAILED row and record keep."""
     if not result:
         return None
-    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop")
+    keys = ("artifact", "status", "attempt", "map50_95_fp32", "map50_95", "drop_points", "max_map_drop",
+            "recall_drops")
     return {k: result[k] for k in keys if k in result}
 
 

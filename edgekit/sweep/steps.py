@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import AccuracyGateError, EdgekitError
 from ..io import atomic_path, atomic_write_json
+from .confirm import record_threshold, row_threshold, threshold_fields
 from .stages import _json_or_none, gate_figures
 from .trial import ROWS_FORMAT, Trial, model_name, run_relative
 from .variants import variants_for
@@ -145,8 +146,11 @@ class TrialSteps:
                                        "name": f"{label}: {name} bench"}})
                 row["_bench"]["graph"] = graph_key(artifact, v.backend, v.precision, self.measured_on)
                 row.update(host_accuracy(acc, built.get("accuracy")) if self.remote else {})
+                thr = self.threshold(artifact, row["matches"])
+                row.update(threshold_fields(thr))
                 ci = acc["map50_95_ci"]
-                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]")
+                self.log(f"  {name}: mAP50-95 {acc['map50_95']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]; at conf "
+                         f"{thr['conf']:g}: P {thr['precision']:.3f} R {thr['recall']:.3f} F1 {thr['f1']:.3f}")
             except AccuracyGateError as e:
                 row.update({"status": "FAILED", "error": str(e), "artifact": None,
                             "gate": gate_figures(getattr(e, "result", None))})
@@ -163,6 +167,12 @@ class TrialSteps:
             atomic_write_json(path, doc)
             self.push(sdir)
         return rows
+
+    def threshold(self, artifact: str, matches: str) -> dict:
+        """The row's deployment threshold from its val matches (no inference), recorded in the artifact's sidecar."""
+        thr = row_threshold(matches, self.dataset().names, self.target_precision, self.target_recall)
+        record_threshold(artifact, thr)
+        return thr
 
 
 def host_accuracy(device: dict, host: dict | None) -> dict:
