@@ -593,10 +593,12 @@ class Pipeline:
         tinfo = tinfo or self.train_trial(t)
         onnx_path = self.at(self.stage(f"{label}: export", sdir / "stages" / "export.json",
                                        {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
-                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
+                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim"),
+                                        "drift_profile": self.data_key()},
                                        lambda: self.rel(export_onnx(best, sdir / "onnx", imgsz=t.imgsz,
                                                                     opset=self.opset, log=self._detail,
-                                                                    trust_checkpoint=self.trust_checkpoint)),
+                                                                    trust_checkpoint=self.trust_checkpoint,
+                                                                    profile=self.dataset())),
                                        output=self.at))
         # the executor already said how the training went when it trained this trial: say it once
         self.log(f"  {label}: " + (f"trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s') or 0:.0f} s, "
@@ -811,7 +813,21 @@ class Pipeline:
     def _build_stage(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The build stage's result: build()'s, its artifact named relative to the run folder."""
         built = self.build(onnx_path, v, sdir)
+        self.profile(Path(built["artifact"]), v)
         return {**built, "artifact": self.rel(built["artifact"])}
+
+    def profile(self, artifact: Path, v: Variant) -> None:
+        """Give a built artifact the val split's drift profile through its own backend, unless it carries one
+        (export, quantize and the OpenVINO conversion add theirs); on a remote target it is left without."""
+        from .drift.profile import KEY, attach_profile
+        from .runtime.meta import read_sidecar
+
+        if self.remote or read_sidecar(artifact).get(KEY):
+            return
+        try:
+            attach_profile(artifact, self.dataset(), log=self._detail, backend=v.backend, device=self.target)
+        except EdgekitError as e:  # the artifact stays usable; serve and monitor will say it has no profile
+            self._detail(f"{self.rel(artifact)}: no drift profile ({e})")
 
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""

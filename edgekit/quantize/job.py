@@ -376,6 +376,10 @@ class Job:
             shutil.rmtree(self.final_name(best.precision, False), ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
         artifact = final / best.artifact.name
+        if ok:  # the deployable artifact carries the val split's drift profile, at its own threshold
+            from ..drift.profile import attach_profile
+
+            attach_profile(artifact, self.ds, log=self.log, backend=self.engine_backend, device=self.device)
         res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
                "method": best.method, "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
                "map50": best.map50, "map50_95": best.map50_95, "drop_points": round(best.drop_points, 3),
