@@ -593,12 +593,10 @@ class Pipeline:
         tinfo = tinfo or self.train_trial(t)
         onnx_path = self.at(self.stage(f"{label}: export", sdir / "stages" / "export.json",
                                        {"weights": self.file_hash(best), "imgsz": t.imgsz, "opset": self.opset,
-                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim"),
-                                        "drift_profile": self.data_key()},
+                                        "versions": tool_versions("torch", "ultralytics", "onnx", "onnxslim")},
                                        lambda: self.rel(export_onnx(best, sdir / "onnx", imgsz=t.imgsz,
                                                                     opset=self.opset, log=self._detail,
-                                                                    trust_checkpoint=self.trust_checkpoint,
-                                                                    profile=self.dataset())),
+                                                                    trust_checkpoint=self.trust_checkpoint)),
                                        output=self.at))
         # the executor already said how the training went when it trained this trial: say it once
         self.log(f"  {label}: " + (f"trained {tinfo.get('epochs')} epochs in {tinfo.get('wall_s') or 0:.0f} s, "
@@ -817,8 +815,9 @@ class Pipeline:
         return {**built, "artifact": self.rel(built["artifact"])}
 
     def profile(self, artifact: Path, v: Variant) -> None:
-        """Give a built artifact the val split's drift profile through its own backend, unless it carries one
-        (export, quantize and the OpenVINO conversion add theirs); on a remote target it is left without."""
+        """Give a built artifact (the exported ONNX for its onnxruntime fp32 row) the val split's drift profile
+        through its own backend, unless it carries one (quantize and the OpenVINO conversion of a profiled ONNX add
+        theirs); on a remote target, or with too few val images, it is left without (serve says so)."""
         from .drift.profile import KEY, attach_profile
         from .runtime.meta import read_sidecar
 

@@ -359,3 +359,27 @@ def test_monitor_marks_the_domain_switch_within_one_window(profiled, tmp_path):
     assert all(s["verdict"] in ("collecting", "ok") for s in res["series"][:half])
     assert (out / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert tree_sha256(frames) == before
+
+
+@pytest.mark.slow
+def test_readme_drift_section_runs_as_written(tmp_path):
+    """The README's drift example (export --data, then monitor), unchanged, in a folder laid out like the
+    repository: the artifact gets its profile, monitor writes its plot and JSON, and the demo val frames stay ok."""
+    import shlex
+
+    from test_readme import _blocks, _commands, _section
+
+    pytest.importorskip("ultralytics")
+    (tmp_path / "edgekit").mkdir()
+    (tmp_path / "edgekit" / "assets").symlink_to(ROOT / "edgekit" / "assets")
+    for cmd in _commands(_blocks(_section("After deployment: drift and re-calibration"), "bash")[0]):
+        argv = shlex.split(cmd)
+        assert argv[0] == "edgekit", cmd
+        r = subprocess.run([sys.executable, "-m", "edgekit", *argv[1:]], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, (cmd, r.stderr)
+    doc = json.loads((tmp_path / "runs" / "drift" / "model.json").read_text())
+    assert doc["drift_profile"]["images"] == 32 and (tmp_path / "runs" / "drift" / "model.drift.npz").is_file()
+    res = json.loads((tmp_path / "runs" / "drift.json").read_text())
+    assert res["frames"] == 32 and not [s for s in res["switches"] if s["to"] == "drift"]
+    assert (tmp_path / "runs" / "drift.png").read_bytes()[:4] == b"\x89PNG"
