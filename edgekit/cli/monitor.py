@@ -31,6 +31,10 @@ def run(args):
     inputs = [*artifact_inputs(args.artifact), args.frames]
     check_output_file(args.json, inputs)
     check_output_file(args.plot or None, inputs, "--plot")
+    if args.plot:
+        from .._imports import require
+
+        require("matplotlib", "the monitor plot (or --plot '')")  # missing: said before any frame is read
     with Engine(args.artifact, device=args.device, backend=args.backend) as eng:
         res = monitor(eng, args.frames, args.window, log=log)
     if args.plot:

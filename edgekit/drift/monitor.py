@@ -11,6 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._imports import require
 from ..errors import ArtifactError, DataError
 from ..runtime.images import IMAGE_SUFFIXES, list_images, read_image
 from .profile import load_profile
@@ -86,8 +87,7 @@ def monitor(engine, source, window: int = DEFAULT_WINDOW, log=None) -> dict:
 def plot(result: dict, path) -> Path:
     """Each score over the frames, divided by its warn threshold (1: warn, drift above the dashed line), with the
     verdict changes marked; PNG (matplotlib Agg, its bundled font)."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the monitor plot (or --plot '')")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -108,6 +108,7 @@ def plot(result: dict, path) -> Path:
         ax.annotate(f"{s['from']}→{s['to']}", (s["frame"], ax.get_ylim()[1]), fontsize=7, rotation=90,
                     va="top", ha="right")
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel(f"frame (window of {result['window']})")
     ax.set_ylabel("score / warn threshold")
     ax.set_title(f"drift of {Path(result['source']).name} against {Path(result['artifact']).name}'s profile",
