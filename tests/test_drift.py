@@ -248,14 +248,17 @@ def _gauges(text: str, name: str) -> dict:
     return out
 
 
-def test_serve_drift_ok_then_drift_within_a_window_then_ok_again(profiled, ood_frames):
+def test_serve_drift_ok_then_drift_within_a_window_then_ok_again(profiled, ood_frames, tmp_path):
     """Done-when of issue M: in-domain frames -> ok; out-of-domain frames -> a score crosses its drift threshold
-    within N frames and /metrics shows it; in-domain frames again -> ok."""
+    within N frames and /metrics shows it; in-domain frames again -> ok. --drift-save kept frames of drifted windows
+    only, under its cap."""
     pytest.importorskip("fastapi")
     from test_serve import _raw_infer, server, status
 
     val = _val()
-    with server(profiled, "--drift-window", str(WINDOW), "--max-batch", "1") as (port, _):
+    saved = tmp_path / "saved"
+    with server(profiled, "--drift-window", str(WINDOW), "--max-batch", "1", "--drift-save", saved,
+                "--drift-save-rate", "1", "--drift-save-max-mb", "2") as (port, _):
         def drift():
             code, _, body = status(port, "GET", "/v2/models/model/drift")
             assert code == 200
@@ -276,11 +279,16 @@ def test_serve_drift_ok_then_drift_within_a_window_then_ok_again(profiled, ood_f
         crossed = [k for k, s in score.items() if s >= limit.get(tuple(sorted(k + (("level", "drift"),))), np.inf)]
         assert crossed, (score, limit)
         assert _gauges(text, "edgekit_drift_verdict")[()] == 2
+        during = len(list(saved.glob("*.png")))
+        assert 0 < during < WINDOW  # the window turned drift part-way through the out-of-domain frames
         for p in val[WINDOW:2 * WINDOW]:
             assert _raw_infer(port, p.read_bytes())[0] == 200
         assert drift()["verdict"] == "ok"
         text = status(port, "GET", "/metrics")[2].decode()
         assert _gauges(text, "edgekit_drift_verdict")[()] == 0
+    pngs = list(saved.glob("*.png"))
+    assert len(pngs) < 2 * WINDOW and sum(p.stat().st_size for p in pngs) <= 2 * 2 ** 20
+    assert len((saved / "frames.jsonl").read_text().splitlines()) == len(pngs)
 
 
 def test_serve_without_profile_says_no_profile_and_serves(onnx320):
