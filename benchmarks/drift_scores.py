@@ -94,7 +94,8 @@ def main() -> int:
         tracker = DriftTracker(prof, window=n)
         lines += [f"\nWindow of {n} frames (thresholds warn/drift: "
                   + ", ".join(f"{k} {a:.3g}/{b:.3g}" for k, (a, b) in tracker.limits.items()) + ")\n",
-                  "| set | frames | " + " | ".join(f"{k} / warn" for k in SCORES) + " | windows warn+ | windows drift |",
+                  "| set | frames | " + " | ".join(f"{k} / warn" for k in SCORES)
+                  + " | windows warn+ | windows drift |",
                   "|---" * (len(SCORES) + 4) + "|"]
         for name, rows in feats.items():
             verdicts, ratios = [], {k: [] for k in SCORES}

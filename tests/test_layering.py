@@ -54,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 
 # room -> rooms it must never import
 FORBIDDEN = {
-    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "report"},
+    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "report", "drift"},
     "eval": {"bench", "quantize", "train", "export", "advise", "pipeline", "cli"},
     "data": {"bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli"},
     "quantize": {"bench", "train", "pipeline", "cli"},
@@ -62,6 +62,7 @@ FORBIDDEN = {
     "export": {"bench", "quantize", "train", "pipeline", "cli"},
     "advise": {"bench", "quantize", "train", "pipeline", "cli"},
     "bench": {"quantize", "train", "pipeline", "cli"},
+    "drift": {"bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "serve"},  # serve's numpy
     "target": {"runtime", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "sweep"},
 }
 

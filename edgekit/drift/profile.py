@@ -143,7 +143,8 @@ def build_profile(engine, images: list[Path], log=None) -> Profile:
     prof.emb = np.stack([r[0] for r in rows]) if proj is not None else None
     if log:
         log(f"drift profile: {len(images)} images, {int(prof.class_counts[:, :-1].sum())} detections at conf "
-            f"{engine.conf:g}, embedding {'from ' + str(proj.shape[0]) + ' pooled channels' if proj is not None else 'absent'}")
+            f"{engine.conf:g}, " + (f"embedding from {proj.shape[0]} pooled channels" if proj is not None
+                                     else "no embedding output"))
     return prof
 
 

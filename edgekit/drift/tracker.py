@@ -144,7 +144,8 @@ class DriftTracker:
         moved = [self._moved(k, s[k], levels[k], w) for k in SCORES if levels[k] != "ok"]
         return {"verdict": verdict, "scores": {k: None if v is None else round(v, 4) for k, v in s.items()},
                 "levels": levels, "thresholds": {k: [round(a, 4), round(b, 4)] for k, (a, b) in self.limits.items()},
-                "moved": sorted(moved, key=lambda m: -m["value"] / max(m["warn"], 1e-12)), "frames_in_window": len(rows),
+                "moved": sorted(moved, key=lambda m: -m["value"] / max(m["warn"], 1e-12)),
+                "frames_in_window": len(rows),
                 "frames_seen": self.seen, "window": self.window}
 
     def _moved(self, key: str, value: float, level: str, w: Rows) -> dict:
