@@ -391,3 +391,53 @@ def test_readme_drift_section_runs_as_written(tmp_path):
     res = json.loads((tmp_path / "runs" / "drift.json").read_text())
     assert res["frames"] == 32 and not [s for s in res["switches"] if s["to"] == "drift"]
     assert (tmp_path / "runs" / "drift.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_monitor_reads_a_video_and_names_what_it_cannot_read(tmp_path):
+    """FRAMES_DIR|VIDEO: a video's frames in order; a file that is neither is one error naming it."""
+    import cv2
+
+    from edgekit.drift.monitor import frames
+    from edgekit.errors import DataError
+
+    video = tmp_path / "cam.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48))
+    if not w.isOpened():
+        pytest.skip("this OpenCV build writes no MJPG video")
+    for k in range(6):
+        w.write(np.full((48, 64, 3), 40 * k, np.uint8))
+    w.release()
+    got = list(frames(video))
+    assert [n for n, _ in got] == [f"frame {k}" for k in range(6)] and got[0][1].shape == (48, 64, 3)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="notes.txt.*not a folder or a video"):
+        list(frames(tmp_path / "notes.txt"))
+
+
+def test_a_build_for_a_converter_without_second_outputs_gets_the_onnx_without_it(profiled, tmp_path):
+    """Backends whose converters keep one output (ncnn, LiteRT: carries_embedding False) are handed the ONNX without
+    the pooled-backbone output; the sidecar still names the ONNX as given (its sha256)."""
+    import onnx
+
+    from edgekit.io import sha256_file
+    from edgekit.runtime import Engine
+    from edgekit.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from edgekit.runtime.embedding import EMBED_OUTPUT
+    from edgekit.runtime.meta import read_sidecar
+
+    class OneOutput(OnnxRuntimeBackend):  # stands for ncnn / LiteRT: its "conversion" is a copy
+        name = "one-output"
+        builds = ("fp32",)
+        carries_embedding = False
+
+        @classmethod
+        def build_impl(cls, source, precision, folder, meta, calib=None, log=print, **opts):
+            shutil.copy2(source, folder / "model.onnx")
+            return folder / "model.onnx", {}
+
+    built = OneOutput.build(profiled, "fp32", tmp_path / "one", log=lambda *a: None)
+    assert [o.name for o in onnx.load(str(built)).graph.output] == ["output0"]
+    assert EMBED_OUTPUT in [o.name for o in onnx.load(str(profiled)).graph.output]  # the input is untouched
+    assert read_sidecar(built)["source"]["sha256"] == sha256_file(profiled)
+    with Engine(built, backend="onnxruntime") as e:
+        assert not e.has_embedding and len(e(_val()[0])) > 0
