@@ -33,23 +33,26 @@ class FrameSaver:
         self._lock = threading.Lock()
         self._log = log
 
-    def offer(self, image: np.ndarray, verdict: dict) -> Path | None:
-        """Keep this frame (HWC uint8 BGR) if its window drifted, the draw says so and the cap allows; its path."""
+    def sample(self, verdict: dict) -> bool:
+        """Draw whether a frame arriving now is kept: only while the window is drifted, at `rate`, under the cap."""
         if verdict.get("verdict") != "drift" or self.full:
+            return False
+        with self._lock:
+            return bool(self._rng.random() < self.rate)
+
+    def save(self, image: np.ndarray, verdict: dict) -> Path | None:
+        """Write a sampled frame (HWC uint8 BGR) as PNG, unless it would take the folder past its cap; its path."""
+        import cv2
+
+        ok, buf = cv2.imencode(".png", image)
+        if not ok:
             return None
         with self._lock:
-            if self.full or self._rng.random() >= self.rate:
-                return None
-            import cv2
-
-            ok, buf = cv2.imencode(".png", image)
-            if not ok:
-                return None
-            if self.used + len(buf) > self.cap:
-                self.full = True
-                if self._log:
+            if self.full or self.used + len(buf) > self.cap:
+                if not self.full and self._log:
                     self._log(f"drift frames: {self.folder} reached its cap of {self.cap / 2 ** 20:g} MB; "
                               f"no more frames are saved")
+                self.full = True
                 return None
             name = f"drift_{time.strftime('%Y%m%dT%H%M%S')}_{self.saved:06d}.png"
             with atomic_path(self.folder / name) as t:
@@ -61,3 +64,7 @@ class FrameSaver:
             with open(self.folder / MANIFEST, "a") as f:
                 f.write(json.dumps(line) + "\n")
             return self.folder / name
+
+    def offer(self, image: np.ndarray, verdict: dict) -> Path | None:
+        """sample() then save(): the frame's path if it was kept."""
+        return self.save(image, verdict) if self.sample(verdict) else None

@@ -185,7 +185,7 @@ class Service:
         with self._decoding:
             images, batched = decode_images(inputs, self.max_batch, self.max_pixels)
             prepped = [self.engine.preprocess([im]) for im in images]
-            seen = self.drift.observe(images, self.frames is not None) if self.drift is not None else None
+            seen = self.drift.observe(images, self.frames) if self.drift is not None else None
         return head, [b for b, _ in prepped], [i[0] for _, i in prepped], batched, overrides, seen
 
     def finish(self, head: dict, raws: list, infos: list, batched: bool, overrides: dict, seen=None):

@@ -28,11 +28,13 @@ class Drift:
             return
         self.tracker = DriftTracker(prof, window, every, has_embedding=engine.has_embedding)
 
-    def observe(self, images: list, keep: bool) -> list | None:
-        """Per image: (its statistics, the image itself when frames may be saved); None without a tracker."""
+    def observe(self, images: list, frames=None) -> list | None:
+        """Per image: (its statistics, the image itself when the frame saver drew it: only those are held on to);
+        None without a tracker."""
         if self.tracker is None:
             return None
-        return [(image_stats(im), im if keep else None) for im in images]
+        now = self.tracker.verdict() if frames is not None else {}
+        return [(image_stats(im), im if frames is not None and frames.sample(now) else None) for im in images]
 
     def update(self, engine, raws, embs, infos, dets, overrides, seen, frames) -> None:
         """Feed the window with each image of a finished request (and offer drifted frames to the saver)."""
@@ -43,8 +45,8 @@ class Drift:
             dets = engine.postprocess(np.stack(raws), infos, conf=p.conf, iou=engine.iou, max_det=engine.max_det)
         for k, (d, (stats, image)) in enumerate(zip(dets, seen)):
             v = self.tracker.add(None if embs is None else embs[k], d.scores, d.class_ids, stats)
-            if frames is not None and image is not None:
-                frames.offer(image, v)
+            if frames is not None and image is not None:  # drawn while the window was drifted
+                frames.save(image, v)
 
     def verdict(self) -> dict:
         if self.tracker is None:
