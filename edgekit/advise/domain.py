@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._imports import require
-from ..drift.scores import frechet_distance  # noqa: F401  (one implementation, shared with drift tracking)
+from ..drift.scores import frechet_distance  # one implementation, shared with drift tracking
 from ..runtime.preprocess import preprocess
 from ..runtime.images import read_image
 
