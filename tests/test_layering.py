@@ -54,7 +54,7 @@ def graph() -> dict[str, set[str]]:
 
 # room -> rooms it must never import
 FORBIDDEN = {
-    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli"},
+    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli", "drift"},
     "eval": {"bench", "quantize", "train", "export", "advise", "sweep", "cli"},
     "data": {"bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli"},
     "quantize": {"bench", "train", "sweep", "cli"},
@@ -62,6 +62,7 @@ FORBIDDEN = {
     "export": {"bench", "quantize", "train", "sweep", "cli"},
     "advise": {"bench", "quantize", "train", "sweep", "cli"},
     "bench": {"quantize", "train", "sweep", "cli"},
+    "drift": {"bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli", "serve"},  # serve's numpy
     "target": {"runtime", "bench", "quantize", "train", "eval", "export", "advise", "cli", "sweep"},
 }
 

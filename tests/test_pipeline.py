@@ -118,6 +118,10 @@ def test_interrupted_during_quantization_resumes(tiny_data, weights, tmp_path, m
     assert set(report["recommendation"]) >= {"model", "imgsz", "strategy", "artifact", "why", "bound_by"}
     assert (tmp_path / "run" / "pareto.png").exists() and (tmp_path / "run" / "report.md").exists()
     assert doc["rows"] == report["rows"]
+    from edgekit.drift import load_profile
+
+    for r in report["rows"]:  # issue M: every artifact train-export builds carries the val split's drift profile
+        assert load_profile(tmp_path / "run" / r["artifact"]).images == 16, r["artifact"]
 
 
 def test_frechet_distance_properties():

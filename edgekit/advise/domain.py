@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._imports import require
+from ..drift.scores import frechet_distance  # one implementation, shared with drift tracking
 from ..runtime.preprocess import preprocess
 from ..runtime.images import read_image
 
@@ -44,13 +45,6 @@ def backbone_embeddings(images: list[Path], weights=None, imgsz: int = EMBED_IMG
 
 def stats(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return emb.mean(0), np.cov(emb, rowvar=False)
-
-
-def frechet_distance(mu1, s1, mu2, s2) -> float:
-    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^1/2), the trace term from the eigenvalues of S1 S2."""
-    ev = np.linalg.eigvals(s1 @ s2)
-    tr_sqrt = np.sqrt(np.clip(ev.real, 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
 
 
 def coco_reference() -> tuple[np.ndarray, np.ndarray]:

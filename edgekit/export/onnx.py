@@ -21,16 +21,44 @@ def export_inputs(weights, parity_images=None) -> list:
     return [weights, parity_images or None]
 
 
+def _profile_inputs(profile) -> list:
+    """What the drift profile reads: a dataset's files, or a folder of images."""
+    from ..outputs import data_inputs
+
+    if profile is None:
+        return []
+    return [profile] if isinstance(profile, (str, Path)) and Path(profile).is_dir() else data_inputs(profile)
+
+
+def _with_embedding(onnx_model, model) -> dict | None:
+    """Add the pooled-backbone output (in place); its sidecar record, or None where the backbone is not found."""
+    from .embedding import EMBED_OUTPUT, add_embedding_output
+
+    try:
+        index = len(model.model.yaml["backbone"]) - 1
+    except (AttributeError, KeyError, TypeError):
+        return None
+    channels = add_embedding_output(onnx_model, index)
+    if channels is None:
+        return None
+    return {"output": EMBED_OUTPUT, "channels": channels, "layer": index, "pooling": "global average"}
+
+
 def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset: int | None = None,
                 dynamic: bool = False, simplify: bool = True, parity_images=None, parity_tol: float = 1e-3,
-                name: str = "model", log=print, trust_checkpoint: bool = False) -> Path:
+                name: str = "model", log=print, trust_checkpoint: bool = False, profile=None) -> Path:
     """weights (.pt) -> out_dir/model.onnx + out_dir/model.json; returns the ONNX path.
+
+    The graph gets a second output, the pooled backbone features (edgekit.export.embedding), for drift tracking.
+    `profile` (a data.yaml, a Dataset or a folder of images): the drift profile of its val split (or of the folder's
+    images) is computed through the exported model and travels with it (edgekit.drift.profile).
 
     The weights are copied into a private temp folder and that copy is checked with the restricted unpickler
     (edgekit.checkpoint) before Ultralytics loads it, unless `trust_checkpoint`.
     """
     weights = Path(weights)
-    check_outputs(out_dir, export_inputs(weights, parity_images), files=[f"{name}.onnx", f"{name}.json"])
+    check_outputs(out_dir, export_inputs(weights, parity_images) + _profile_inputs(profile),
+                  files=[f"{name}.onnx", f"{name}.json"] + ([f"{name}.drift.npz"] if profile is not None else []))
     if not weights.exists():
         raise ArtifactError(f"{weights}: weights file not found")
     ul = ultralytics()
@@ -61,9 +89,13 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
             onnx.checker.check_model(onnx_model)
         except onnx.checker.ValidationError as e:
             raise EdgekitError(f"{produced.name}: onnx.checker rejected the export: {str(e).splitlines()[0]}") from None
+        embedding = _with_embedding(onnx_model, model)
         target = out_dir / f"{name}.onnx"
         with atomic_path(target) as t:
-            shutil.copy2(produced, t)
+            if embedding:
+                onnx.save(onnx_model, str(t))
+            else:
+                shutil.copy2(produced, t)
     graph = onnx_model.graph
     out = graph.output[0]
     out_shape = [d.dim_value or d.dim_param for d in out.type.tensor_type.shape.dim]
@@ -74,7 +106,8 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
     doc = onnx_sidecar(target, arch=arch, family=family, names=names, imgsz=imgsz, stride=stride,
                        input_name=graph.input[0].name, output_name=out.name, layout=layout, output_shape=out_shape,
                        opset=opset_used, dynamic=dynamic, source=weights, source_sha256=source_sha,
-                       versions=tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"))
+                       versions=tool_versions("torch", "ultralytics", "onnx", "onnxslim", "onnxruntime"),
+                       **({"embedding": embedding} if embedding else {}))
     write_sidecar(target, doc)
     if parity_images is not False:
         res = parity_check(model, target, parity_images, tol=parity_tol)
@@ -85,6 +118,10 @@ def export_onnx(weights, out_dir=".", imgsz: int | tuple[int, int] = 640, opset:
         if not res["passed"]:
             raise EdgekitError(f"{target}: ONNX output differs from PyTorch by {res['max_abs_diff_scores']:.3g} "
                                f"(scores), over the tolerance {parity_tol:g}")
+    if profile is not None:
+        from ..drift.profile import attach_profile
+
+        doc = attach_profile(target, profile, log=log)
     embed_onnx(target, doc)  # the sidecar's content inside the file too (metadata_props)
     log(f"wrote {target} ({doc['size_mb']} MB) and {target.with_suffix('.json').name}")
     return target

@@ -7,6 +7,7 @@ from .._imports import require, tool_versions
 from ..errors import ArtifactError
 from ..io import atomic_dir
 from ..runtime.embedded_meta import set_model_info
+from ..drift.profile import carry_profile
 from ..runtime.meta import from_sidecar, read_sidecar, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -47,6 +48,7 @@ def onnx_to_openvino(onnx_path, out_dir=None, fp16: bool = False, log=print, pre
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         doc["precision_executed"] = executed_on(tmp / "model.xml", doc, device)
         doc["precision_executed_on"] = device
+        doc = carry_profile(onnx_path, tmp / "model.xml", doc)  # the same graph: the ONNX's drift profile holds
         set_model_info(model, doc)  # the sidecar's content inside the IR too (rt_info model_info): saved again
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         write_sidecar(tmp / "model.xml", doc)

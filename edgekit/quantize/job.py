@@ -375,6 +375,8 @@ class Job:
             shutil.rmtree(self.final_name(best.precision, False), ignore_errors=True)
         shutil.rmtree(self.work, ignore_errors=True)
         artifact = final / best.artifact.name
+        if ok:  # the deployable artifact carries the val split's drift profile, at its own threshold
+            self.profile(artifact)
         res = {"artifact": str(artifact), "backend": self.backend, "precision": best.precision,
                "method": best.method, "map50_fp32": self.baseline["map50"], "map50_95_fp32": self.baseline["map50_95"],
                "map50": best.map50, "map50_95": best.map50_95, "drop_points": round(best.drop_points, 3),
@@ -398,6 +400,16 @@ class Job:
             err.result = res
             raise err
         return res
+
+    def profile(self, artifact: Path) -> None:
+        """The val split's drift profile through the artifact's own backend; with too few val images (a profile
+        needs MIN_IMAGES) the artifact goes without one, said in the log (serve and monitor say 'no profile')."""
+        from ..drift.profile import attach_profile
+
+        try:
+            attach_profile(artifact, self.ds, log=self.log, backend=self.engine_backend, device=self.device)
+        except DataError as e:
+            self.log(f"no drift profile for {artifact.name}: {e}")
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)

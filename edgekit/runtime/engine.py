@@ -114,6 +114,15 @@ class Engine:
         """Run the network on a blob of any batch size (split or padded to a fixed-batch model)."""
         return self.backend.infer(blob)
 
+    def infer_embed(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the network's detection output, its pooled-backbone embedding or None when the artifact has none)."""
+        return self.backend.infer_embed(blob)
+
+    @property
+    def has_embedding(self) -> bool:
+        """The artifact gives the pooled-backbone output that drift tracking compares (edgekit export adds it)."""
+        return self.backend.has_embedding
+
     def postprocess(self, raw: np.ndarray, infos, **overrides) -> list[Detections]:
         kw = dict(conf=self.conf, iou=self.iou, max_det=self.max_det, multi_label=self.multi_label,
                   agnostic=self.agnostic)

@@ -10,6 +10,7 @@ import yaml
 
 from ..errors import ArtifactError
 from ..io import atomic_write_json
+from .embedding import detection_index
 
 SIDECAR_FORMAT = "edgekit-sidecar/1"
 
@@ -217,15 +218,18 @@ def model_io(model: Path):
             g = onnx.load(str(model), load_external_data=False).graph
             inits = {i.name for i in g.initializer}
             inp = next(i for i in g.input if i.name not in inits)
+            outs = list(g.output)
+            out = outs[detection_index([o.name for o in outs])]
             return ([d.dim_value for d in inp.type.tensor_type.shape.dim],
-                    [d.dim_value for d in g.output[0].type.tensor_type.shape.dim])
+                    [d.dim_value for d in out.type.tensor_type.shape.dim])
         if model.suffix.lower() == ".xml":
             import xml.etree.ElementTree as ET
 
             root = ET.parse(model).getroot()
             layers = root.find("layers")
             par = next(x for x in layers if x.get("type") == "Parameter")
-            res = next(x for x in layers if x.get("type") == "Result")
+            results = [x for x in layers if x.get("type") == "Result"]
+            res = results[detection_index([x.get("name", "").split("/sink_port")[0] for x in results])]
             inp = [int(d) if d.lstrip("-").isdigit() else -1 for d in par.find("data").get("shape").split(",")]
             out = [int(d.text) if d.text.strip().lstrip("-").isdigit() else -1
                    for d in res.find("input").find("port").findall("dim")]

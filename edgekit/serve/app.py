@@ -113,16 +113,22 @@ class Service:
     """Everything a request needs: the engine (pre/post), the batcher, the metrics and Triton's statistics."""
 
     def __init__(self, name: str, engines: list, max_batch: int, max_delay_s: float, max_queue: int,
-                 max_body_mb: float = MAX_BODY_MB, max_pixels: int = MAX_PIXELS):
+                 max_body_mb: float = MAX_BODY_MB, max_pixels: int = MAX_PIXELS, drift=None, frames=None):
+        """drift: a Drift (edgekit.serve.drift) or None (tracking off); frames: a FrameSaver or None."""
         self.name, self.engines, self.engine = name, engines, engines[0]
+        self.drift, self.frames = drift, frames
         fixed = self.engine.backend.fixed_batch
         if fixed:  # a fixed-batch model gains nothing from bigger batches: do not wait to fill them
             max_batch = min(max_batch, fixed)
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
         self.max_body = int(max_body_mb * 2 ** 20)
         self.max_pixels = max_pixels
-        self.batcher = MicroBatcher([e.infer for e in engines], max_batch, max_delay_s, max_queue)
+        embed = drift is not None and drift.tracker is not None and drift.tracker.ref.emb is not None
+        self.batcher = MicroBatcher([e.infer_embed if embed else e.infer for e in engines], max_batch, max_delay_s,
+                                    max_queue)
         self.metrics = Metrics(name, max_batch, self.batcher.depth)
+        if drift is not None and drift.tracker is not None:
+            self.metrics.track_drift(drift.tracker)
         self.stats = Stats(name)
         self.batcher.on_batch = self._on_batch
         self._decoding = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))  # bounds decoded images in memory
@@ -179,10 +185,16 @@ class Service:
         with self._decoding:
             images, batched = decode_images(inputs, self.max_batch, self.max_pixels)
             prepped = [self.engine.preprocess([im]) for im in images]
-        return head, [b for b, _ in prepped], [i[0] for _, i in prepped], batched, overrides
+            seen = self.drift.observe(images, self.frames) if self.drift is not None else None
+        return head, [b for b, _ in prepped], [i[0] for _, i in prepped], batched, overrides, seen
 
-    def finish(self, head: dict, raws: list, infos: list, batched: bool, overrides: dict):
+    def finish(self, head: dict, raws: list, infos: list, batched: bool, overrides: dict, seen=None):
+        embs = None
+        if raws and isinstance(raws[0], tuple):  # (detection row, embedding row) from Engine.infer_embed
+            raws, embs = [r[0] for r in raws], [r[1] for r in raws]
         dets = self.engine.postprocess(np.stack(raws), infos, **overrides)
+        if seen is not None:
+            self.drift.update(self.engine, raws, embs, infos, dets, overrides, seen, self.frames)
         if batched:
             outs = padded_batch(dets)
         else:
@@ -318,7 +330,7 @@ def create_app(service: Service):
                 raise QueueFull(f"queue full ({queue.maxsize} requests waiting)")
             body = await read_body(request, service.max_body)
             t_in = time.perf_counter()
-            head, blobs, infos, batched, ov = await run_in_threadpool(
+            head, blobs, infos, batched, ov, seen = await run_in_threadpool(
                 service.prepare, body, request.headers.get("inference-header-content-length"))
             stats.add("compute_input", time.perf_counter() - t_in)
             if queue.maxsize - queue.qsize() < len(blobs):
@@ -328,7 +340,7 @@ def create_app(service: Service):
             stats.add("queue", max(f.queue_s for f in futs))
             stats.add("compute_infer", max(f.infer_s for f in futs))
             t_out = time.perf_counter()
-            content, headers = await run_in_threadpool(service.finish, head, raws, infos, batched, ov)
+            content, headers = await run_in_threadpool(service.finish, head, raws, infos, batched, ov, seen)
             stats.add("compute_output", time.perf_counter() - t_out)
             status = 200
             return Response(content=content, headers=headers, media_type=headers.pop("Content-Type"))
@@ -345,6 +357,14 @@ def create_app(service: Service):
             took = time.perf_counter() - t0
             stats.add("success" if status == 200 else "fail", took)
             service.metrics.on_request(status, took if status == 200 else None)
+
+    @app.get("/v2/models/{name}/drift")
+    @app.get("/v2/models/{name}/versions/{version}/drift")
+    async def model_drift(name: str, version: str | None = None):
+        check(name, version)
+        if service.drift is None:
+            return {"model": service.name, "verdict": "off", "reason": "drift tracking is off (serve --no-drift)"}
+        return {"model": service.name, **service.drift.verdict()}
 
     @app.get("/metrics")
     async def metrics():

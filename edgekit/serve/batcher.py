@@ -40,7 +40,8 @@ class MicroBatcher:
         return self.queue.qsize()
 
     def submit(self, blob: np.ndarray) -> Future:
-        """Queue one (1, C, H, W) blob; the Future gets its raw network output row. Raises QueueFull.
+        """Queue one (1, C, H, W) blob; the Future gets its raw network output row (a tuple of rows when the infer
+        function returns a tuple, e.g. Engine.infer_embed). Raises QueueFull.
 
         When it is done, the Future also carries queue_s (waiting for its batch) and infer_s (its batch's call).
         """
@@ -92,7 +93,7 @@ class MicroBatcher:
                 self.on_batch(len(items), took)
             for k, (_, f) in enumerate(items):
                 f.queue_s, f.infer_s = t0 - f.queued_at, took
-                f.set_result(raw[k])
+                f.set_result(tuple(None if r is None else r[k] for r in raw) if isinstance(raw, tuple) else raw[k])
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Refuse new work, finish what is queued, join the workers; True when all stopped in time."""

@@ -27,6 +27,31 @@ class Metrics:
         depth_g.labels(model).set_function(depth)
         self.model = model
 
+    def track_drift(self, tracker) -> None:
+        """Gauges read from the drift tracker's latest verdict when /metrics is scraped (nothing per frame)."""
+        from ..drift.tracker import LEVELS, SCORES
+
+        pc, r, m = self._pc, self.registry, self.model
+        score = pc.Gauge("edgekit_drift_score", "Drift score of the latest full window against the artifact's "
+                         "profile (NaN: not computed)", ["model", "score"], registry=r)
+        limit = pc.Gauge("edgekit_drift_threshold", "Score at which the verdict becomes warn or drift",
+                         ["model", "score", "level"], registry=r)
+        state = pc.Gauge("edgekit_drift_verdict", "Drift verdict: -1 collecting the first window, 0 ok, 1 warn, "
+                         "2 drift", ["model"], registry=r)
+        frames = pc.Gauge("edgekit_drift_frames", "Frames the drift tracker has seen", ["model"], registry=r)
+
+        def value(k):
+            v = tracker.verdict()["scores"].get(k)
+            return float("nan") if v is None else v
+
+        for k in SCORES:
+            score.labels(m, k).set_function(lambda k=k: value(k))
+        for k, (warn, drift) in tracker.limits.items():
+            limit.labels(m, k, "warn").set(warn)
+            limit.labels(m, k, "drift").set(drift)
+        state.labels(m).set_function(lambda: LEVELS.index(v) if (v := tracker.verdict()["verdict"]) in LEVELS else -1)
+        frames.labels(m).set_function(lambda: tracker.seen)
+
     def on_batch(self, size: int, seconds: float) -> None:
         self.batch.labels(self.model).observe(size)
         self.infer.labels(self.model).observe(seconds)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import ArtifactError, EdgekitError
+from ..runtime.embedding import detection_index
 
 PLATFORMS = {"onnxruntime": ("onnxruntime", "model.onnx"), "openvino": ("openvino", "model.xml"),
              "tensorrt": ("tensorrt", "model.plan")}
@@ -54,7 +55,7 @@ def net_io(artifact: Path, backend: str, meta) -> NetIO:
         onnx = require("onnx", "reading an ONNX model's inputs and outputs for a Triton repository")
         g = onnx.load(str(artifact), load_external_data=False).graph
         dims = lambda v: [d.dim_value if d.dim_value > 0 else -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
-        i, o = g.input[0], g.output[0]
+        i, o = g.input[0], g.output[detection_index([x.name for x in g.output], meta)]  # not the drift embedding
         dtype = "float16" if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 else "float32"
         di, do = dims(i), dims(o)
         return NetIO(i.name, o.name, di[1:], do[1:], dtype, di[0] if di[0] > 0 else None)
@@ -63,10 +64,11 @@ def net_io(artifact: Path, backend: str, meta) -> NetIO:
 
         ov = require("openvino", "writing a Triton repository")
         m = ov.Core().read_model(str(artifact))
-        ps = [m.inputs[0].get_partial_shape(), m.outputs[0].get_partial_shape()]
+        out = m.outputs[detection_index([set(x.get_names()) for x in m.outputs], meta)]
+        ps = [m.inputs[0].get_partial_shape(), out.get_partial_shape()]
         di, do = ([d.get_length() if d.is_static else -1 for d in s] for s in ps)
         dtype = "float16" if m.inputs[0].get_element_type().get_type_name() == "f16" else "float32"
-        return NetIO(m.inputs[0].get_any_name(), m.outputs[0].get_any_name(), di[1:], do[1:], dtype,
+        return NetIO(m.inputs[0].get_any_name(), out.get_any_name(), di[1:], do[1:], dtype,
                      di[0] if di[0] > 0 else None)
     doc = meta.raw
     try:

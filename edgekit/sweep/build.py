@@ -59,7 +59,22 @@ class Building:
     def _build_stage(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The build stage's result: build()'s, its artifact named relative to the run folder."""
         built = self.build(onnx_path, v, sdir)
+        self.profile(Path(built["artifact"]), v)
         return {**built, "artifact": self.rel(built["artifact"])}
+
+    def profile(self, artifact: Path, v: Variant) -> None:
+        """Give a built artifact (the exported ONNX for its onnxruntime fp32 row) the val split's drift profile
+        through its own backend, unless it carries one (quantize and the OpenVINO conversion of a profiled ONNX add
+        theirs); on a remote target, or with too few val images, it is left without (serve says so)."""
+        from ..drift.profile import KEY, attach_profile
+        from ..runtime.meta import read_sidecar
+
+        if self.remote or read_sidecar(artifact).get(KEY):
+            return
+        try:
+            attach_profile(artifact, self.dataset(), log=self._detail, backend=v.backend, device=self.target)
+        except EdgekitError as e:  # the artifact stays usable; serve and monitor will say it has no profile
+            self._detail(f"{self.rel(artifact)}: no drift profile ({e})")
 
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""

@@ -35,11 +35,14 @@ class Backend:
     build_modules: tuple[str, ...] = ()  # converter libraries the build imports, beyond `module`
     build_extra: str | None = None  # the edgekit extra that installs them
     calibrated: tuple[str, ...] = ()  # precisions whose build needs a calibration set (CalibrationSet)
+    # its artifact keeps the ONNX's second output, the pooled backbone (runtime.embedding); False: build() strips it
+    carries_embedding = False
 
     def __init__(self, path, device: str = "cpu", meta=None, **options):
         self.path, self.device, self.meta, self.options = Path(path), device, meta, options
         self.loaded = False
         self._batch: int | None = 1  # load_impl sets the model's own: None when the batch is dynamic
+        self.has_embedding = False  # load_impl sets it when the model gives the pooled-backbone output
 
     # what it is ------------------------------------------------------------------------------
     @classmethod
@@ -148,6 +151,18 @@ class Backend:
             raise ArtifactError(f"{self.path}: expected an NCHW batch with 3 channels, got shape {blob.shape}")
         return self.unpad([self.infer_impl(c) for c in self.chunks(blob)], blob.shape[0])
 
+    def infer_embed(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the detection output, the pooled-backbone embedding (batch, channels) or None when the model has none)."""
+        if not self.loaded:
+            self.load()
+        if not self.has_embedding:
+            return self.infer(blob), None
+        if blob.ndim != 4 or blob.shape[1] != 3:
+            raise ArtifactError(f"{self.path}: expected an NCHW batch with 3 channels, got shape {blob.shape}")
+        pairs = [self.infer_embed_impl(c) for c in self.chunks(blob)]
+        n = blob.shape[0]
+        return self.unpad([p[0] for p in pairs], n), self.unpad([p[1] for p in pairs], n)
+
     def chunks(self, blob: np.ndarray) -> list[np.ndarray]:
         """The blob cut into the batches this model takes, the last one zero-padded to the fixed batch."""
         fb, n = self.fixed_batch, blob.shape[0]
@@ -208,6 +223,10 @@ class Backend:
         raise NotImplementedError
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def infer_embed_impl(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(detection output, embedding) of one chunk; only called when load_impl set has_embedding."""
         raise NotImplementedError
 
     def close_impl(self) -> None:

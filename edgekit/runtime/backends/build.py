@@ -103,7 +103,11 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
         if cls.build_from == "onnx":
             source = work / onnx_path.name  # converters write beside their input: they get a private copy
             shutil.copy2(onnx_path, source)
-            source_sha = sha256_file(source)
+            source_sha = sha256_file(source)  # the ONNX as given, the one its sidecar names
+            if not cls.carries_embedding:  # its converter keeps one output, the detection one: drift tracking
+                from ..embedding import strip_embedding  # falls back to image statistics and confidences
+
+                strip_embedding(source)
         else:
             source, source_sha = checked_checkpoint(checkpoint, doc, work, bool(opts.pop("trust_checkpoint", False)))
         with atomic_dir(out_dir) as tmp:

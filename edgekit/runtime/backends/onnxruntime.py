@@ -9,6 +9,7 @@ from ..._imports import require
 from ...errors import ArtifactError
 from ..concurrency import SplitThreadsRunner
 from ..devices import parse_device
+from ..embedding import detection_index, embedding_index
 from .base import Backend
 
 
@@ -24,6 +25,7 @@ class OnnxRuntimeBackend(Backend):
     module = extra = "onnxruntime"
     device_kinds = ("cpu", "cuda")
     executes = ("fp32", "int8")
+    carries_embedding = True
 
     @classmethod
     def devices_impl(cls) -> list[str]:
@@ -78,10 +80,17 @@ class OnnxRuntimeBackend(Backend):
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             raise ArtifactError(f"{self.path}: ONNX Runtime cannot load this model: {str(e).splitlines()[0]}") from None
         inp = self.session.get_inputs()[0]
+        outs = self.session.get_outputs()
+        names = [o.name for o in outs]
+        det = detection_index(names, self.meta)
+        emb = embedding_index(names)
         if self.meta is not None:
             from ..meta import check_io
 
-            check_io(self.path, self.meta, inp.shape, self.session.get_outputs()[0].shape)
+            check_io(self.path, self.meta, inp.shape, outs[det].shape)
+        self._det_name = names[det]
+        self._pair = [names[det]] + ([names[emb]] if emb is not None else [])
+        self.has_embedding = emb is not None
         self.input_name = inp.name
         self._dtype = np.float16 if "float16" in inp.type else np.float32
         b = inp.shape[0]
@@ -98,7 +107,11 @@ class OnnxRuntimeBackend(Backend):
         return self.session.end_profiling() if self.options.get("perf_counters") else None
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: blob.astype(self._dtype, copy=False)})[0]
+        return self.session.run([self._det_name], {self.input_name: blob.astype(self._dtype, copy=False)})[0]
+
+    def infer_embed_impl(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        det, emb = self.session.run(self._pair, {self.input_name: blob.astype(self._dtype, copy=False)})
+        return det, emb
 
     @property
     def input_dtype(self):

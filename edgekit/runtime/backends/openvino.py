@@ -21,6 +21,7 @@ from ..._imports import require
 from ...errors import ArtifactError
 from ..concurrency import Runner
 from ..devices import parse_device
+from ..embedding import detection_index, embedding_index
 from .base import Backend
 
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
@@ -114,6 +115,7 @@ class OpenVINOBackend(Backend):
         kind = parse_device(device)[0]
         return super().runs_on(device) or kind.startswith(("auto:", "hetero:", "multi:"))
     executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see precisions()
+    carries_embedding = True
 
     @classmethod
     def devices_impl(cls) -> list[str]:
@@ -210,6 +212,9 @@ class OpenVINOBackend(Backend):
         shape = compiled.inputs[0].get_partial_shape()
         self._batch = shape[0].get_length() if shape[0].is_static else None
         self.compiled = compiled
+        names = [set(o.get_names()) for o in compiled.outputs]
+        self._det, self._emb = detection_index(names, self.meta), embedding_index(names)
+        self.has_embedding = self._emb is not None
         self.executed = executed_precision(compiled)
         self._requests = self._request_pool()
 
@@ -227,7 +232,15 @@ class OpenVINOBackend(Backend):
         req = self._requests.get()  # blocks while every request is busy
         try:
             req.infer({0: blob}, share_inputs=True)
-            return req.get_output_tensor(0).data.copy()
+            return req.get_output_tensor(self._det).data.copy()
+        finally:
+            self._requests.put(req)
+
+    def infer_embed_impl(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        req = self._requests.get()
+        try:
+            req.infer({0: blob}, share_inputs=True)
+            return req.get_output_tensor(self._det).data.copy(), req.get_output_tensor(self._emb).data.copy()
         finally:
             self._requests.put(req)
 
@@ -305,7 +318,8 @@ class OpenVINORunner(Runner):
     def map_impl(self, items):
         backend = self.engine.backend
         done: dict = {}
-        self.queue.set_callback(lambda req, key: done.__setitem__(key, req.get_output_tensor(0).data.copy()))
+        det = backend._det
+        self.queue.set_callback(lambda req, key: done.__setitem__(key, req.get_output_tensor(det).data.copy()))
         jobs: deque = deque()  # (job id, number of chunks, rows asked for, ctx)
 
         def ready():

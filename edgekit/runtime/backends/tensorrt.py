@@ -14,6 +14,7 @@ from ..._imports import available, require
 from ...errors import ArtifactError
 from ..concurrency import ThreadedRunner
 from ..devices import parse_device
+from ..embedding import detection_index, embedding_index
 from .base import Backend
 
 
@@ -68,6 +69,7 @@ class TensorRTBackend(Backend):
     suffixes = (".engine", ".plan")
     module = extra = "tensorrt"
     device_kinds = ("cuda",)
+    carries_embedding = True
     executes = ("fp32", "fp16", "int8")
 
     @classmethod
@@ -117,6 +119,10 @@ class TensorRTBackend(Backend):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._det = self.outputs[detection_index(self.outputs, self.meta)] if self.outputs else None
+        emb = embedding_index(self.outputs)
+        self._emb = None if emb is None else self.outputs[emb]
+        self.has_embedding = self._emb is not None
         if len(self.inputs) != 1:
             raise ArtifactError(f"{self.path}: expected one input tensor, the engine has {len(self.inputs)}")
         self.dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
@@ -126,9 +132,14 @@ class TensorRTBackend(Backend):
 
     def infer_impl(self, blob: np.ndarray) -> np.ndarray:
         with self.lock:
-            return self._infer(blob)
+            return self._infer(blob)[self._det].float().cpu().numpy()
 
-    def _infer(self, blob: np.ndarray) -> np.ndarray:
+    def infer_embed_impl(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            outs = self._infer(blob)
+            return outs[self._det].float().cpu().numpy(), outs[self._emb].float().cpu().numpy()
+
+    def _infer(self, blob: np.ndarray) -> dict:
         torch, ctx = self.torch, self.context
         name = self.inputs[0]
         x = torch.from_numpy(np.ascontiguousarray(blob.astype(self.dtypes[name], copy=False))).to(self.dev)
@@ -143,7 +154,7 @@ class TensorRTBackend(Backend):
             if not ctx.execute_async_v3(self.stream.cuda_stream):
                 raise ArtifactError(f"{self.path}: TensorRT execution failed")
         self.stream.synchronize()
-        return outs[self.outputs[0]].float().cpu().numpy()
+        return outs
 
     @property
     def precision_executed(self) -> str:
