@@ -4,9 +4,11 @@ A backend also declares what it is, so that everything else (pick_backend, docto
 the registry instead of naming backends: the file suffixes it reads, the library it imports and the pip extra that
 installs it, the device kinds it runs on, the precisions it executes there, and its throughput runner.
 
-It also declares how its artifact is built (`builds`, `build_from`, `build_modules`, `calibrated`): `build()` turns
-the exported FP32 ONNX (or the checkpoint it came from) into this backend's artifact for one precision, atomically,
-with a sidecar; a backend writes `build_impl`.
+It also declares how each precision's artifact is made (`made_by`): the exported FP32 ONNX itself (`exported`), its
+own build (`builds`, `build_from`, `build_modules`, `calibrated`: `build()` turns the exported FP32 ONNX, or the
+checkpoint it came from, into this backend's artifact, atomically, with a sidecar; a backend writes `build_impl`), or
+`edgekit quantize` with the quantizer registered under its name (`quantized`, gated there against the FP32 baseline
+that `baseline_backend` evaluates). train-export has one build path for every backend: it reads these.
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ class Backend:
     build_modules: tuple[str, ...] = ()  # converter libraries the build imports, beyond `module`
     build_extra: str | None = None  # the edgekit extra that installs them
     calibrated: tuple[str, ...] = ()  # precisions whose build needs a calibration set (CalibrationSet)
+    exported: tuple[str, ...] = ()  # precisions whose artifact is the exported ONNX itself (no build)
+    quantized: tuple[str, ...] = ()  # precisions `edgekit quantize` makes with this backend's quantizer (its gate)
+    baseline_backend: str | None = None  # the backend that evaluates the FP32 ONNX for its quantize gate (None: itself)
+    reference = False  # its exported FP32 row is the sweep's speed reference ("x ref") on every target it runs on
+    short: str | None = None  # its name in tables and plots (None: name)
 
     def __init__(self, path, device: str = "cpu", meta=None, **options):
         self.path, self.device, self.meta, self.options = Path(path), device, meta, options
@@ -107,6 +114,17 @@ class Backend:
         return info
 
     # how its artifact is built -----------------------------------------------------------------
+    @classmethod
+    def made_by(cls, precision: str) -> str | None:
+        """How train-export makes this precision's artifact: 'exported', 'build', 'quantize', or None (it does not)."""
+        return ("exported" if precision in cls.exported else "build" if precision in cls.builds
+                else "quantize" if precision in cls.quantized else None)
+
+    @classmethod
+    def makes(cls) -> tuple[str, ...]:
+        """Every precision train-export can make for it (see made_by)."""
+        return tuple(dict.fromkeys(cls.exported + cls.builds + cls.quantized))
+
     @classmethod
     def can_build(cls, precision: str | None = None) -> bool:
         """It builds this precision (any, when None) and its converters are installed here; never imports them."""
