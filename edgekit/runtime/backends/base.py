@@ -76,7 +76,12 @@ class Backend:
     @classmethod
     def precisions(cls, device: str) -> tuple[str, ...]:
         """Precisions it executes on this device ('fp32', 'bf16', 'fp16', 'int8'); () where it does not run."""
-        return cls.executes if cls.runs_on(device) else ()
+        return cls.executes + cls.extra_precisions(device) if cls.runs_on(device) else ()
+
+    @classmethod
+    def extra_precisions(cls, device: str) -> tuple[str, ...]:
+        """Precisions it executes on this device beyond `executes` (what the device says it has); never raises."""
+        return ()
 
     @classmethod
     def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:

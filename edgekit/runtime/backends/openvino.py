@@ -113,7 +113,7 @@ class OpenVINOBackend(Backend):
         """Its devices, and OpenVINO's virtual ones over a list of them (AUTO:GPU,CPU, HETERO:..., MULTI:...)."""
         kind = parse_device(device)[0]
         return super().runs_on(device) or kind.startswith(("auto:", "hetero:", "multi:"))
-    executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see precisions()
+    executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see extra_precisions()
     builds = ("fp32", "fp16", "bf16")  # the IR: FP32 or FP16 weights, or FP32 weights executed in bf16 (see build)
     build_modules = ("openvino",)
     quantized = ("int8",)  # NNCF, by edgekit quantize
@@ -144,11 +144,9 @@ class OpenVINOBackend(Backend):
             return None
 
     @classmethod
-    def precisions(cls, device: str) -> tuple[str, ...]:
-        if not cls.runs_on(device):
-            return ()
+    def extra_precisions(cls, device: str) -> tuple[str, ...]:
         caps = cls.capabilities_of(device) or []
-        return cls.executes + tuple(p for p in ("bf16", "fp16") if CAPABILITY[p] in caps)
+        return tuple(p for p in ("bf16", "fp16") if CAPABILITY[p] in caps)
 
     @classmethod
     def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
