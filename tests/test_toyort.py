@@ -53,6 +53,9 @@ def test_toyort_in_doctor_with_its_build(toyort, tmp_path):
     assert main(["doctor", "--json", str(out)]) == 0
     b = json.loads(out.read_text())["backends"]["toyort"]
     assert b["installed"] is True and b["builds"]["precisions"] == ["fp32"] and b["builds"]["from"] == "onnx"
+    assert b["makes"] == {"fp32": "build"}
+    ort = json.loads(out.read_text())["backends"]["onnxruntime"]
+    assert ort["makes"] == {"fp32": "exported", "int8": "quantize"}
 
 
 def test_quantize_refuses_a_backend_without_a_quantizer(toyort, onnx160_copy, coco8, tmp_path, capsys):

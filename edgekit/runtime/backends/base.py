@@ -105,6 +105,8 @@ class Backend:
         """Installed version, install hint, devices and the builds edgekit makes, for `edgekit doctor`; never raises."""
         info = {"installed": cls.installed(), "version": _imports.version_of(cls.module) if cls.module else None,
                 "install": cls.install_hint()}
+        if cls.makes():  # how train-export makes each precision's artifact
+            info["makes"] = {p: cls.made_by(p) for p in cls.makes()}
         if cls.builds:  # what edgekit builds for it, and whether its converters are here
             info["builds"] = {"precisions": list(cls.builds), "from": cls.build_from, "installed": cls.can_build(),
                               "install": _imports.install_hint(cls.build_modules[0] if cls.build_modules else cls.name,
