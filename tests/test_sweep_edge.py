@@ -130,8 +130,7 @@ def toy():
 
     backends.register("toy", "toy_backend:ToyBackend")
     yield
-    backends.BACKENDS.pop("toy", None)
-    backends._classes.pop("toy", None)
+    backends.REGISTRY.unregister("toy")
 
 
 @pytest.mark.parametrize("backend", ["toy", "torch"])
@@ -169,3 +168,21 @@ def test_train_export_gives_litert_and_executorch_int8_rows(tmp_path, coco8, wei
         assert side["accuracy_gate"]["baseline"]["backend"] == b
         assert side["accuracy_gate"]["map50_95_fp32"] == pytest.approx(rows[(b, "fp32")]["map50_95"], abs=1e-4)
     assert side["source"]["kind"] == "checkpoint"  # ExecuTorch builds from the trial's best.pt
+
+
+def test_int8_dynamic_is_a_precision_where_a_backend_declares_it(tmp_path, coco8, capsys):
+    """N: --precisions takes what the backends declare (LiteRT's dynamic-range int8-dynamic), and refuses it in one
+    line for backends that do not make it."""
+    from edgekit.runtime.backends import get_backend
+    from edgekit.sweep.variants import Variant, known_precisions, variants_for
+
+    assert "int8-dynamic" in known_precisions() and get_backend("litert").made_by("int8-dynamic") == "build"
+    if get_backend("litert").installed():
+        assert Variant("litert", "int8-dynamic") in variants_for("cpu", ["litert"], ["int8-dynamic"])
+    out = tmp_path / "O"
+    assert main(["train-export", "--data", str(coco8), "--backends", "openvino", "--precisions", "int8-dynamic",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("edgekit train-export: error: --precisions: int8-dynamic is built by "
+                                               "none of --backends openvino on cpu"), err
+    assert not out.exists()

@@ -24,8 +24,7 @@ def toy(coco8, tmp_path_factory):
     yield {"full": write_toy(d / "model.npz", ds, "val", IMGSZ), "half": write_toy(d / "half.npz", ds, "val", IMGSZ,
                                                                                    keep=len(ds.samples("val")) // 2),
            "ds": ds}
-    backends.BACKENDS.pop("toy", None)
-    backends._classes.pop("toy", None)
+    backends.REGISTRY.unregister("toy")
 
 
 def test_toy_appears_in_doctor(toy, tmp_path):
@@ -78,9 +77,12 @@ def test_toy_bench_latency_and_throughput(toy, tmp_path):
     assert set(r["throughput"]) == {"1", "3"} and all(v > 0 for v in r["throughput"].values())
 
 
-def test_toy_is_offered_by_train_export(toy):
+def test_toy_without_a_build_gives_train_export_no_rows(toy):
+    """N: train-export sweeps a precision only where the backend declares how it is made (Backend.made_by); the toy
+    runs fp32 artifacts but builds none (tests/toyort_backend.py is the plugin that builds: test_toyort.py)."""
+    from edgekit.runtime.backends import get_backend
     from edgekit.sweep.variants import variants_for
 
-    rows = [(v.backend, v.precision) for v in variants_for("cpu", ["toy"])]
-    assert ("toy", "fp32") in rows and ("toy", "int8") not in rows  # it executes fp32 only
+    assert get_backend("toy").offers("cpu") == ("fp32",) and get_backend("toy").makes() == ()
+    assert [v for v in variants_for("cpu", ["toy"]) if v.backend == "toy"] == []
     assert variants_for("cuda:0", ["toy"]) == []  # it runs on cpu only

@@ -112,9 +112,9 @@ def _gpu_record(d: dict, device: str) -> None:
 
 def device_info(device: str = "cpu", backend: str | None = None) -> dict:
     """The machine a benchmark ran on: CPU (model, cores, ISA), GPUs, driver, CUDA and TensorRT versions."""
-    from ..runtime.backends import BACKENDS, get_backend
+    from ..runtime.backends import get_backend, names
 
-    cls = get_backend(backend) if backend in BACKENDS else None
+    cls = get_backend(backend) if backend in names() else None
     d = {"requested": device, "cpu": cpu_info(), "platform": platform.platform(), "python": platform.python_version()}
     kind = parse_device(device)[0]
     cuda_only = cls is not None and cls.runs_on("cuda") and not cls.runs_on("cpu")  # TensorRT

@@ -6,11 +6,12 @@ DESCRIPTION = ("Calibrate on a class-balanced sample of the train split, quantiz
 
 
 def add_arguments(p):
-    from ..quantize import BACKENDS, METHODS
+    from ..quantize import METHODS, names
 
     p.add_argument("model", help="FP32 model.onnx written by 'edgekit export' (its model.json sidecar beside it)")
     p.add_argument("--data", required=True, help="Ultralytics data.yaml or COCO .json")
-    p.add_argument("--backend", required=True, choices=list(BACKENDS), help="runtime the INT8 artifact is built for")
+    p.add_argument("--backend", required=True,
+                   help=f"runtime the INT8 artifact is built for: {', '.join(names())} (those with a quantizer)")
     p.add_argument("--method", default="auto", choices=list(METHODS),
                    help="activation range calibration (auto: the recipe's choice; ONNX Runtime tries all three)")
     p.add_argument("--calib-size", type=int, default=300, help="calibration images (default 300, capped at the split)")
@@ -79,9 +80,15 @@ def run(args):
 
 def check_args(args) -> None:
     """Every option checked before any work: one line naming it, exit 2."""
-    from ..runtime.backends import get_backend
+    from ..errors import EdgekitError
+    from ..quantize import names as quantizers
+    from ..runtime.backends import get_backend, names as backends
     from . import _checks
 
+    if args.backend not in quantizers():
+        why = "has no quantizer (edgekit quantize builds no INT8 artifact for it)" if args.backend in backends() \
+            else "is not a backend"
+        raise EdgekitError(f"--backend: {args.backend} {why}; choose from {', '.join(quantizers())}")
     _checks.readable_file("MODEL", args.model)
     _checks.readable_file("--data", args.data)
     for name, low in (("calib_size", 1), ("eval_limit", 1), ("seed", 0)):

@@ -21,10 +21,11 @@ def add_arguments(p):
     p.add_argument("--target", default="cpu",
                    help="cpu, cuda:0, or ssh://user@host[:port]/cpu: train here, eval and bench each row on that "
                         "device, which runs its own runtime-only edgekit (known_hosts is checked)")
-    p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt (default openvino; "
-                   "the FP32 ONNX on ONNX Runtime is always measured as the reference)")
+    p.add_argument("--backends", default="openvino", help="openvino,onnxruntime,tensorrt,ncnn,litert,executorch or a "
+                   "plugin's (default openvino; the FP32 ONNX on ONNX Runtime is always measured as the reference)")
     p.add_argument("--precisions", default=None,
-                   help="fp32,bf16,fp16,int8 (default fp32,bf16,int8; bf16 only where the target runs it)")
+                   help="fp32,bf16,fp16,int8, or one a backend declares (LiteRT: int8-dynamic) (default fp32,bf16,int8; "
+                        "bf16 only where the target runs it)")
     p.add_argument("--max-latency-ms", type=float, default=None,
                    help="hard limit on the end-to-end p50 latency (batch 1) on the target: rows over it are never "
                         "recommended")
@@ -146,7 +147,7 @@ def check_args(args) -> dict:
     from ..assets import demo_weights
     from ..errors import EdgekitError
     from ..sweep.pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, split_strategies
-    from ..sweep.variants import PRECISIONS, SWEPT_BACKENDS, check_dependencies
+    from ..sweep.variants import check_dependencies, known_precisions
     from ..runtime.backends import get_backend, registered
     from ..train.strategy import parse_strategy
     from . import _checks
@@ -176,15 +177,16 @@ def check_args(args) -> dict:
     bad = next((b for b in backends if b not in known), None) if backends else ""
     if bad is not None:
         raise EdgekitError(f"--backends: '{bad or args.backends}' is not one of {', '.join(known)}")
-    unbuilt = next((b for b in backends if b not in SWEPT_BACKENDS and not get_backend(b).builds), None)
+    unbuilt = next((b for b in backends if not get_backend(b).makes()), None)
     if unbuilt is not None:
-        built = sorted(n for n, c in registered().items() if n in SWEPT_BACKENDS or c.builds)
+        built = sorted(n for n, c in registered().items() if c.makes())
         raise EdgekitError(f"--backends: {unbuilt} declares no build (Backend.builds), so train-export cannot make its "
                            f"artifacts (it builds those of {', '.join(built)})")
     precisions = _items(args.precisions, "--precisions") if args.precisions else None
-    bad = next((p for p in precisions or () if p not in PRECISIONS), None)
+    known_p = known_precisions()
+    bad = next((p for p in precisions or () if p not in known_p), None)
     if bad is not None:
-        raise EdgekitError(f"--precisions: '{bad}' is not one of {', '.join(PRECISIONS)}")
+        raise EdgekitError(f"--precisions: '{bad}' is not one of {', '.join(known_p)}")
     for name, low in (("epochs", 1), ("batch", 1), ("calib_size", 1), ("bench_iters", 1), ("seed", 0)):
         _checks.at_least(f"--{name.replace('_', '-')}", getattr(args, name), low)
     for name, unit in (("max_map_drop", " mAP points"), ("max_class_drop", " AP points"), ("gpu_hour_usd", "")):
@@ -294,10 +296,11 @@ def _check_model(option: str, model: str) -> None:
 
 
 def backend_names() -> list[str]:
-    """The registered backends: the built-in ones, and any a plugin registered (entry points included)."""
-    from ..runtime.backends import names
+    """The backends that load here: the built-in ones and any a plugin registered (entry points included), as bench
+    and Engine see them; a plugin that fails to import is left out with one warning."""
+    from ..runtime.backends import registered
 
-    return sorted(names())
+    return sorted(registered())
 
 
 def sweep_storage(args):

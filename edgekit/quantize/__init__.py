@@ -2,25 +2,26 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Callable
 
+from .._registry import Registry
 from ..errors import ArtifactError
 from .config import QuantizeConfig
 
-# backend name -> "module:class" of its Quantizer (quantizer.py): adding a backend is one file and one line here
-BACKENDS = {"openvino": "edgekit.quantize.openvino:OpenVINOQuantizer",
-            "onnxruntime": "edgekit.quantize.onnxruntime:OnnxRuntimeQuantizer",
-            "tensorrt": "edgekit.quantize.tensorrt:TensorRTQuantizer"}
+# backend name -> "module:class" of its Quantizer (quantizer.py): adding a backend is one file and one line here, or
+# `register` in your code, or an entry point in the group `edgekit.quantizers` of your package
+REGISTRY = Registry("backend", "edgekit.quantizers")
+register = REGISTRY.register
+names = REGISTRY.names  # the backends edgekit quantize builds INT8 for, plugins included
+register("openvino", "edgekit.quantize.openvino:OpenVINOQuantizer")
+register("onnxruntime", "edgekit.quantize.onnxruntime:OnnxRuntimeQuantizer")
+register("tensorrt", "edgekit.quantize.tensorrt:TensorRTQuantizer")
 METHODS = ("auto", "minmax", "entropy", "percentile")
 
 
 def quantizer_class(backend: str):
     """The Quantizer class registered for `backend` (imports its module, not the backend's library)."""
-    if backend not in BACKENDS:
-        raise ArtifactError(f"unknown backend '{backend}' (choose from {', '.join(BACKENDS)})")
-    module, name = BACKENDS[backend].split(":")
-    return getattr(importlib.import_module(module), name)
+    return REGISTRY.get(backend)
 
 
 def output_claim(onnx_path, data, config: QuantizeConfig) -> dict:
@@ -61,4 +62,4 @@ def quantize(onnx_path, data, config: QuantizeConfig | None = None, *, log: Call
         job.cleanup()
 
 
-__all__ = ["quantize", "QuantizeConfig", "BACKENDS", "METHODS"]
+__all__ = ["quantize", "QuantizeConfig", "names", "register", "METHODS"]

@@ -89,9 +89,14 @@ def subset(ds: Dataset, samples: list, name: str = "subset") -> Dataset:
     return sub
 
 
-# the backend whose FP32 run is a quantized artifact's baseline: its own (TensorRT: no FP32 engine is built, so the
-# FP32 ONNX on ONNX Runtime CPU stands in)
-BASELINE_BACKEND = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tensorrt": "onnxruntime"}
+def baseline_backend(backend: str) -> str:
+    """The backend whose FP32 run of the ONNX is a quantized artifact's baseline: what the backend declares
+    (Backend.baseline_backend; None: its own), ONNX Runtime for a quantizer whose backend is not registered."""
+    from ..runtime.backends import get_backend, names
+
+    if backend not in names():
+        return "onnxruntime"
+    return get_backend(backend).baseline_backend or backend
 
 
 BASELINE_FILE = ".fp32-baseline.json"  # beside a job's output: FP32 mAPs by baseline_key, so reruns skip them
@@ -211,7 +216,7 @@ class Job:
         self.manifest["domain"] = calibration_domain(list(self.calib.items), [s.image for s in val], seed)
         log(f"calibration: {len(self.calib)} images from {where}, seed {seed}, "
             f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
-        base_backend = BASELINE_BACKEND.get(backend, "onnxruntime")
+        base_backend = baseline_backend(backend)
         self.baseline = fp32_baseline(self.onnx, self.ds, eval_split, self.eval_limit, log, base_backend,
                                       device if base_backend == backend else "cpu", self.out_dir / BASELINE_FILE,
                                       config.target_precision, config.target_recall)

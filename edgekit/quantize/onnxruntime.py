@@ -141,6 +141,7 @@ class OnnxRuntimeQuantizer(Quantizer):
     name = "onnxruntime"
     requires = (("onnxruntime", "ONNX Runtime INT8 quantization"), ("onnx", "ONNX Runtime INT8 quantization"))
     tries_other_methods = True
+    sweep_method = "minmax"  # train-export: one method (auto would calibrate and evaluate all three per trial)
 
     def prepare(self, job: Job) -> None:
         self.pre = preprocess(job.onnx, job.work / "preprocessed.onnx")

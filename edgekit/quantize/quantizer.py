@@ -30,11 +30,12 @@ _EVAL_FIELDS = ("names", "imgsz", "stride", "letterbox", "input", "output")
 class Quantizer(ABC):
     """How one backend builds INT8 candidates; instances live for one job and may keep state between attempts."""
 
-    name: str = ""                       # its key in edgekit.quantize.BACKENDS
+    name: str = ""                       # its name in edgekit.quantize.REGISTRY
     requires: tuple[tuple[str, str], ...] = ()  # (module, what needs it): checked before any work, with the extra
     default_device: str = "cpu"          # where its artifacts are evaluated when --device is not given
     tries_other_methods: bool = False    # after the chosen method, try the recipe's other methods (attempts method-X)
     float_fallback: str | None = None    # precision of the last attempt when no INT8 one passes (e.g. "fp16")
+    sweep_method: str = "auto"           # the --method train-export asks for
     # optional: accuracy_control(job, folder, keep_float, method) -> artifact or (artifact, found) as Job.attempt takes
     accuracy_control: Callable | None = None
 

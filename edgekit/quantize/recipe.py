@@ -84,9 +84,9 @@ def _scope(doc, path: Path, where: str) -> Scope:
 
 
 def _known_backends() -> tuple[str, ...]:
-    from . import BACKENDS
+    from . import names
 
-    return tuple(BACKENDS)
+    return tuple(names())
 
 
 def _backends(doc, path: Path) -> dict[str, dict]:

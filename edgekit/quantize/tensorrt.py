@@ -15,6 +15,7 @@ from .._imports import require
 from ..data.calibration import CalibrationSet
 from ..errors import ArtifactError
 from ..io import atomic_path
+from ..runtime.backends.tensorrt import build_engine
 from .job import Job
 from .quantizer import Quantizer
 
@@ -81,41 +82,6 @@ def make_calibrator(calib: CalibrationSet, cache_path, batch_size: int = 8, algo
             log(f"TensorRT calibration cache: wrote {self.cache_path}")
 
     return Calibrator()
-
-
-def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibrator=None, float_layers=(),
-                 workspace_gb: float = 4, log=print) -> Path:
-    """Parse ONNX, set FP16/INT8 flags (and layers pinned to float), build and write the serialized engine."""
-    trt = require("tensorrt", "TensorRT engines")
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ArtifactError(f"{onnx_path}: TensorRT cannot parse this ONNX: {errs.splitlines()[0] if errs else '?'}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        if calibrator is not None:
-            config.int8_calibrator = calibrator
-    pinned = set(float_layers)
-    if pinned:
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if layer.name in pinned:
-                layer.precision = trt.float16 if precision != "fp32" else trt.float32
-    log(f"TensorRT {trt.__version__}: building {precision} engine from {onnx_path.name}")
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ArtifactError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the log above)")
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(plan))
-    return engine_path
 
 
 def explicit_quantization(version: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import AccuracyGateError, EdgekitError
-from .variants import SWEPT_BACKENDS, Variant
+from .variants import Variant
 
 
 class Building:
@@ -47,12 +47,9 @@ class Building:
 
     @staticmethod
     def converters(backend: str) -> tuple:
-        """The libraries a declared-build backend's artifact comes from (its runtime and converters): none for the
-        backends Pipeline.build builds by name."""
+        """The libraries a backend's artifact comes from (its runtime and converters)."""
         from ..runtime.backends import get_backend
 
-        if backend in SWEPT_BACKENDS:
-            return ()
         cls = get_backend(backend)
         return tuple(m for m in (cls.module, *cls.build_modules) if m)
 
@@ -77,32 +74,28 @@ class Building:
             self._detail(f"{self.rel(artifact)}: no drift profile ({e})")
 
     def build(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
-        """The deployable artifact of one backend/precision: {"artifact", "accuracy" (set when the gate measured it)}."""
-        if v.backend not in SWEPT_BACKENDS:
-            return self.build_declared(onnx_path, v, sdir)
-        if v.backend == "onnxruntime" and v.precision == "fp32":
+        """The deployable artifact of one backend/precision, made as the backend declares (Backend.made_by):
+        {"artifact", "accuracy" (set when the gate measured it)}."""
+        from ..runtime.backends import get_backend
+
+        how = get_backend(v.backend).made_by(v.precision)
+        if how == "exported":
             return {"artifact": str(onnx_path), "accuracy": None}
-        if v.backend == "openvino" and v.precision in ("bf16", "fp16"):
-            return self.build_openvino_reduced(onnx_path, sdir, v.precision)
-        if v.backend == "openvino" and v.precision == "fp32":
-            from ..export.openvino import onnx_to_openvino
+        if how == "quantize":
+            return self.build_quantized(onnx_path, v, sdir)
+        return self.build_declared(onnx_path, v, sdir)
 
-            folder = onnx_to_openvino(onnx_path, sdir / "openvino_fp32", log=self._detail)
-            return {"artifact": str(folder), "accuracy": None}
-        from ..quantize import quantize
-
-        if v.backend == "tensorrt" and v.precision == "fp16":
-            from ..quantize.tensorrt import build_engine
-
-            return {"artifact": str(build_engine(onnx_path, sdir / "tensorrt_fp16", precision="fp16")), "accuracy": None}
+    def build_quantized(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
+        """The artifact `edgekit quantize` makes with the backend's quantizer, gated in its job."""
         import warnings
 
         from ..data.calibration import CalibrationWarning
+        from ..quantize import quantize, quantizer_class
 
         with warnings.catch_warnings():  # said once for the run, by check_calibration
             warnings.simplefilter("ignore", CalibrationWarning)
             res = quantize(onnx_path, self.dataset(), backend=v.backend,
-                           method="minmax" if v.backend == "onnxruntime" else "auto", calib_size=self.calib_size,
+                           method=quantizer_class(v.backend).sweep_method, calib_size=self.calib_size,
                            max_map_drop=self.max_map_drop, device=self.target, max_class_drop=self.max_class_drop,
                            max_recall_drop=self.max_recall_drop, min_class_boxes=self.min_class_boxes,
                            target_precision=self.target_precision, target_recall=self.target_recall,
@@ -113,22 +106,8 @@ class Building:
 
     @staticmethod
     def int8_dir(sdir: Path, backend: str) -> Path:
-        """Where a trial's INT8 job of `backend` writes (its artifact, and the FP32-baseline cache bf16 shares)."""
+        """Where a trial's INT8 job of `backend` writes (its artifact and its FP32-baseline cache)."""
         return sdir / f"{backend}_int8"
-
-    def build_openvino_reduced(self, onnx_path: Path, sdir: Path, precision: str) -> dict:
-        """The IR with FP16 weights, or the FP32 IR compiled for bf16, gated (Pipeline.gate) against the FP32 model on
-        OpenVINO."""
-        from ..export.openvino import onnx_to_openvino
-        from ..quantize.job import BASELINE_FILE, fp32_baseline
-
-        folder = onnx_to_openvino(onnx_path, sdir / f"openvino_{precision}", precision=precision, device=self.target,
-                                  log=self._detail)
-        # the same cache file as the OpenVINO INT8 job of this trial: its FP32 baseline is evaluated once
-        base = fp32_baseline(onnx_path, self.dataset(), "val", None, self._detail, "openvino", self.target,
-                             self.int8_dir(sdir, "openvino") / BASELINE_FILE, self.target_precision,
-                             self.target_recall)
-        return self.gate(folder, Variant("openvino", precision), base)
 
     def build_declared(self, onnx_path: Path, v: Variant, sdir: Path) -> dict:
         """A backend's artifact as it declares it is built (Backend.build); a reduced precision gated against FP32
@@ -153,31 +132,35 @@ class Building:
         opts = {"checkpoint": sdir / "train" / "best.pt", "trust_checkpoint": self.trust_checkpoint} \
             if cls.build_from == "checkpoint" else {}
         artifact = cls.build(onnx_path, v.precision, sdir / f"{v.backend}_{v.precision}", calib=calib,
-                             log=self._detail, **opts)
+                             log=self._detail, device=self.target, **opts)
         if v.precision == "fp32":
             return {"artifact": str(artifact), "accuracy": None}
         return self.gate(artifact, v, self.declared_baseline(onnx_path, v.backend, sdir))
 
     def declared_baseline(self, onnx_path: Path, backend: str, sdir: Path) -> dict:
-        """The FP32 artifact of a declared-build backend (the fp32 row's build stage: built once per trial) and its
-        mAP on the val split through the same backend (a stage of its own: evaluated once per trial)."""
+        """The FP32 artifact of the backend's baseline (its own FP32 build, or that of the backend it declares as its
+        baseline_backend: the fp32 row's build stage, built once per trial) and its mAP on the val split through that
+        backend (a stage of its own: evaluated once per trial)."""
         from ..eval import evaluate
+        from ..runtime.backends import get_backend
 
-        v = Variant(backend, "fp32")
+        base = get_backend(backend).baseline_backend or backend  # TensorRT: the FP32 ONNX on ONNX Runtime CPU
+        device = self.target if base == backend else "cpu"
+        v = Variant(base, "fp32")
         stages = sdir / "stages"
-        built = self.stage(f"{self.rel(sdir)}: {backend}-fp32 build", stages / f"{backend}-fp32.build.json",
+        built = self.stage(f"{self.rel(sdir)}: {base}-fp32 build", stages / f"{base}-fp32.build.json",
                            self.build_inputs(onnx_path, v), lambda: self._build_stage(onnx_path, v, sdir),
                            output=lambda r: self.at(r["artifact"]))
         artifact = self.at(built["artifact"])
 
         def run():
-            r = evaluate(artifact, self.dataset(), backend=backend, device=self.target, precision="fp32",
-                         progress=False, target_precision=self.target_precision, target_recall=self.target_recall)
+            r = evaluate(artifact, self.dataset(), backend=base, device=device, precision="fp32", progress=False,
+                         target_precision=self.target_precision, target_recall=self.target_recall)
             return {k: r.get(k) for k in ("map50", "map50_95", "images", "backend", "device", "precision_executed",
                                           "per_class", "per_class_instances", "threshold")}
 
-        return self.stage(f"{self.rel(sdir)}: {backend}-fp32 gate baseline", stages / f"{backend}-fp32.baseline.json",
-                          {"artifact": self.content_hash(artifact.parent), "backend": backend, "device": self.target,
+        return self.stage(f"{self.rel(sdir)}: {base}-fp32 gate baseline", stages / f"{base}-fp32.baseline.json",
+                          {"artifact": self.content_hash(artifact.parent), "backend": base, "device": device,
                            "data": self.data_key(), "split": "val", "threshold": self.threshold_spec}, run)
 
     def gate(self, artifact: Path, v: Variant, base: dict) -> dict:

@@ -16,7 +16,16 @@ COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("b
            ("fps_cv", "FPS cv"), ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
 SUSTAINED_COLUMNS = [("sustained_p50_ms", "sustained p50 ms"), ("sustained_p50_change", "p50 drift"),
                      ("throttled", "throttled")]
-SHORT = {"onnxruntime": "ORT", "openvino": "OV", "tensorrt": "TRT"}
+
+
+def short(backend: str) -> str:
+    """A backend's short name in plots (Backend.short); its name where it declares none or is not registered here."""
+    from ..runtime.backends import registered
+
+    cls = registered().get(backend)
+    return (cls.short if cls is not None else None) or backend
+
+
 # hard limits: name -> (row field, True when the row misses it, how to say it)
 LIMITS = {
     "max_latency_ms": ("latency_p50_ms", lambda v, x: v > x, "e2e p50 latency {x:g} ms"),
@@ -41,13 +50,16 @@ def _sustained_rate(r: dict) -> float:
 
 
 def add_speedups(rows: list[dict]) -> None:
-    """FPS of each row over its trial's FP32 ONNX Runtime row (the reference measured in the same run)."""
+    """FPS of each row over its trial's FP32 row of the reference backend (variants.reference(): ONNX Runtime, the
+    exported ONNX itself, measured in the same run)."""
+    from .variants import reference
+
     def trial(r):
         return r.get("model"), r.get("imgsz"), r["strategy"]
 
+    name = reference()
     ref = {trial(r): r["fps_e2e"] for r in rows
-           if r.get("status") == "ok" and r["backend"] == "onnxruntime" and r["precision"] == "fp32"
-           and r.get("fps_e2e")}
+           if r.get("status") == "ok" and r["backend"] == name and r["precision"] == "fp32" and r.get("fps_e2e")}
     for r in rows:
         if r.get("status") == "ok" and ref.get(trial(r)) and r.get("fps_e2e"):
             r["speedup_vs_ref"] = round(r["fps_e2e"] / ref[trial(r)], 2)
@@ -462,7 +474,7 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latenc
                        marker=shapes[models.index(str(r.get("model"))) % len(shapes)], alpha=0.8,
                        edgecolors="red" if r.get("misses") else "black", linewidths=1.5 if r.get("misses") else 0.5,
                        zorder=2)
-            ax.annotate(f"{r['strategy']} {SHORT.get(r['backend'], r['backend'])} {r['precision']}", (r[xkey], y),
+            ax.annotate(f"{r['strategy']} {short(r['backend'])} {r['precision']}", (r[xkey], y),
                         fontsize=6, xytext=(4, 4), textcoords="offset points")
         front = pareto_front(rows)
         if front and all(r.get(xkey) is not None for r in front):

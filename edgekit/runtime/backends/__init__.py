@@ -6,26 +6,15 @@ package (`toy = "mypkg.toy:ToyBackend"`), which every edgekit process (the CLI i
 """
 from __future__ import annotations
 
-import importlib
-import warnings
 from pathlib import Path
 
+from ..._registry import Registry
 from ...errors import ArtifactError
 from .base import Backend
 
-BACKENDS: dict[str, str] = {}  # name -> "module:Class", in order of preference
-_classes: dict[str, type[Backend]] = {}
-_entry_points_read = False
-_broken: set[str] = set()  # backends whose module failed to import (warned once)
-
-
-def register(name: str, target: str) -> None:
-    """Make a backend known by name: `target` is "module:Class", imported when the backend is first asked for."""
-    if ":" not in target:
-        raise ArtifactError(f"backend '{name}': expected 'module:Class', got '{target}'")
-    BACKENDS[name] = target
-    _classes.pop(name, None)
-
+REGISTRY = Registry("backend", "edgekit.backends")
+register = REGISTRY.register
+names = REGISTRY.names  # registered backend names, edgekit's own first (entry points included)
 
 register("onnxruntime", "edgekit.runtime.backends.onnxruntime:OnnxRuntimeBackend")
 register("openvino", "edgekit.runtime.backends.openvino:OpenVINOBackend")
@@ -36,50 +25,14 @@ register("litert", "edgekit.runtime.backends.litert:LiteRTBackend")
 register("executorch", "edgekit.runtime.backends.executorch:ExecuTorchBackend")
 
 
-def _read_entry_points() -> None:
-    """Register the backends other installed packages declare (group `edgekit.backends`), once."""
-    global _entry_points_read
-    if _entry_points_read:
-        return
-    _entry_points_read = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="edgekit.backends"):
-        if ep.name not in BACKENDS:
-            register(ep.name, ep.value)
-
-
-def names() -> list[str]:
-    """Registered backend names, edgekit's own first."""
-    _read_entry_points()
-    return list(BACKENDS)
-
-
 def get_backend(name: str) -> type[Backend]:
-    if name not in names():
-        raise ArtifactError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})")
-    if name not in _classes:
-        mod, cls = BACKENDS[name].split(":")
-        try:
-            _classes[name] = getattr(importlib.import_module(mod), cls)
-        except Exception as e:  # a plugin's module is other people's code: any failure is reported in one line
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ArtifactError(f"backend '{name}' ({BACKENDS[name]}) cannot be loaded: "
-                                f"{type(e).__name__}: {reason}") from None
-    return _classes[name]
+    """The backend class registered as `name` (ArtifactError, one line, when unknown or when it fails to import)."""
+    return REGISTRY.get(name)
 
 
 def registered() -> dict[str, type[Backend]]:
     """Every backend class that loads, by name; one that does not is left out with one warning (once)."""
-    out = {}
-    for n in names():
-        try:
-            out[n] = get_backend(n)
-        except ArtifactError as e:
-            if n not in _broken:
-                _broken.add(n)
-                warnings.warn(f"{e}; left out", stacklevel=1)
-    return out
+    return REGISTRY.loaded()
 
 
 def pick_backend(path, device: str = "cpu") -> str:

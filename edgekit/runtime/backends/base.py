@@ -4,9 +4,11 @@ A backend also declares what it is, so that everything else (pick_backend, docto
 the registry instead of naming backends: the file suffixes it reads, the library it imports and the pip extra that
 installs it, the device kinds it runs on, the precisions it executes there, and its throughput runner.
 
-It also declares how its artifact is built (`builds`, `build_from`, `build_modules`, `calibrated`): `build()` turns
-the exported FP32 ONNX (or the checkpoint it came from) into this backend's artifact for one precision, atomically,
-with a sidecar; a backend writes `build_impl`.
+It also declares how each precision's artifact is made (`made_by`): the exported FP32 ONNX itself (`exported`), its
+own build (`builds`, `build_from`, `build_modules`, `calibrated`: `build()` turns the exported FP32 ONNX, or the
+checkpoint it came from, into this backend's artifact, atomically, with a sidecar; a backend writes `build_impl`), or
+`edgekit quantize` with the quantizer registered under its name (`quantized`, gated there against the FP32 baseline
+that `baseline_backend` evaluates). train-export has one build path for every backend: it reads these.
 """
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ class Backend:
     calibrated: tuple[str, ...] = ()  # precisions whose build needs a calibration set (CalibrationSet)
     # its artifact keeps the ONNX's second output, the pooled backbone (runtime.embedding); False: build() strips it
     carries_embedding = False
+    exported: tuple[str, ...] = ()  # precisions whose artifact is the exported ONNX itself (no build)
+    quantized: tuple[str, ...] = ()  # precisions `edgekit quantize` makes with this backend's quantizer (its gate)
+    baseline_backend: str | None = None  # the backend that evaluates the FP32 ONNX for its quantize gate (None: itself)
+    reference = False  # its exported FP32 row is the sweep's speed reference ("x ref") on every target it runs on
+    short: str | None = None  # its name in tables and plots (None: name)
 
     def __init__(self, path, device: str = "cpu", meta=None, **options):
         self.path, self.device, self.meta, self.options = Path(path), device, meta, options
@@ -72,7 +79,12 @@ class Backend:
     @classmethod
     def precisions(cls, device: str) -> tuple[str, ...]:
         """Precisions it executes on this device ('fp32', 'bf16', 'fp16', 'int8'); () where it does not run."""
-        return cls.executes if cls.runs_on(device) else ()
+        return cls.executes + cls.extra_precisions(device) if cls.runs_on(device) else ()
+
+    @classmethod
+    def extra_precisions(cls, device: str) -> tuple[str, ...]:
+        """Precisions it executes on this device beyond `executes` (what the device says it has); never raises."""
+        return ()
 
     @classmethod
     def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
@@ -96,6 +108,8 @@ class Backend:
         """Installed version, install hint, devices and the builds edgekit makes, for `edgekit doctor`; never raises."""
         info = {"installed": cls.installed(), "version": _imports.version_of(cls.module) if cls.module else None,
                 "install": cls.install_hint()}
+        if cls.makes():  # how train-export makes each precision's artifact
+            info["makes"] = {p: cls.made_by(p) for p in cls.makes()}
         if cls.builds:  # what edgekit builds for it, and whether its converters are here
             info["builds"] = {"precisions": list(cls.builds), "from": cls.build_from, "installed": cls.can_build(),
                               "install": _imports.install_hint(cls.build_modules[0] if cls.build_modules else cls.name,
@@ -110,6 +124,17 @@ class Backend:
         return info
 
     # how its artifact is built -----------------------------------------------------------------
+    @classmethod
+    def made_by(cls, precision: str) -> str | None:
+        """How train-export makes this precision's artifact: 'exported', 'build', 'quantize', or None (it does not)."""
+        return ("exported" if precision in cls.exported else "build" if precision in cls.builds
+                else "quantize" if precision in cls.quantized else None)
+
+    @classmethod
+    def makes(cls) -> tuple[str, ...]:
+        """Every precision train-export can make for it (see made_by)."""
+        return tuple(dict.fromkeys(cls.exported + cls.builds + cls.quantized))
+
     @classmethod
     def can_build(cls, precision: str | None = None) -> bool:
         """It builds this precision (any, when None) and its converters are installed here; never imports them."""

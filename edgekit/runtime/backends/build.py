@@ -61,10 +61,10 @@ def checked_checkpoint(checkpoint, onnx_doc: dict, work: Path, trust: bool = Fal
     return local, sha
 
 
-def check_output(cls, model: Path, onnx_doc: dict) -> None:
+def check_output(cls, model: Path, onnx_doc: dict, device: str = "cpu") -> None:
     """Load the built artifact and run one blank image: its output must have the ONNX's shape."""
     meta = load_meta(model)
-    b = cls(model, "cpu", meta).load()
+    b = cls(model, device if not cls.runs_on("cpu") else "cpu", meta).load()
     try:
         out = b.infer(np.zeros((1, 3, *meta.imgsz), np.float32))
     finally:
@@ -97,6 +97,7 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
                                 f"{install_hint(missing[0], cls.build_extra)}")
     out_dir = Path(os.path.abspath(out_dir)) if out_dir else onnx_path.parent / f"{cls.name}_{precision}"
     check_out_dir(out_dir, onnx_path, cls.name)
+    device = opts.pop("device", "cpu")  # the target: where a backend that does not run on the CPU builds and checks
     log(f"building {cls.name} {precision} from {onnx_path.name if cls.build_from == 'onnx' else 'the checkpoint'}")
     with private_tempdir("build") as work:
         work = Path(work)
@@ -112,7 +113,8 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
             source, source_sha = checked_checkpoint(checkpoint, doc, work, bool(opts.pop("trust_checkpoint", False)))
         with atomic_dir(out_dir) as tmp:
             tmp = Path(tmp)
-            model, facts = cls.build_impl(source, precision, tmp, meta, calib=calib, log=log, work=work, **opts)
+            model, facts = cls.build_impl(source, precision, tmp, meta, calib=calib, log=log, work=work,
+                                          device=device, **opts)
             if calib is not None and precision in cls.calibrated:
                 facts["calibration"] = calib.manifest()
             size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file() and p.suffix != ".json")
@@ -122,7 +124,7 @@ def build_artifact(cls, onnx_path, precision: str, out_dir, calib, checkpoint, l
                                     versions=tool_versions(*(m for m in (cls.module, *cls.build_modules) if m)),
                                     **facts)
             write_sidecar(model, side)
-            check_output(cls, model, doc)
+            check_output(cls, model, doc, device)
             name = model.relative_to(tmp)
     log(f"wrote {out_dir / name} ({side['size_mb']} MB)")
     return out_dir / name

@@ -55,7 +55,7 @@ class NcnnBackend(Backend):
     reads_folders = True  # an Ultralytics ncnn export folder (model.ncnn.param, .bin, metadata.yaml)
     module = extra = "ncnn"
     device_kinds = ("cpu",)
-    executes = ("fp32",)  # and fp16 on ARM CPUs with fp16 arithmetic: see precisions()
+    executes = ("fp32",)  # and fp16 on ARM CPUs with fp16 arithmetic: see extra_precisions()
     builds = ("fp32", "fp16")
     build_modules = ("pnnx",)
     build_extra = "ncnn-build"
@@ -71,10 +71,8 @@ class NcnnBackend(Backend):
             return False
 
     @classmethod
-    def precisions(cls, device: str) -> tuple[str, ...]:
-        if not cls.runs_on(device):
-            return ()
-        return cls.executes + (("fp16",) if cls.fp16_here() else ())
+    def extra_precisions(cls, device: str) -> tuple[str, ...]:
+        return ("fp16",) if cls.fp16_here() else ()
 
     @classmethod
     def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:

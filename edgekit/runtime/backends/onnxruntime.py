@@ -26,6 +26,10 @@ class OnnxRuntimeBackend(Backend):
     device_kinds = ("cpu", "cuda")
     executes = ("fp32", "int8")
     carries_embedding = True
+    exported = ("fp32",)  # the exported ONNX is its FP32 artifact
+    quantized = ("int8",)  # QDQ, by edgekit quantize
+    reference = True
+    short = "ORT"
 
     @classmethod
     def devices_impl(cls) -> list[str]:

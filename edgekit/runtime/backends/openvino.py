@@ -114,7 +114,11 @@ class OpenVINOBackend(Backend):
         """Its devices, and OpenVINO's virtual ones over a list of them (AUTO:GPU,CPU, HETERO:..., MULTI:...)."""
         kind = parse_device(device)[0]
         return super().runs_on(device) or kind.startswith(("auto:", "hetero:", "multi:"))
-    executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see precisions()
+    executes = ("fp32", "int8")  # and bf16 / fp16 where the device lists them: see extra_precisions()
+    builds = ("fp32", "fp16", "bf16")  # the IR: FP32 or FP16 weights, or FP32 weights executed in bf16 (see build)
+    build_modules = ("openvino",)
+    quantized = ("int8",)  # NNCF, by edgekit quantize
+    short = "OV"
     carries_embedding = True
 
     @classmethod
@@ -142,11 +146,9 @@ class OpenVINOBackend(Backend):
             return None
 
     @classmethod
-    def precisions(cls, device: str) -> tuple[str, ...]:
-        if not cls.runs_on(device):
-            return ()
+    def extra_precisions(cls, device: str) -> tuple[str, ...]:
         caps = cls.capabilities_of(device) or []
-        return cls.executes + tuple(p for p in ("bf16", "fp16") if CAPABILITY[p] in caps)
+        return tuple(p for p in ("bf16", "fp16") if CAPABILITY[p] in caps)
 
     @classmethod
     def offers(cls, target: str, explicit: bool = False) -> tuple[str, ...]:
@@ -160,6 +162,60 @@ class OpenVINOBackend(Backend):
     @classmethod
     def device_facts(cls, device: str) -> dict:
         return {"openvino_capabilities": cls.capabilities_of(device)}
+
+    @classmethod
+    def build(cls, onnx_path, precision: str = "fp32", out_dir=None, calib=None, checkpoint=None, log=print,
+              device: str = "cpu", carry=None, **opts) -> Path:
+        """model.onnx -> out_dir/model.xml (+ .bin, model.json); returns the model.xml.
+
+        carry(onnx, xml, doc) -> doc, when given, brings the ONNX's drift profile over (the same graph), inside the
+        atomic folder; without it the IR has none of its own until one is attached (edgekit.drift).
+
+        precision: fp32 (default), fp16 (FP16 weights) or bf16 (FP32 weights, executed in bf16: refused where
+        `device` cannot run bf16). The sidecar (the ONNX's, carried over) records the precision the IR executed on
+        `device`, and the IR carries it too (rt_info model_info).
+        """
+        from ..._imports import tool_versions
+        from ...io import atomic_dir
+        from ..embedded_meta import set_model_info
+        from ..meta import read_sidecar, write_sidecar
+
+        ov = require("openvino", "OpenVINO conversion")
+        if precision not in cls.builds:
+            raise ArtifactError(f"unknown OpenVINO precision '{precision}' (choose {', '.join(cls.builds)})")
+        onnx_path = Path(onnx_path)
+        out_dir = Path(out_dir) if out_dir else onnx_path.parent / f"{cls.name}_{precision}"
+        doc = read_sidecar(onnx_path)
+        model = ov.convert_model(str(onnx_path))
+        with atomic_dir(out_dir) as tmp:
+            doc.update({"precision": precision, "backend": "openvino", "converted_from": str(onnx_path),
+                        "versions": {**doc.get("versions", {}), **tool_versions("openvino")}})
+            doc.pop("parity", None)
+            doc.pop("accuracy", None)  # the ONNX's cached FP32 baselines describe the ONNX, not this IR
+            doc.pop("threshold", None)  # so does its deployment threshold: this IR gets its own
+            profile = doc.pop("drift_profile", None)  # its file is beside the ONNX: only `carry` brings it over
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
+            doc["precision_executed"] = cls.executed_on(tmp / "model.xml", doc, device)
+            doc["precision_executed_on"] = device
+            if carry is not None and profile:
+                doc = carry(onnx_path, tmp / "model.xml", {**doc, "drift_profile": profile})
+            set_model_info(model, doc)  # the sidecar's content inside the IR too (rt_info model_info): saved again
+            ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
+            write_sidecar(tmp / "model.xml", doc)
+        log(f"wrote {out_dir}/model.xml ({precision.upper()}{' weights' if precision != 'bf16' else ' execution'}, "
+            f"runs {doc['precision_executed']} on {device})")
+        return out_dir / "model.xml"
+
+    @classmethod
+    def executed_on(cls, xml: Path, doc: dict, device: str = "cpu") -> str | None:
+        """Compile the saved IR as Engine would and return the precision it executes (raises if it can't run it)."""
+        from ..meta import from_sidecar
+
+        backend = cls(xml, device, from_sidecar(doc)).load()
+        try:
+            return backend.precision_executed
+        finally:
+            backend.close()
 
     @classmethod
     def runner(cls, device: str):

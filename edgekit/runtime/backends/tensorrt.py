@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from ..._imports import available, require
 from ...errors import ArtifactError
+from ...io import atomic_path
 from ..concurrency import ThreadedRunner
 from ..devices import parse_device
 from ..embedding import detection_index, embedding_index
@@ -58,6 +60,41 @@ def gpu_info(index: int = 0) -> dict:
     return {"compute_capability": f"{major}.{minor}", "gpu": torch.cuda.get_device_name(index)}
 
 
+def build_engine(onnx_path: Path, engine_path: Path, precision: str, calibrator=None, float_layers=(),
+                 workspace_gb: float = 4, log=print) -> Path:
+    """Parse ONNX, set FP16/INT8 flags (and layers pinned to float), build and write the serialized engine."""
+    trt = require("tensorrt", "TensorRT engines")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ArtifactError(f"{onnx_path}: TensorRT cannot parse this ONNX: {errs.splitlines()[0] if errs else '?'}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        if calibrator is not None:
+            config.int8_calibrator = calibrator
+    pinned = set(float_layers)
+    if pinned:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.name in pinned:
+                layer.precision = trt.float16 if precision != "fp32" else trt.float32
+    log(f"TensorRT {trt.__version__}: building {precision} engine from {onnx_path.name}")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ArtifactError(f"{onnx_path}: TensorRT failed to build a {precision} engine (see the log above)")
+    with atomic_path(engine_path) as tmp:
+        tmp.write_bytes(bytes(plan))
+    return engine_path
+
+
 class TensorRTRunner(ThreadedRunner):
     """One TensorRT execution context and CUDA stream per Engine, enqueued from its own thread."""
 
@@ -71,6 +108,10 @@ class TensorRTBackend(Backend):
     device_kinds = ("cuda",)
     carries_embedding = True
     executes = ("fp32", "fp16", "int8")
+    builds = ("fp16",)  # an FP16 engine, built on the target GPU (see build_impl)
+    quantized = ("int8",)  # by edgekit quantize
+    baseline_backend = "onnxruntime"  # no FP32 engine is built: the FP32 ONNX on ONNX Runtime CPU stands in
+    short = "TRT"
 
     @classmethod
     def devices_impl(cls) -> list[str]:
@@ -92,6 +133,15 @@ class TensorRTBackend(Backend):
     @classmethod
     def runner(cls, device: str):
         return TensorRTRunner
+
+    @classmethod
+    def build_impl(cls, source: Path, precision: str, folder: Path, meta, calib=None, log=print, device="cuda:0",
+                   **opts) -> tuple[Path, dict]:
+        """An engine for this GPU and TensorRT; the sidecar says which (checked before an engine is loaded)."""
+        trt = require("tensorrt", "TensorRT engines")
+        engine = build_engine(source, folder / "model.engine", precision, log=log)
+        return engine, {"tensorrt": {"version": trt.__version__, **gpu_info(cuda_index(device)),
+                                     "hardware_compatibility": "none"}}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
