@@ -14,7 +14,8 @@ Accuracy (coco128 val, all images): `edgekit eval` of every artifact; Ultralytic
 Speed: for each pair (edgekit's artifact, Ultralytics' export of the same format and weight precision), the first
 --images val images are cut into slices of --chunk; on each slice the order alternates (Ultralytics then edgekit,
 then the reverse) so the noise of a shared CPU falls on both alike. Both run one image at a time, sequentially,
-decode to boxes, same conf/iou/max_det, with each runtime's default threads:
+decode to boxes, same conf/iou/max_det, same threads (--ncnn-threads N sets every ncnn net's OpenMP threads on both
+sides; other runtimes at their default):
   A  Ultralytics  YOLO(export).predict(stream=True, batch=1): per-image wall time between results, and its own
      r.speed["inference"];
   B  edgekit      Engine in latency mode (bench.harness.latency_mode): every stage timed, e2e per image.
