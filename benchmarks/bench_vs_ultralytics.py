@@ -86,7 +86,8 @@ def ultralytics_pass(model, val_dir: Path, speeds: bool = False) -> dict:
         dets += len(r.boxes)
         infer.append(r.speed["inference"])
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "lat_ms": lat, "images": len(lat), "detections": dets, **({"infer_ms": infer} if speeds else {})}
+    out = {"wall_s": wall, "lat_ms": lat, "images": len(lat), "detections": dets}
+    return {**out, "infer_ms": infer} if speeds else out
 
 
 def edgekit_pipelined(runner, files) -> dict:
