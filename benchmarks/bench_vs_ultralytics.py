@@ -75,16 +75,19 @@ def ultralytics_compile(hint: str | None):
         ov.Core.compile_model = original
 
 
-def ultralytics_pass(model, val_dir: Path) -> dict:
+def ultralytics_pass(model, val_dir: Path, speeds: bool = False) -> dict:
+    """One predict pass at batch 1; speeds: also Ultralytics' own per-image inference time (r.speed)."""
     t0 = last = time.perf_counter()
-    lat, dets = [], 0
+    lat, infer, dets = [], [], 0
     for r in model.predict(source=str(val_dir), stream=True, batch=1, verbose=False, device="cpu"):
         now = time.perf_counter()
         lat.append((now - last) * 1e3)
         last = now
         dets += len(r.boxes)
+        infer.append(r.speed["inference"])
     wall = time.perf_counter() - t0
-    return {"wall_s": wall, "lat_ms": lat, "images": len(lat), "detections": dets}
+    out = {"wall_s": wall, "lat_ms": lat, "images": len(lat), "detections": dets}
+    return {**out, "infer_ms": infer} if speeds else out
 
 
 def edgekit_pipelined(runner, files) -> dict:

@@ -145,6 +145,29 @@ def test_ncnn_folder_is_picked_and_loaded(built, bus_jpg):
         assert eng.backend_name == "ncnn" and len(eng(bus_jpg)) >= 3
 
 
+@SLOW
+def test_executorch_folder_is_picked_and_loaded(built, bus_jpg, tmp_path):
+    """N: a folder holding one .pte (Ultralytics' ExecuTorch export layout) loads as the file does; two .pte files in
+    it are refused with one line (it loaded nothing: 'Failed to load program, error: 0x:22')."""
+    import shutil
+
+    from edgekit import Engine
+    from edgekit.errors import ArtifactError
+    from edgekit.runtime.backends import pick_backend
+
+    art = built("executorch", "fp32")
+    assert pick_backend(art.parent) == "executorch"
+    with Engine(art) as ref, Engine(art.parent) as eng:
+        a, b = ref(bus_jpg), eng(bus_jpg)
+        assert eng.backend_name == "executorch" and len(b) == len(a) >= 3
+        assert np.array_equal(a.boxes, b.boxes)
+    two = tmp_path / "two"
+    shutil.copytree(art.parent, two)
+    shutil.copy2(two / art.name, two / "other.pte")
+    with pytest.raises(ArtifactError, match="expected one ExecuTorch .pte file in this folder, found 2"):
+        Engine(two, backend="executorch")
+
+
 def test_build_with_relative_paths_from_another_folder(onnx160, tmp_path, monkeypatch):
     """N: relative ONNX and output paths mean the caller's folder, although converters run in a private one (a
     relative path used to make pnnx miss its input and the build fail)."""

@@ -111,6 +111,7 @@ def native_stderr_muted():
 class ExecuTorchBackend(Backend):
     name = "executorch"
     suffixes = (".pte",)
+    reads_folders = True  # an Ultralytics ExecuTorch export folder (model.pte, metadata.yaml)
     module = extra = "executorch"
     device_kinds = ("cpu",)
     executes = ("fp32", "int8")
@@ -135,6 +136,16 @@ class ExecuTorchBackend(Backend):
                                 else None}}
         return model, facts
 
+    def program_file(self) -> Path:
+        """The artifact's .pte: the file, or the one .pte in its folder."""
+        p = Path(self.path)
+        if not p.is_dir():
+            return p
+        hits = sorted(p.glob("*.pte"))
+        if len(hits) != 1:
+            raise ArtifactError(f"{p}: expected one ExecuTorch .pte file in this folder, found {len(hits)}")
+        return hits[0]
+
     def load_impl(self) -> None:
         rt = require("executorch.runtime", "the ExecuTorch backend")
         self.torch = require("torch", "the ExecuTorch backend")
@@ -142,7 +153,7 @@ class ExecuTorchBackend(Backend):
             raise ArtifactError(f"device '{self.device}' is not supported by the executorch backend (use cpu)")
         try:
             with native_stderr_muted():
-                self.method = rt.Runtime.get().load_program(Path(self.path)).load_method("forward")
+                self.method = rt.Runtime.get().load_program(self.program_file()).load_method("forward")
         except Exception as e:  # the runtime raises RuntimeError/ValueError with its own codes
             raise ArtifactError(f"{self.path}: ExecuTorch cannot load this program: "
                                 f"{(str(e).strip().splitlines() or [type(e).__name__])[0]}") from None
