@@ -173,3 +173,27 @@ def test_noise_images_are_farther_from_coco_than_vehicles(demo_data, tmp_path):
         noise.append(p)
     vehicles = sorted((demo_data.parent / "images" / "train").glob("*.jpg"))[:48]
     assert domain_distance(noise)["frechet_distance"] > domain_distance(vehicles)["frechet_distance"]
+
+
+def test_train_export_checks_once_per_run(tiny_data, tmp_path, monkeypatch):
+    """The CLI checks the models, packages and dataset before Ray starts; run() used to check all again (an SSH
+    target was probed twice). Once per run now, and a second run() checks again (the files may have changed)."""
+    from edgekit.cli.main import main
+    from edgekit.errors import EdgekitError
+
+    calls = []
+
+    def stop(self):
+        raise EdgekitError("stopped after the checks")
+
+    monkeypatch.setattr(Pipeline, "check_model", lambda self: calls.append(1))
+    monkeypatch.setattr(Pipeline, "check_calibration", stop)
+    argv = ["train-export", "--data", str(tiny_data), "--epochs", "1", "--imgsz", "160",
+            "--strategies", "head", "--backends", "onnxruntime", "--precisions", "fp32", "-o", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert len(calls) == 1
+    pipe = Pipeline(out=tmp_path / "run2", data=tiny_data, model="yolov8n.pt", strategies=["head"])
+    for _ in range(2):
+        with pytest.raises(EdgekitError, match="stopped after the checks"):
+            pipe.run()
+    assert len(calls) == 3

@@ -129,6 +129,7 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
         self.imgszs = [int(x) for x in (self.imgsz if isinstance(self.imgsz, (list, tuple)) else [self.imgsz])]
         if self.search not in ("grid", "halving"):
             raise EdgekitError(f"--search: '{self.search}' is not one of grid, halving")
+        self._checked = False  # check() ran (the CLI calls it before Ray starts; run() then need not again)
 
     @property
     def nested(self) -> bool:
@@ -193,6 +194,8 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
 
     def check(self) -> None:
         """Before any work: the models, the packages the run needs, the dataset (read and validated once)."""
+        if self._checked:
+            return
         self.check_model()
         check_dependencies(self.target, self.backends, self.precisions)
         if self.remote:  # an unreachable device, a refused host key or another edgekit there: before any training
@@ -203,6 +206,7 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
         ds = self.dataset()
         for split in ("train", "val") + (("test",) if self.has_test() else ()):
             ds.samples(split)
+        self._checked = True
 
     def check_calibration(self) -> None:
         """Say once per run what the INT8 jobs' calibration set will be short of (the same for every trial and
@@ -218,8 +222,11 @@ class Pipeline(StageRecords, TrialSteps, Building, Measuring):
                                 "val")
 
     def run(self) -> dict:
-        with self.claim():
-            return self._run()
+        try:
+            with self.claim():
+                return self._run()
+        finally:
+            self._checked = False  # a later run() checks again: the files may have changed in between
 
     def _run(self) -> dict:
         from .executor import LocalExecutor
