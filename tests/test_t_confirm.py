@@ -293,13 +293,13 @@ def test_holdout_frac_confirms_on_images_that_chose_nothing(tmp_path):
 
 # the recall gate of the sweep's reduced precisions ----------------------------------------------------------
 def _collapsing_openvino(monkeypatch):
-    """onnx_to_openvino that, for fp16, converts a copy of the ONNX with class 0 collapsed (scores x 0.01)."""
-    import edgekit.export.openvino as ov_export
+    """OpenVINOBackend.build that, for fp16, converts a copy of the ONNX with class 0 collapsed (scores x 0.01)."""
+    from edgekit.runtime.backends.openvino import OpenVINOBackend
     from test_t_quantize import _collapse
 
-    real = ov_export.onnx_to_openvino
+    real = OpenVINOBackend.build.__func__
 
-    def convert(onnx_path, out_dir=None, *a, precision=None, **k):
+    def build(cls, onnx_path, precision="fp32", out_dir=None, *a, **k):
         if precision == "fp16":
             work = Path(out_dir).parent / "collapsed"
             work.mkdir(parents=True, exist_ok=True)
@@ -307,9 +307,9 @@ def _collapsing_openvino(monkeypatch):
                 shutil.copy2(f, work / f.name)
             onnx_path = work / Path(onnx_path).name
             _collapse(onnx_path, cls=0)
-        return real(onnx_path, out_dir, *a, precision=precision, **k)
+        return real(cls, onnx_path, precision, out_dir, *a, **k)
 
-    monkeypatch.setattr(ov_export, "onnx_to_openvino", convert)
+    monkeypatch.setattr(OpenVINOBackend, "build", classmethod(build))
 
 
 def _collapsing_ncnn(monkeypatch):
