@@ -12,6 +12,8 @@ images, or edgekit's demo images); ai-edge-quantizer makes int8-dynamic (int8 we
 activations, calibrated on the calibration set through edgekit's letterbox; the box decode after the last
 convolutions stays float, as one int8 scale over pixel boxes and 0..1 scores would erase the scores) from the fp32
 model.
+Ultralytics' own LiteRT export (litert-torch) loads too: its metadata.json inside the file, its boxes normalized to
+the input size scaled back to pixels.
 """
 from __future__ import annotations
 
@@ -133,6 +135,16 @@ def executed(interp) -> str:
         "int8+fp32" if kinds & set(ints) else "fp32")
 
 
+def box_scale(meta) -> np.ndarray | None:
+    """Ultralytics' LiteRT exports (read through its metadata: metadata.json inside, or metadata.yaml beside) give
+    xywh divided by the input size (so that one INT8 scale keeps the scores): the factors back to pixels, as its own
+    LiteRT backend applies; None for edgekit's artifacts (pixel boxes, a sidecar)."""
+    if meta is None or "ultralytics" not in meta.raw or meta.layout != "yolo":
+        return None
+    h, w = meta.imgsz
+    return np.array([w, h, w, h], np.float32).reshape(1, 4, 1)
+
+
 class LiteRTBackend(Backend):
     name = "litert"
     suffixes = (".tflite",)
@@ -195,6 +207,7 @@ class LiteRTBackend(Backend):
             nchw = [shape[0], shape[3], shape[1], shape[2]] if self.nhwc else shape
             check_io(self.path, self.meta, nchw, [int(d) for d in self.out["shape"]])
         self._batch = shape[0]
+        self.scale = box_scale(self.meta)
         self.lock = threading.Lock()  # an interpreter runs one call at a time
         self._executed = executed(self.interp)
 
@@ -212,7 +225,10 @@ class LiteRTBackend(Backend):
         if np.dtype(y.dtype).kind in "iu":
             scale, zero = self.out["quantization"]
             y = (y.astype(np.float32) - zero) * scale
-        return y.astype(np.float32, copy=False)
+        y = y.astype(np.float32, copy=False)
+        if self.scale is not None:
+            y[:, :4] *= self.scale
+        return y
 
     @property
     def precision_executed(self) -> str:
