@@ -117,6 +117,8 @@ def test_reduced_precision_artifact_builds_loads_and_says_what_it_runs(name, pre
         d = eng(bus_jpg)
         assert {0, 5} <= set(d.class_ids.tolist()) and len(d) >= 3  # people and the bus
         assert d.scores.max() <= 1.0  # scores are probabilities: an int8 output shared with pixel boxes is not
+    if (name, precision) == ("litert", "int8"):  # N: the model quantizes its float input itself (fused, fast):
+        assert side["input"]["dtype"] == "float32"  # numpy quantizing it took 3 to 4 ms more per 640 image
 
 
 @pytest.mark.parametrize("name", EDGE)
