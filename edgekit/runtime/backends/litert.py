@@ -142,7 +142,7 @@ def box_scale(meta) -> np.ndarray | None:
     """Ultralytics' LiteRT exports (read through its metadata: metadata.json inside, or metadata.yaml beside) give
     xywh divided by the input size (so that one INT8 scale keeps the scores): the factors back to pixels, as its own
     LiteRT backend applies; None for edgekit's artifacts (pixel boxes, a sidecar)."""
-    if meta is None or "ultralytics" not in meta.raw or meta.layout != "yolo":
+    if meta is None or "ultralytics" not in meta.raw or "format" in meta.raw or meta.layout != "yolo":  # a sidecar
         return None
     h, w = meta.imgsz
     return np.array([w, h, w, h], np.float32).reshape(1, 4, 1)
