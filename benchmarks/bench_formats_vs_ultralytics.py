@@ -2,7 +2,7 @@
 
     python benchmarks/bench_formats_vs_ultralytics.py --data /work/shared/data/coco128 \
         --weights /work/shared/data/weights/yolov8n_coco.pt --rounds 3 --images 64 --chunk 16 \
-        --work runs/bench_formats --json benchmarks/results/N_vs_ultralytics.json
+        --work runs/bench_formats --json benchmarks/results/N_vs_ultralytics.json [--litert-pkgs /work/litert-pkgs]
 
 Artifacts (cached in --work; a rerun reuses them):
   edgekit      `edgekit export` at 640, then Backend.build per backend x precision (INT8 calibrated on --calib train
@@ -15,7 +15,7 @@ Speed: for each pair (edgekit's artifact, Ultralytics' export of the same format
 --images val images are cut into slices of --chunk; on each slice the order alternates (Ultralytics then edgekit,
 then the reverse) so the noise of a shared CPU falls on both alike. Both run one image at a time, sequentially,
 decode to boxes, same conf/iou/max_det, same threads (--ncnn-threads N sets every ncnn net's OpenMP threads on both
-sides; other runtimes at their default):
+sides; LiteRT: the Interpreter threads Ultralytics uses, its NUM_THREADS, on both; the rest at their default):
   A  Ultralytics  YOLO(export).predict(stream=True, batch=1): per-image wall time between results, and its own
      r.speed["inference"];
   B  edgekit      Engine in latency mode (bench.harness.latency_mode): every stage timed, e2e per image.
@@ -42,9 +42,13 @@ from bench_vs_ultralytics import cpu_flags, edgekit_latency, merge, ultralytics_
 
 EDGEKIT = [("ncnn", "fp32"), ("ncnn", "fp16"), ("litert", "fp32"), ("litert", "fp16"), ("litert", "int8-dynamic"),
            ("litert", "int8"), ("executorch", "fp32"), ("executorch", "int8")]
-# Ultralytics' exports: (format, weight precision) -> export kwargs. ncnn half=True writes fp16 weights; LiteRT's
-# FP32 export is also what it runs as FP16 (GPU delegate); ExecuTorch exports FP32 only.
+# Ultralytics' exports: (format, weight precision) -> export kwargs. ncnn half=True writes fp16 weights; LiteRT
+# (litert-torch) exports FP32, quantize="w8a32" (dynamic-range INT8 weights) and quantize=8 (static INT8, calibrated on
+# the `data=` split: DATA is replaced by the dataset's yaml, 64 of coco128's 128 train images as edgekit's --calib),
+# and no FP16 file (its FP32 model runs as FP16 on a GPU delegate); ExecuTorch exports FP32 only.
 ULTRALYTICS = {("ncnn", "fp32"): {}, ("ncnn", "fp16"): {"half": True}, ("litert", "fp32"): {},
+               ("litert", "int8-dynamic"): {"quantize": "w8a32"},
+               ("litert", "int8"): {"quantize": 8, "data": "DATA", "split": "train", "fraction": 0.5},
                ("executorch", "fp32"): {}}
 SUFFIX = {"ncnn": "_ncnn_model", "executorch": "_executorch_model", "litert": ".tflite"}
 
@@ -91,8 +95,11 @@ def build_edgekit(weights: Path, data: str, work: Path, calib_size: int, log) ->
     return out
 
 
-def export_ultralytics(weights: Path, work: Path, log) -> dict:
-    """(format, precision) -> Ultralytics' export (or why it failed), exported once into work/ultralytics."""
+def export_ultralytics(weights: Path, work: Path, log, data: str, litert_pkgs: str | None = None) -> dict:
+    """(format, precision) -> Ultralytics' export (or why it failed), exported once into work/ultralytics.
+
+    LiteRT: litert-torch (with jax, transformers, ...) is not in edgekit's environment; with `litert_pkgs` (a folder
+    from `pip install --target DIR`) that one export runs in a subprocess with DIR on its PYTHONPATH, offline too."""
     from edgekit._ultralytics import ultralytics
 
     ul = ultralytics()
@@ -103,11 +110,18 @@ def export_ultralytics(weights: Path, work: Path, log) -> dict:
             out[fmt, prec] = target
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
+        if kwargs.get("data") == "DATA":  # calibration through a view of the dataset: its caches land in the view
+            from edgekit.data import load_dataset
+
+            kwargs = {**kwargs, "data": str(load_dataset(data).to_ultralytics_yaml(work / "data_calib.yaml"))}
         with tempfile.TemporaryDirectory() as tmp:  # Ultralytics writes beside the weights: keep it out of shared/
             local = Path(tmp) / weights.name
             shutil.copy(weights, local)
             try:
-                made = Path(ul.YOLO(str(local)).export(format=fmt, imgsz=640, batch=1, verbose=False, **kwargs))
+                if fmt == "litert" and litert_pkgs:
+                    made = export_isolated(local, fmt, kwargs, litert_pkgs)
+                else:
+                    made = Path(ul.YOLO(str(local)).export(format=fmt, imgsz=640, batch=1, verbose=False, **kwargs))
             except BaseException as e:  # SystemExit/ModuleNotFoundError when a converter is missing
                 out[fmt, prec] = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"
                 log(f"Ultralytics {fmt} {prec}: export failed: {out[fmt, prec]}")
@@ -116,6 +130,38 @@ def export_ultralytics(weights: Path, work: Path, log) -> dict:
         out[fmt, prec] = target
         log(f"Ultralytics {fmt} {prec}: exported {target.name}")
     return out
+
+
+ISOLATED = """import json, sys
+from edgekit._ultralytics import ultralytics
+import torch, numpy
+assert torch.__file__.startswith(sys.argv[4]) and numpy.__file__.startswith(sys.argv[4]), (torch.__file__, numpy.__file__)
+path = ultralytics().YOLO(sys.argv[1]).export(format=sys.argv[2], imgsz=640, batch=1, verbose=False,
+                                             **json.loads(sys.argv[3]))
+print("EXPORTED", path)
+"""
+
+
+def export_isolated(weights: Path, fmt: str, kwargs: dict, pkgs: str) -> Path:
+    """Ultralytics' export in a subprocess whose PYTHONPATH adds `pkgs` after edgekit's own paths (nothing there
+    may replace torch or numpy: the script checks both still come from this environment), offline."""
+    import subprocess
+    import sysconfig
+
+    shadow = [n for n in ("torch", "numpy", "ultralytics") if (Path(pkgs) / n).exists()]
+    if shadow:
+        raise RuntimeError(f"{pkgs} holds {', '.join(shadow)}: it would shadow this environment's; remove them")
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH"), pkgs) if p),
+           "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9"}  # any download fails at once
+    res = subprocess.run([sys.executable, "-c", ISOLATED, str(weights), fmt, json.dumps(kwargs),
+                          sysconfig.get_paths()["purelib"]], env=env, capture_output=True, text=True)
+    made = [ln.split(" ", 1)[1] for ln in res.stdout.splitlines() if ln.startswith("EXPORTED ")]
+    if res.returncode != 0 or not made:
+        tail = [ln for ln in (res.stderr + res.stdout).strip().splitlines() if ln.strip()][-3:]
+        raise RuntimeError(f"isolated export exited {res.returncode}: {' | '.join(tail)}")
+    return Path(made[-1])
 
 
 @contextmanager
@@ -142,7 +188,15 @@ def ncnn_threads(n: int | None):
 
 
 def engine_options(backend: str, threads: int | None) -> dict:
-    """edgekit's Engine options: the same ncnn threads as Ultralytics' nets (ncnn_threads), nothing else."""
+    """edgekit's Engine options: the same ncnn threads as Ultralytics' nets (ncnn_threads); for LiteRT the threads
+    Ultralytics gives its Interpreter (its NUM_THREADS: cores - 1, 1 here); nothing else."""
+    if backend == "litert":
+        from edgekit._ultralytics import ultralytics
+
+        ultralytics()
+        from ultralytics.utils import NUM_THREADS
+
+        return {"threads": NUM_THREADS}
     return {"threads": threads} if backend == "ncnn" and threads else {}
 
 
@@ -198,6 +252,9 @@ def main() -> int:
                     help="OpenMP threads of every ncnn net, both sides (default 0: ncnn's own, its physical cores)")
     ap.add_argument("--only", default=None, help="time only these rows, e.g. 'ncnn fp32,executorch fp32'")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--litert-pkgs", default=None,
+                    help="folder of `pip install --target DIR litert-torch` (its dependencies the env lacks): "
+                         "Ultralytics' LiteRT export runs in a subprocess with it on PYTHONPATH")
     ap.add_argument("--json", default=None, help="write all figures here")
     args = ap.parse_args()
 
@@ -215,7 +272,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     weights = Path(args.weights).resolve()
     ek = build_edgekit(weights, data_yaml, work, args.calib, log)
-    ul_arts = export_ultralytics(weights, work, log)
+    ul_arts = export_ultralytics(weights, work, log, data_yaml, args.litert_pkgs)
     report = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "images_timed": len(files),
               "machine": device_info("cpu", "ncnn"), "cpu_flags": cpu_flags(), "python": platform.python_version(),
               "load_avg_start": os.getloadavg(), "versions": versions(),
@@ -225,6 +282,12 @@ def main() -> int:
                                 if isinstance(v, Path) else {"error": v} for (b, p), v in ul_arts.items()})
     log(f"CPU flags: {' '.join(report['cpu_flags'])}; load average {report['load_avg_start']}")
     report["ncnn_threads"] = args.ncnn_threads or "ncnn default"
+    report["litert_threads"] = engine_options("litert", None)["threads"]
+    if args.litert_pkgs:
+        from importlib.metadata import distributions
+
+        report["litert_pkgs"] = {"path": str(Path(args.litert_pkgs).resolve()), "versions": {
+            d.metadata["Name"]: d.version for d in distributions(path=[str(args.litert_pkgs)])}}
     with ncnn_threads(args.ncnn_threads):  # timed first, before the evals have loaded anything else
         time_all(args, ek, ul_arts, files, work, report, log)
         if not args.skip_accuracy:

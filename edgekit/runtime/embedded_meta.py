@@ -6,7 +6,8 @@ reverse_input_channels, scale_values, plus our "edgekit_sidecar"). The sidecar f
 
 Reading (an .xml IR is parsed as XML, no OpenVINO needed): our embedded sidecar first; then the ONNX metadata
 that `ovc` carries into `rt_info["framework"]` (Ultralytics' names, imgsz, stride); then Ultralytics' or the Model
-API's `model_info` (labels, with imgsz and batch from the input shape).
+API's `model_info` (labels, with imgsz and batch from the input shape). A .tflite: the `metadata.json` zip entry
+that Ultralytics' LiteRT export appends to the flatbuffer.
 """
 from __future__ import annotations
 
@@ -67,6 +68,8 @@ def read_embedded(model_file) -> ModelMeta | None:
             return _from_onnx(p)
         if p.suffix.lower() == ".xml":
             return _from_ir(p)
+        if p.suffix.lower() == ".tflite":
+            return _from_tflite(p)
     except (json.JSONDecodeError, KeyError, ValueError, SyntaxError) as e:
         raise ArtifactError(f"{p}: malformed embedded metadata ({type(e).__name__}: {e})") from None
     return None
@@ -85,6 +88,22 @@ def _from_onnx(p: Path) -> ModelMeta | None:
         return None
     props = {x.key: x.value for x in m.metadata_props}
     return from_sidecar(json.loads(props[KEY])) if KEY in props else None
+
+
+def _from_tflite(p: Path) -> ModelMeta | None:
+    """Ultralytics' LiteRT export appends its metadata to the flatbuffer as a zip entry, metadata.json."""
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        return None
+    try:
+        with zipfile.ZipFile(p) as z:
+            if "metadata.json" not in z.namelist():
+                return None
+            doc = json.loads(z.read("metadata.json"))
+    except zipfile.BadZipFile:
+        return None
+    return _from_ultralytics(doc, f"{p} (metadata.json)")
 
 
 def rt_info(xml: Path) -> dict:
