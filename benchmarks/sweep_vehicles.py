@@ -28,11 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def subset(data: Path, n_train: int, n_val: int, dst: Path) -> Path:
-    """A seeded copy of n_train/n_val images (and labels) of a YOLO dataset, for a short run."""
+    """A seeded copy of n_train/n_val images (and labels) of a YOLO dataset, for a short run; its whole test split
+    too, when it has one (train-export confirms the pick on it)."""
     import yaml
 
     doc = yaml.safe_load(data.read_text())
-    for split, n in (("train", n_train), ("val", n_val)):
+    splits = (("train", n_train), ("val", n_val)) + ((("test", 10 ** 9),) if doc.get("test") else ())
+    for split, n in splits:
         src = data.parent / doc[split]
         imgs = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         for p in random.Random(0).sample(imgs, min(n, len(imgs))):
@@ -42,7 +44,7 @@ def subset(data: Path, n_train: int, n_val: int, dst: Path) -> Path:
             lbl = src.parent.parent / "labels" / split / (p.stem + ".txt")
             if lbl.exists():
                 shutil.copy(lbl, dst / "labels" / split / lbl.name)
-    (dst / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "nc": doc["nc"],
+    (dst / "data.yaml").write_text(yaml.safe_dump({**{s: f"images/{s}" for s, _ in splits}, "nc": doc["nc"],
                                                     "names": doc["names"]}))
     return dst / "data.yaml"
 
