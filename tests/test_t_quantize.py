@@ -246,3 +246,77 @@ def test_output_inside_the_calibration_folder_is_refused(onnx160_copy, coco8, tm
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgekit quantize: error:")]
     assert code == 2 and len(err) == 1 and "inside --calib-from" in err[0]
     assert _sha(frames) == before and not (frames / "out").exists()
+
+
+# INT8 that is quick to build: statistics once, cached figures, accuracy control stopped inside NNCF ------------
+def _grey_frames(folder: Path, n: int = 16) -> Path:
+    """Flat grey calibration frames: ranges that make plain INT8 fail its gate."""
+    import cv2
+
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), np.full((48, 64, 3), 100 + i, np.uint8))
+    return folder
+
+
+def test_an_attempt_reuses_the_calibration_statistics_and_builds_the_same_model(onnx160_copy, coco8, tmp_path):
+    """T item 6: the second OpenVINO attempt of a job (a larger float scope) runs no statistics pass over the
+    calibration images, and its model is byte for byte the one a job without the cache builds."""
+    pytest.importorskip("nncf")
+    from edgekit.quantize import QuantizeConfig
+    from edgekit.quantize.job import Job
+    from edgekit.quantize.openvino import OpenVINOQuantizer
+
+    job = Job(onnx160_copy, coco8, QuantizeConfig(calib_size=8, force=True, out_dir=tmp_path / "q"), log=lambda m: None)
+    try:
+        warm, cold = OpenVINOQuantizer(), OpenVINOQuantizer()
+        nodes = warm.nodes(job)
+        keep = job.recipe.keep_float.match(nodes)
+        more = (job.recipe.keep_float + job.recipe.fallback[0][1]).match(nodes)
+        assert set(more) > set(keep)
+        folders = [job.work / name for name in ("recipe", "stage", "stage-cold")]
+        for f in folders:
+            f.mkdir()
+        n = len(job.calib)
+        warm.build_attempt(job, folders[0], keep, "auto")
+        assert warm.stats.collected_images == n > 0  # one pass over the calibration set
+        warm.build_attempt(job, folders[1], more, "auto")
+        assert warm.stats.collected_images == n  # none for the second attempt
+        cold.build_attempt(job, folders[2], more, "auto")
+        assert cold.stats.collected_images == n
+        assert (folders[1] / "model.bin").read_bytes() == (folders[2] / "model.bin").read_bytes()  # weights, ranges
+    finally:
+        job.cleanup()
+
+
+@pytest.mark.slow
+def test_accuracy_control_starts_from_the_cached_figures_and_stops_inside_nncf(onnx160_copy, coco8, tmp_path):
+    """T item 6: accuracy control measures neither the FP32 model (the cached baseline) nor the recipe's INT8 model
+    (its attempt's figures) again, collects no statistics again, and a spent --quantize-budget-s stops it at NNCF's
+    first ranking validation, inside its loop (only NNCF's one-image probe of the FP32 model ran before)."""
+    pytest.importorskip("nncf")
+    import time
+
+    from edgekit.quantize import QuantizeConfig
+    from edgekit.quantize.job import AttemptStopped, Job
+    from edgekit.quantize.openvino import OpenVINOQuantizer
+
+    config = QuantizeConfig(calib_size=16, calib_from=_grey_frames(tmp_path / "frames"), force=True, budget_s=600,
+                            out_dir=tmp_path / "q")
+    job = Job(onnx160_copy, coco8, config, log=lambda m: None)
+    try:
+        q = OpenVINOQuantizer()
+        keep = job.recipe.keep_float.match(q.nodes(job))
+        a = job.attempt("recipe", lambda f: q.build_attempt(job, f, keep, "auto"), "auto", excluded=keep)
+        assert a.evaluated and not a.passed and a.drop_points > 0.5
+        collected = q.stats.collected_images
+        job.deadline = time.perf_counter() - 1  # the budget is spent as accuracy control starts
+        folder = job.work / "ac"
+        folder.mkdir()
+        with pytest.raises(AttemptStopped, match=r"^budget: --quantize-budget-s 600 spent after \d+ s and 1 "
+                                                 r"validations, ranking and reverting layers$"):
+            q.accuracy_control(job, folder, keep, "auto")
+        assert q.stats.collected_images == collected
+        assert not (folder / "model.xml").exists()
+    finally:
+        job.cleanup()

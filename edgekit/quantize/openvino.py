@@ -251,7 +251,7 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
     meta = load_meta(job.onnx)
     whole = len(val) == job.baseline.get("images")  # the gate's images: its cached figures stand for them
 
-    budget, t0, first = job.config.budget_s, time.perf_counter(), []
+    budget, t0, first, phase = job.config.budget_s, time.perf_counter(), [], ["measuring the FP32 model"]
     left = job.remaining_s()
     record = {"validation_images": len(val), "max_drop": job.max_map_drop / 100, "budget_s": budget,
               "validations": 0, "fp32_from_cache": False, "int8_from_cache": False}
@@ -291,14 +291,16 @@ def _accuracy_control(job: Job, keep_float: list[str], method: str, folder: Path
             record["int8_from_cache"] = True
             after = MetricResults(recipe.map50_95, recipe_items, 0.0, recipe.eval_s)
         else:
+            phase[0] = "measuring the INT8 model"
             after = evaluator.collect_metric_results(quantized, nncf.Dataset(val), model_name="quantized")
+        phase[0] = "ranking and reverting layers"
         restorer = QuantizationAccuracyRestorer(params.ranking_subset_size, params.max_num_iterations,
                                                 job.max_map_drop / 100, nncf.DropType.ABSOLUTE,
                                                 params.num_ranking_workers, params.restore_mode)
         q = restorer.apply(model, initial, quantized, after, nncf.Dataset(val), size, evaluator)
     except _OverBudget:
         raise AttemptStopped(f"budget: --quantize-budget-s {budget:g} spent after {time.perf_counter() - t0:.0f} s "
-                             f"and {record['validations']} validations") from None
+                             f"and {record['validations']} validations, {phase[0]}") from None
     compress_quantize_weights_transformation(q)
     ov.save_model(q, str(folder / "model.xml"), compress_to_fp16=False)
     reverted = sorted(plain_int8 - quantized_ops(q)) if plain_int8 is not None else []
