@@ -219,7 +219,7 @@ class Job:
                                       device if base_backend == backend else "cpu", self.out_dir / BASELINE_FILE,
                                       config.target_precision, config.target_recall)
         self.diagnosis: list[dict] | None = None  # worst layers by SNR of the first failed INT8 attempt
-        self.deadline: float | None = None  # when --quantize-budget-s runs out (set as accuracy control starts)
+        self.deadline: float | None = None  # when --quantize-budget-s runs out (set as the recipe's stages start)
         self.work = self.out_dir / f".quantize-{backend}.work"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
@@ -236,7 +236,7 @@ class Job:
         return self.backend
 
     def start_budget(self) -> None:
-        """Start --quantize-budget-s: accuracy control and the INT8 stages after it share it."""
+        """Start --quantize-budget-s: the recipe's INT8 stages and accuracy control after them share it."""
         if self.config.budget_s is not None:
             self.deadline = time.perf_counter() + self.config.budget_s
 
