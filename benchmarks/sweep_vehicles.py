@@ -100,6 +100,51 @@ def part_budget(a, data, out: Path, md: list, res: dict) -> None:
            f"{rec.get('precision')}, e2e p50 {pick['latency_p50_ms']:.1f} ms "
            f"({'meets' if pick['latency_p50_ms'] <= budget else 'MISSES'} the {budget:g} ms budget); bound_by "
            f"{rec.get('bound_by')}.", f"- Why: {rec.get('why')}", ""]
+    md += top3_lines(doc2["rows"]) + int8_recall_lines(doc2["rows"], out / "budget")
+
+
+def int8_recall_lines(rows: list[dict], root: Path) -> list[str]:
+    """Issue T: for each INT8 row, each class's recall at the FP32 artifact's threshold, FP32 -> INT8 (from the
+    artifact's sidecar `accuracy_gate`, i.e. the gate's own figures), with the path that produced it."""
+    out = []
+    for r in rows:
+        if r.get("precision") != "int8" or not r.get("artifact"):
+            continue
+        side = root / Path(r["artifact"]).with_suffix(".json")
+        if not side.is_file():
+            continue
+        doc = json.loads(side.read_text())
+        g = doc.get("accuracy_gate") or {}
+        fp32, q = (g.get("threshold_fp32") or {}), (g.get("at_fp32_threshold") or {})
+        if not fp32.get("per_class"):
+            continue
+        cells = [f"{c} {v['recall']:.3f} -> {(q.get('per_class') or {}).get(c, {}).get('recall', math.nan):.3f} "
+                 f"({v.get('boxes')})" for c, v in fp32["per_class"].items()]
+        out.append(f"| {r['model']} | {r['imgsz']} | {r['strategy']} | {doc.get('status')} "
+                   f"{(doc.get('quantization') or {}).get('path')} | {fp32['conf']:g} | {' ; '.join(cells)} |")
+    if not out:
+        return []
+    return ["Per-class recall at the FP32 artifact's deployment threshold (max F1 on val), FP32 -> INT8 (val boxes):",
+            "", "| model | imgsz | strategy | gate, path | conf | class recall FP32 -> INT8 (boxes) |",
+            "|---|---|---|---|---|---|", *out, ""]
+
+
+def top3_lines(rows: list[dict]) -> list[str]:
+    """Issue T: the three rows with the best val mAP50-95, and their test mAP50-95 when train-export measured it."""
+    ok = sorted((r for r in rows if r.get("map50_95") is not None and r.get("status") != "failed"),
+                key=lambda r: -r["map50_95"])[:3]
+    lines = ["| rank (val) | model | imgsz | strategy | backend | val mAP50-95 | test mAP50-95 |",
+             "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ok, 1):
+        t = r.get("test_map50_95")
+        lines.append(f"| {i} | {r['model']} | {r['imgsz']} | {r['strategy']} | {r['backend']} {r['precision']} | "
+                     f"{r['map50_95']:.3f} | {'-' if t is None else f'{t:.3f}'} |")
+    tests = [r.get("test_map50_95") for r in ok]
+    if all(t is not None for t in tests):
+        same = sorted(range(len(ok)), key=lambda i: -tests[i]) == list(range(len(ok)))
+        lines.append(f"\nOrder of these three on test: {'holds' if same else 'differs'} "
+                     f"({', '.join(f'{t:.3f}' for t in tests)}).")
+    return ["Top three rows by val mAP50-95:", "", *lines, ""]
 
 
 def part_halving(a, data, out: Path, md: list, res: dict) -> None:
