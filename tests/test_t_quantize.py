@@ -320,3 +320,31 @@ def test_accuracy_control_starts_from_the_cached_figures_and_stops_inside_nncf(o
         assert not (folder / "model.xml").exists()
     finally:
         job.cleanup()
+
+
+def test_calibration_domain_is_read_back_for_the_same_images_and_measured_again_for_others(coco8, tmp_path,
+                                                                                         monkeypatch):
+    """T item 6 (and 5): the calibration-to-eval distance (a backbone pass over every image, minutes on a loaded
+    CPU) is cached beside the job's output by the content of the images compared: the same images read it back, a
+    changed image is measured again."""
+    pytest.importorskip("torch")
+    import shutil
+
+    import edgekit.advise.domain as domain
+    from edgekit.quantize import diagnose
+
+    monkeypatch.setattr(diagnose, "DOMAIN_MIN", 2)  # coco8 has 4 images a side
+    real, calls = domain.backbone_embeddings, []
+    monkeypatch.setattr(domain, "backbone_embeddings", lambda images: calls.append(len(images)) or real(images))
+    calib = sorted((coco8.parent / "images" / "train").iterdir())
+    val = [shutil.copy2(p, tmp_path / p.name) for p in sorted((coco8.parent / "images" / "val").iterdir())]
+    val = [Path(p) for p in val]
+    cache = tmp_path / "out" / ".calibration-domain.json"
+    first = diagnose.calibration_domain(calib, val, 0, cache)
+    assert np.isfinite(first["frechet_distance"]) and calls == [len(calib), len(val)]
+    assert diagnose.calibration_domain(calib, val, 0, cache) == first and len(calls) == 2  # read back
+    import cv2
+
+    cv2.imwrite(str(val[0]), np.zeros((64, 64, 3), np.uint8))  # another image under the same name
+    again = diagnose.calibration_domain(calib, val, 0, cache)
+    assert len(calls) == 4 and again["frechet_distance"] != first["frechet_distance"]

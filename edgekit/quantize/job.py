@@ -96,6 +96,7 @@ BASELINE_BACKEND = {"openvino": "openvino", "onnxruntime": "onnxruntime", "tenso
 
 BASELINE_FILE = ".fp32-baseline.json"  # beside a job's output: FP32 mAPs by baseline_key, so reruns skip them
 BASELINE_MATCHES = ".fp32-baseline.matches"  # beside it: each baseline's per-image matches (accuracy control's FP32)
+DOMAIN_FILE = ".calibration-domain.json"  # beside it: calibration-to-eval distances by the images compared
 
 
 def baseline_key(onnx_path: Path, backend: str, device: str, ds: Dataset, split: str, limit: int | None) -> str:
@@ -211,7 +212,8 @@ class Job:
                      f"classes)")
         self.manifest = self.calib.manifest()
         val = self.ds.samples(eval_split)[:self.eval_limit] if self.eval_limit else self.ds.samples(eval_split)
-        self.manifest["domain"] = calibration_domain(list(self.calib.items), [s.image for s in val], seed)
+        self.manifest["domain"] = calibration_domain(list(self.calib.items), [s.image for s in val], seed,
+                                                     self.out_dir / DOMAIN_FILE)
         log(f"calibration: {len(self.calib)} images from {where}, seed {seed}, "
             f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
         base_backend = BASELINE_BACKEND.get(backend, "onnxruntime")
