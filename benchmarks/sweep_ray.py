@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     from ray.cluster_utils import Cluster
 
     from edgekit.bench.device import cpu_info
-    from edgekit.pipeline import Pipeline
+    from edgekit.sweep.pipeline import Pipeline
     from edgekit.sweep.executor import LocalExecutor, RayExecutor
 
     out = Path(a.output).absolute()
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
         if a.subset:
             data = subset(data, *(int(x) for x in a.subset.split(",")), out / "data")
         local_doc = local_wall = None
-    from edgekit.pipeline import split_strategies
+    from edgekit.sweep.pipeline import split_strategies
 
     models = [str(Path(fa["weights"]) / m) for m in fa["models"].split(",")]
     cfg = dict(data=data.absolute(), model=Path(models[0]), models=models,

@@ -50,7 +50,7 @@ def subset(data: Path, n_train: int, n_val: int, dst: Path) -> Path:
 
 
 def pipeline(out, data, models, imgsz, strategies, epochs, a, **kw):
-    from edgekit.pipeline import Pipeline, split_strategies
+    from edgekit.sweep.pipeline import Pipeline, split_strategies
 
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if a.verbose else (lambda m: None)
     t = time.time()

@@ -116,7 +116,7 @@ PINNED = [
 @pytest.mark.parametrize("target, installed, bf16, backends, precisions, expected", PINNED)
 def test_variants_for_pinned(monkeypatch, target, installed, bf16, backends, precisions, expected):
     import edgekit._imports as imports
-    from edgekit.pipeline import variants_for
+    from edgekit.sweep.variants import variants_for
     from edgekit.runtime.backends import openvino as ovb
 
     pytest.importorskip("openvino")

@@ -38,7 +38,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _room(name: str) -> str:
-    """edgekit.runtime.backends.onnxruntime -> runtime; edgekit.pipeline -> pipeline."""
+    """edgekit.runtime.backends.onnxruntime -> runtime; edgekit.sweep.pipeline -> sweep."""
     parts = name.split(".")
     return parts[1] if len(parts) > 1 else ""
 
@@ -54,15 +54,15 @@ def graph() -> dict[str, set[str]]:
 
 # room -> rooms it must never import
 FORBIDDEN = {
-    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "report"},
-    "eval": {"bench", "quantize", "train", "export", "advise", "pipeline", "cli"},
-    "data": {"bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli"},
-    "quantize": {"bench", "train", "pipeline", "cli"},
-    "train": {"bench", "quantize", "pipeline", "cli"},
-    "export": {"bench", "quantize", "train", "pipeline", "cli"},
-    "advise": {"bench", "quantize", "train", "pipeline", "cli"},
-    "bench": {"quantize", "train", "pipeline", "cli"},
-    "target": {"runtime", "bench", "quantize", "train", "eval", "export", "advise", "pipeline", "cli", "sweep"},
+    "runtime": {"data", "bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli"},
+    "eval": {"bench", "quantize", "train", "export", "advise", "sweep", "cli"},
+    "data": {"bench", "quantize", "train", "eval", "export", "advise", "sweep", "cli"},
+    "quantize": {"bench", "train", "sweep", "cli"},
+    "train": {"bench", "quantize", "sweep", "cli"},
+    "export": {"bench", "quantize", "train", "sweep", "cli"},
+    "advise": {"bench", "quantize", "train", "sweep", "cli"},
+    "bench": {"quantize", "train", "sweep", "cli"},
+    "target": {"runtime", "bench", "quantize", "train", "eval", "export", "advise", "cli", "sweep"},
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.pipeline import Pipeline
+from edgekit.sweep.pipeline import Pipeline
 
 TINY = dict(epochs=1, batch=4, backends=["onnxruntime"], precisions=["fp32"], bench_iters=3, calib_size=16)
 SAME = ("map50", "map50_95", "map50_95_ci", "latency_p50_ms", "latency_p90_ms", "infer_p50_ms", "fps_e2e", "fps_cv",

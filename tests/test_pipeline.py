@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from edgekit.pipeline import Pipeline, split_strategies
-from edgekit.report import pareto_front, pareto_png, recommend, render_markdown
+from edgekit.sweep.pipeline import Pipeline, split_strategies
+from edgekit.sweep.report import pareto_front, pareto_png, recommend, render_markdown
 
 
 def test_split_strategies_keeps_schedules_whole():

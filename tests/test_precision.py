@@ -146,7 +146,7 @@ def test_substituted_precision_is_refused(monkeypatch, ir_fp32):
 
 # train-export ------------------------------------------------------------------------------------
 def test_bf16_row_only_where_the_cpu_runs_it(no_bf16):
-    from edgekit.pipeline import variants_for
+    from edgekit.sweep.variants import variants_for
 
     default = [(v.backend, v.precision) for v in variants_for("cpu", ["openvino"])]
     assert ("openvino", "fp32") in default and ("openvino", "int8") in default
@@ -157,7 +157,7 @@ def test_bf16_row_only_where_the_cpu_runs_it(no_bf16):
 
 @needs_bf16
 def test_bf16_row_by_default_on_a_bf16_cpu():
-    from edgekit.pipeline import variants_for
+    from edgekit.sweep.variants import variants_for
 
     assert ("openvino", "bf16") in [(v.backend, v.precision) for v in variants_for("cpu", ["openvino"])]
 
@@ -165,7 +165,7 @@ def test_bf16_row_by_default_on_a_bf16_cpu():
 def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_path, monkeypatch):
     import edgekit.export
     import edgekit.train
-    from edgekit.pipeline import Pipeline
+    from edgekit.sweep.pipeline import Pipeline
 
     def fake_train(*a, out_dir, **k):  # the export stage keys on best.pt's content: leave one
         Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,8 @@ def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_pa
 @needs_bf16
 def test_bf16_build_is_gated_against_openvino_fp32(onnx160_copy, coco8, tmp_path):
     from edgekit.errors import AccuracyGateError
-    from edgekit.pipeline import Pipeline, Variant
+    from edgekit.sweep.pipeline import Pipeline
+    from edgekit.sweep.variants import Variant
 
     pipe = Pipeline(out=tmp_path, data=coco8, model=tmp_path / "unused.pt", strategies=["head"], imgsz=160,
                     max_map_drop=5.0, log=lambda *a: None)

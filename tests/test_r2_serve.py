@@ -243,6 +243,8 @@ BAD_FIELDS = [  # (request header as JSON text or dict, binary tail, status, mes
                   "parameters": {"binary_data_size": 3}}]}, b"\0\0\0", 400, "needs 12884901888 bytes"),
     ({"inputs": [{"name": "IMAGE_HWC", "shape": [1, 1, 3], "datatype": "UINT8", "data": ["a", 1, 2]}]}, b"", 400,
      "value 'a' in 'data' is not of datatype UINT8"),
+    ({"inputs": [{"name": "IMAGE_HWC", "shape": [1, 1, 3], "datatype": "UINT8", "data": [1, True, 2]}]}, b"", 400,
+     "value True in 'data' is not of datatype UINT8"),  # numpy alone would read it as 1
     ({"inputs": [{"name": "IMAGE", "shape": [1], "datatype": "STRING", "data": ["AA=="]}]}, b"", 400,
      "unsupported datatype 'STRING'"),
     ({"inputs": [{"name": "IMAGE", "shape": [-1], "datatype": "BYTES", "data": ["AA=="]}]}, b"", 400,
@@ -487,3 +489,17 @@ def test_deploy_onnx_without_the_onnx_package(onnx160, tmp_path, absent, code):
     else:
         assert len(r.stderr.strip().splitlines()) == 1 and "pip install 'edgekit[onnxruntime]'" in r.stderr
         assert not repo.exists()
+
+
+@pytest.mark.parametrize("dt,data,bad", [("FP32", [True, 1.0], "True"), ("INT64", [1, False], "False"),
+                                         ("BOOL", [True, 1], "1"), ("FP32", [1, 2.5], None), ("BOOL", [True, False], None)])
+def test_json_booleans_are_values_of_bool_only(dt, data, bad):
+    """A JSON boolean in a numeric tensor (or a number in a BOOL one) is the client's mistake, not a 1 or a 0:
+    numpy alone reads [true, 1] as [1, 1] and serve used to compute on it."""
+    from edgekit.serve.protocol import V2Error, _from_json
+
+    if bad is None:
+        assert _from_json("X", dt, [2], 2, data).tolist() == data
+        return
+    with pytest.raises(V2Error, match=f"input X: value {bad} in 'data' is not of datatype {dt}"):
+        _from_json("X", dt, [2], 2, data)

@@ -20,7 +20,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from edgekit.cli.main import main  # noqa: E402
-from edgekit.pipeline import Pipeline  # noqa: E402
+from edgekit.sweep.pipeline import Pipeline  # noqa: E402
 from edgekit.sweep.executor import LocalExecutor, RayExecutor  # noqa: E402
 
 TINY = dict(imgsz=[64, 96], batch=4, backends=["onnxruntime"], precisions=["fp32"], bench_iters=3, calib_size=16,

@@ -10,7 +10,7 @@ import pytest
 
 from edgekit.errors import AccuracyGateError, EdgekitError
 from edgekit.io import sha256_file
-from edgekit.pipeline import Pipeline
+from edgekit.sweep.pipeline import Pipeline
 from edgekit.runtime.meta import read_sidecar
 from edgekit.train.strategy import Stage, parse_strategy
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgekit.eval.bootstrap import Matches
-from edgekit.report import mark_limits, recommend
+from edgekit.sweep.report import mark_limits, recommend
 from edgekit.sweep import Trial, rungs, survivors
 
 from test_eval import synth
@@ -174,7 +174,7 @@ def test_bad_input_train_export_lists(argv, message, tmp_path, coco8, capsys, mo
 def test_halving_continues_the_survivor_from_its_rung_checkpoint(tmp_path, coco8, weights):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")
-    from edgekit.pipeline import Pipeline
+    from edgekit.sweep.pipeline import Pipeline
 
     logs: list[str] = []
     doc = Pipeline(out=tmp_path / "H", data=coco8, model=weights, strategies=["head", "full"], epochs=3, imgsz=64,

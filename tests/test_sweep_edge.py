@@ -53,7 +53,7 @@ def test_reduced_precision_below_the_gate_is_a_failed_row(tmp_path, coco8, onnx1
     import edgekit.eval
     import edgekit.export
     import edgekit.train
-    from edgekit.pipeline import Pipeline
+    from edgekit.sweep.pipeline import Pipeline
     from edgekit.runtime.backends.ncnn import NcnnBackend
 
     def fake_train(*a, out_dir, **k):  # the export stage keys on best.pt's content: leave one
@@ -104,7 +104,8 @@ def test_gate_baseline_is_evaluated_once_per_trial(tmp_path, coco8, onnx160_copy
     """Building a reduced precision again in the same run reuses the FP32 baseline's build and evaluation."""
     _needs_ncnn()
     import edgekit.eval
-    from edgekit.pipeline import Pipeline, Variant
+    from edgekit.sweep.pipeline import Pipeline
+    from edgekit.sweep.variants import Variant
 
     real_eval, calls = edgekit.eval.evaluate, []
 

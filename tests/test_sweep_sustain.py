@@ -25,7 +25,7 @@ def _row(strategy: str, p50: float, sustained: float, fps: float, map50_95: floa
 def test_swaps_name_the_rows_whose_order_reverses():
     """S: the sustained ranking (by p50) disagrees with the short run's: the pairs that swap are named; equal
     figures (a shared graph), differences inside the rows' noise and pairs in the same order are not swaps."""
-    from edgekit.report import ranking_swaps
+    from edgekit.sweep.report import ranking_swaps
 
     rows = [_row("a", 10.0, 20.0, 100), _row("b", 12.0, 13.0, 80), _row("c", 15.0, 16.0, 60),
             _row("d", 12.0, 13.0, 80)]
@@ -44,7 +44,7 @@ def test_swaps_name_the_rows_whose_order_reverses():
 def test_sustained_ranking_and_latency_limit(tmp_path):
     """S: with --sustain the recommendation ranks by the sustained p50 and --max-latency-ms reads it; report.json and
     report.md say that the rankings disagree and which rows swap. Without it, the short run decides."""
-    from edgekit.pipeline import write_report
+    from edgekit.sweep.report import write_report
 
     def rows():  # equal mAP: speed decides; a is fastest in the short run but throttles
         return [_row("a", 10.0, 20.0, 100), _row("b", 12.0, 13.0, 80)]
@@ -77,7 +77,8 @@ def test_sustained_ranking_and_latency_limit(tmp_path):
 def test_device_minus_host_map(tmp_path):
     """S: on a device target, a row the host also measured (its INT8/bf16 gate) gets map50_95_host and
     map50_95_device_minus_host; report.md names the rows whose difference exceeds 0.0005, and only those."""
-    from edgekit.pipeline import host_accuracy, write_report
+    from edgekit.sweep.report import write_report
+    from edgekit.sweep.steps import host_accuracy
 
     gate = {"map50": 0.7, "map50_95": 0.5, "source": "accuracy gate of edgekit quantize"}
     assert host_accuracy({"map50_95": 0.4972}, gate) == {

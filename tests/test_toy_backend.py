@@ -79,7 +79,7 @@ def test_toy_bench_latency_and_throughput(toy, tmp_path):
 
 
 def test_toy_is_offered_by_train_export(toy):
-    from edgekit.pipeline import variants_for
+    from edgekit.sweep.variants import variants_for
 
     rows = [(v.backend, v.precision) for v in variants_for("cpu", ["toy"])]
     assert ("toy", "fp32") in rows and ("toy", "int8") not in rows  # it executes fp32 only

@@ -148,7 +148,24 @@ def test_triton_python_models_match_engine(repo, onnx160, monkeypatch):
         total += len(ref)
     assert total > 0
     bad = pre.execute([{"IMAGE": _Tensor("IMAGE", np.array([[b"not an image"]], dtype=object))}])[0]
-    assert "not a decodable image" in bad.error
+    assert bad.error.startswith("IMAGE[0]: ") and "not an image (unknown file header)" in bad.error
+
+
+def test_triton_pre_refuses_decompression_bomb_before_decoding(repo, monkeypatch):
+    """The Triton pre model checks an image like serve does: a 30000x30000 PNG of zeros (under 1 MB, 2.7 GB
+    decoded) is refused from its header, naming the limit, and the other images of the batch are not decoded."""
+    from test_r2_serve import png_of_zeros
+
+    pre = _load_python_model(repo / "yolo_pre", monkeypatch)
+    png = png_of_zeros(30000, 30000)
+    import cv2
+
+    decoded, imdecode = [], cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: decoded.append(1) or imdecode(*a))
+    batch = np.array([[VAL[0].read_bytes()], [png]], dtype=object)
+    r = pre.execute([{"IMAGE": _Tensor("IMAGE", batch)}])[0]
+    assert r.error.startswith("IMAGE[1]: image of 30000x30000") and "over the limit of 100,000,000" in r.error
+    assert len(decoded) == 1  # the first image only
 
 
 @pytest.mark.slow

@@ -151,11 +151,12 @@ def cold_start(artifact, device: str, backend: str | None, first: Path, log, **o
 
 
 def describe_engine(engine: Engine, artifact, device: str, warmup: int, iters: int, images, paths) -> dict:
-    """What was benchmarked: the artifact, its backend, device, precision, input size and images."""
+    """What was benchmarked: the artifact, its backend, device, precision, input size, the confidence threshold its
+    NMS ran at (the artifact's deployment threshold unless given) and images."""
     return {"artifact": str(artifact), "backend": engine.backend_name,
             "device": device_info(device, engine.backend_name),
             "precision": engine.meta.precision, "precision_executed": engine.precision_executed,
-            "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch,
+            "imgsz": list(engine.meta.imgsz), "fixed_batch": engine.backend.fixed_batch, "conf": engine.conf,
             "warmup": warmup, "iters": iters,
             "images": {"source": str(images) if images is not None else "edgekit demo val images",
                        "count": len(paths)}}

@@ -25,8 +25,7 @@ def run(args):
 
     from ..errors import EdgekitError
     from ..outputs import check_output_file, check_outputs
-    from ..pipeline import write_report
-    from ..report import render_table
+    from ..sweep.report import render_table, write_report
     from ..sweep.merge import merge_runs
     from ._common import emit_json, log, say
 

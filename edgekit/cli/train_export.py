@@ -33,6 +33,21 @@ def add_arguments(p):
     p.add_argument("--max-class-drop", type=float, default=3.0,
                    help="the INT8 gate also fails when a class with >= 20 val boxes loses more AP50-95 points than "
                         "this (default 3.0)")
+    p.add_argument("--max-recall-drop", type=float, default=5.0,
+                   help="every reduced precision (int8, bf16, fp16) also fails its gate when a class with >= "
+                        "--min-class-boxes val boxes loses more than this many recall points at the FP32 artifact's "
+                        "threshold (default 5.0)")
+    p.add_argument("--min-class-boxes", type=int, default=20,
+                   help="classes with fewer val boxes never fail the per-class gates (default 20)")
+    p.add_argument("--target-precision", type=float, default=None, metavar="P",
+                   help="each row's deployment threshold: the highest recall at precision >= P on val (default: "
+                        "max F1)")
+    p.add_argument("--target-recall", type=float, default=None, metavar="R",
+                   help="each row's deployment threshold: the highest precision at recall >= R on val (default: "
+                        "max F1)")
+    p.add_argument("--holdout-frac", type=float, default=None, metavar="F",
+                   help="data without a test split: set aside this fraction of val (chosen by content, fixed seed) "
+                        "as the test set that confirms the pick; selection, gates and thresholds never see it")
     p.add_argument("--budget-usd", type=float, default=None, help="hard limit on a row's training cost")
     p.add_argument("--budget-hours", type=float, default=None, help="hard limit on a row's training wall time")
     p.add_argument("--gpu-hour-usd", type=float, default=2.0, help="price of one GPU-hour for cost_usd (default 2.0)")
@@ -76,8 +91,8 @@ def run(args):
 
     from .._log import log_file
     from ..assets import demo_data
-    from ..pipeline import Pipeline
-    from ..report import render_table
+    from ..sweep.pipeline import Pipeline
+    from ..sweep.report import render_table
     from ._common import log, say
 
     opts = check_args(args)  # every option, before any work: one line naming it, exit 2 (3: a missing package)
@@ -88,6 +103,9 @@ def run(args):
                     epochs=args.epochs, imgsz=opts["imgsz"], batch=args.batch, target=opts["target"],
                     remote=opts["remote"], backends=opts["backends"], precisions=opts["precisions"],
                     max_map_drop=args.max_map_drop, max_class_drop=args.max_class_drop, min_fps=args.min_fps,
+                    max_recall_drop=args.max_recall_drop, min_class_boxes=args.min_class_boxes,
+                    target_precision=args.target_precision, target_recall=args.target_recall,
+                    holdout_frac=args.holdout_frac,
                     max_latency_ms=args.max_latency_ms, budget_usd=args.budget_usd, budget_hours=args.budget_hours,
                     gpu_hour_usd=args.gpu_hour_usd, calib_size=args.calib_size, bench_iters=args.bench_iters,
                     sustain=args.sustain,
@@ -116,7 +134,7 @@ def _duration(text: str) -> float:
 
 def _items(value, option: str, cast=str) -> list:
     """A list option's items (given as 'a,b' or already split by the parser)."""
-    from ..pipeline import split_list
+    from ..sweep.pipeline import split_list
 
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
     return split_list(text, option, cast)
@@ -127,9 +145,8 @@ def check_args(args) -> dict:
     backends, precisions) and the target."""
     from ..assets import demo_weights
     from ..errors import EdgekitError
-    from ..pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, PRECISIONS, SWEPT_BACKENDS
-    from ..pipeline import check_dependencies
-    from ..pipeline import split_strategies
+    from ..sweep.pipeline import DEFAULT_IMGSZ, DEFAULT_STRATEGIES, DEMO_STRATEGIES, split_strategies
+    from ..sweep.variants import PRECISIONS, SWEPT_BACKENDS, check_dependencies
     from ..runtime.backends import get_backend, registered
     from ..train.strategy import parse_strategy
     from . import _checks
@@ -175,6 +192,7 @@ def check_args(args) -> dict:
     for name, unit in (("max_latency_ms", " ms"), ("min_fps", " FPS"), ("budget_usd", ""), ("budget_hours", " h"),
                        ("task_cpus", " CPUs")):
         _checks.above(f"--{name.replace('_', '-')}", getattr(args, name), 0, unit)
+    check_threshold_options(args)
     if args.retry_failed and not args.resume:
         raise EdgekitError("--retry-failed: needs --resume (a new run builds every artifact anyway)")
     if args.executor != "ray" and args.storage:
@@ -200,6 +218,24 @@ def check_args(args) -> dict:
                                + "; ".join(f"{b}: {', '.join(o) or 'none'}" for b, o in offered.items()) + ")")
     return {"models": models, "imgsz": imgsz, "strategies": strategies, "backends": backends,
             "precisions": precisions, "target": target, "remote": remote}
+
+
+def check_threshold_options(args) -> None:
+    """--max-recall-drop, --min-class-boxes, --target-precision/--target-recall (as quantize says them) and
+    --holdout-frac."""
+    from ..errors import EdgekitError
+
+    if args.max_recall_drop is not None and not args.max_recall_drop >= 0:
+        raise EdgekitError(f"--max-recall-drop must be >= 0 points, got {args.max_recall_drop:g}")
+    if args.min_class_boxes < 1:
+        raise EdgekitError(f"--min-class-boxes must be >= 1, got {args.min_class_boxes}")
+    for opt, v in (("--target-precision", args.target_precision), ("--target-recall", args.target_recall)):
+        if v is not None and not 0 < v <= 1:
+            raise EdgekitError(f"{opt} must be a fraction in (0, 1], got {v:g}")
+    if args.target_precision is not None and args.target_recall is not None:
+        raise EdgekitError("give --target-precision or --target-recall, not both")
+    if args.holdout_frac is not None and not 0 < args.holdout_frac < 1:
+        raise EdgekitError(f"--holdout-frac must be a fraction in (0, 1), got {args.holdout_frac:g}")
 
 
 def _remote_target(args) -> tuple[str | None, str]:

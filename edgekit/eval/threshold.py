@@ -85,3 +85,9 @@ def recall_drops(before: dict, after: dict, max_drop: float, min_boxes: int = MI
             out.append({"class": name, "recall_fp32": b["recall"], "recall": a["recall"], "drop_points": round(drop, 2),
                         "boxes": b["boxes"]})
     return sorted(out, key=lambda d: -d["drop_points"])
+
+
+def recall_drop_text(drops: list[dict], conf: float, max_drop: float) -> str:
+    """The recall gate's reasons, one '; class ...' clause per class in `drops` (recall_drops), for a message."""
+    return "".join(f"; class '{d['class']}' recall {d['recall_fp32']:.3f} (FP32) -> {d['recall']:.3f} at conf "
+                   f"{conf:g} (max drop {max_drop:g} points)" for d in drops)

@@ -43,6 +43,7 @@ def onnx_to_openvino(onnx_path, out_dir=None, fp16: bool = False, log=print, pre
                     "versions": {**doc.get("versions", {}), **tool_versions("openvino")}})
         doc.pop("parity", None)
         doc.pop("accuracy", None)  # the ONNX's cached FP32 baselines describe the ONNX, not this IR
+        doc.pop("threshold", None)  # so does its deployment threshold: this IR gets its own
         ov.save_model(model, str(tmp / "model.xml"), compress_to_fp16=precision == "fp16")
         doc["precision_executed"] = executed_on(tmp / "model.xml", doc, device)
         doc["precision_executed_on"] = device

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..eval import class_drops, evaluate, recall_drops
+from ..eval.threshold import recall_drop_text
 from ..data import Dataset, load_dataset
 from ..data.calibration import CalibrationSet, calibration_from_folder, calibration_set
 from ..errors import AccuracyGateError, ArtifactError, DataError
@@ -326,9 +327,7 @@ class Job:
         """The per-class reasons an attempt failed, for its log line and the gate's message."""
         conf = self.baseline["threshold"]["conf"]
         cls = "".join(f"; class '{c}' lost {d:.1f} points (max {self.max_class_drop:g})" for c, d in a.class_drops)
-        rec = "".join(f"; class '{d['class']}' recall {d['recall_fp32']:.3f} (FP32) -> {d['recall']:.3f} at conf "
-                      f"{conf:g} (max drop {self.max_recall_drop:g} points)" for d in a.recall_drops)
-        return cls + rec
+        return cls + recall_drop_text(a.recall_drops, conf, self.max_recall_drop)
 
     # output -----------------------------------------------------------------------------------
     def sidecar(self, a: Attempt, status: str) -> dict:

@@ -170,7 +170,9 @@ def _from_json(name, dt, shape, count, data):
     except (ValueError, OverflowError, TypeError):
         a = np.array([], object)
     kinds = {"b": "b", "i": "iu", "u": "iu"}.get(np_dt.kind, "iuf")
-    if a.dtype.kind not in kinds or (np_dt.kind == "f" and a.dtype.kind == "b"):
+    # numpy reads [true, 1] as the integers [1, 1]: a JSON boolean is a value of BOOL only, and BOOL takes only those
+    mixed = any(isinstance(v, bool) != (kinds == "b") for v in flat)
+    if mixed or a.dtype.kind not in kinds or (np_dt.kind == "f" and a.dtype.kind == "b"):
         bad = next((v for v in flat if not isinstance(v, (bool, int, float)) or isinstance(v, bool) != (kinds == "b")
                     or (kinds == "iu" and not isinstance(v, int))), None)
         raise V2Error(f"input {name}: value {bad!r:.30} in 'data' is not of datatype {dt}")

@@ -2,7 +2,7 @@
 
 DIR/
   NAME_model/  config.pbtxt, 1/model.onnx | 1/model.xml + model.bin | 1/model.plan
-  NAME_pre/    config.pbtxt, 1/model.py, 1/edgekit_meta.json, 1/edgekit_runtime/  (letterbox)
+  NAME_pre/    config.pbtxt, 1/model.py, 1/edgekit_meta.json, 1/edgekit_runtime/  (header checks, letterbox)
   NAME_post/   the same files, stage "post"  (decode + NMS, boxes in original-image pixels)
   NAME/        config.pbtxt (ensemble: IMAGE -> BOXES, SCORES, LABELS), 1/, README.md
 
@@ -25,7 +25,9 @@ from ..errors import ArtifactError, EdgekitError
 PLATFORMS = {"onnxruntime": ("onnxruntime", "model.onnx"), "openvino": ("openvino", "model.xml"),
              "tensorrt": ("tensorrt", "model.plan")}
 TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
-RUNTIME_FILES = ("__init__.py", "preprocess.py", "postprocess.py", "detections.py")
+# copied beside model.py as edgekit_runtime/{errors.py, runtime/...}: the layout of edgekit itself, so that their
+# imports (images.py's `..errors`) resolve the same way
+RUNTIME_FILES = ("preprocess.py", "postprocess.py", "detections.py", "images.py")
 MARKER = ".edgekit-deploy.json"  # in every model folder edgekit writes: what makes a folder ours to replace
 SUFFIX_BACKEND = {".onnx": "onnxruntime", ".xml": "openvino", ".engine": "tensorrt", ".plan": "tensorrt"}
 
@@ -141,15 +143,19 @@ def _copy_model(artifact: Path, backend: str, dst: Path) -> None:
 
 
 def _python_model(folder: Path, stage: str, meta_doc: dict) -> None:
+    from .. import errors
     from ..runtime import detections  # noqa: F401  (the package whose files are copied)
 
     ver = folder / "1"
-    (ver / "edgekit_runtime").mkdir(parents=True)
+    pkg = ver / "edgekit_runtime"
+    (pkg / "runtime").mkdir(parents=True)
     shutil.copy2(Path(__file__).with_name("triton_model.py"), ver / "model.py")
+    (pkg / "__init__.py").write_text('"""edgekit\'s image checks and pre/post-processing, copied."""\n')
+    shutil.copy2(errors.__file__, pkg / "errors.py")
     runtime = Path(detections.__file__).parent
-    for f in RUNTIME_FILES[1:]:
-        shutil.copy2(runtime / f, ver / "edgekit_runtime" / f)
-    (ver / "edgekit_runtime" / "__init__.py").write_text('"""edgekit.runtime pre/post-processing, copied."""\n')
+    for f in RUNTIME_FILES:
+        shutil.copy2(runtime / f, pkg / "runtime" / f)
+    (pkg / "runtime" / "__init__.py").write_text('"""edgekit.runtime files, copied."""\n')
     (ver / "edgekit_meta.json").write_text(json.dumps(meta_doc, indent=2) + "\n")
 
 

@@ -1,13 +1,14 @@
 """Triton Python-backend model for edgekit's pre- and post-processing (copied into the repository as model.py).
 
 The model's config parameter "stage" picks the role:
-- pre:  IMAGE (BYTES, one encoded image per batch item) -> images (the network input), LETTERBOX (FP64 [5]:
+- pre:  IMAGE (BYTES, one encoded image per batch item; each checked like edgekit serve checks it: the size its
+        header declares is refused over edgekit's pixel limit before anything is decoded) -> images (the network input), LETTERBOX (FP64 [5]:
         gain, pad_left, pad_top, orig_h, orig_w);
 - post: RAW (the network output) + LETTERBOX -> BOXES (FP32 [k, 4], x1 y1 x2 y2 in original-image pixels),
         SCORES (FP32 [k]), LABELS (INT64 [k]); a request holding several images is padded to its largest k
         (score 0, label -1).
 The letterbox and decode/NMS are edgekit's own (edgekit_runtime/ beside this file is copied from
-edgekit.runtime), so Triton sees exactly the pixels and boxes that edgekit's Engine does.
+edgekit), so Triton sees exactly the pixels and boxes that edgekit's Engine does.
 """
 import json
 import sys
@@ -40,24 +41,25 @@ class TritonPythonModel:
         return responses
 
     def pre(self, request):
-        import cv2
-        from edgekit_runtime.preprocess import preprocess
+        from edgekit_runtime.runtime.images import check_bytes, decode_bytes
+        from edgekit_runtime.runtime.preprocess import preprocess
 
         encoded = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
         images = []
         for k, b in enumerate(encoded):
-            img = cv2.imdecode(np.frombuffer(bytes(b), np.uint8), cv2.IMREAD_COLOR) if len(b) else None
-            if img is None:
-                raise ValueError(f"IMAGE[{k}] is not a decodable image")
-            images.append(img)
+            data, where = bytes(b), f"IMAGE[{k}]"
+            if not data:
+                raise ValueError(f"{where} is empty")
+            check_bytes(data, where)  # header, declared size against the pixel limit, whole JPEG: before decoding
+            images.append(decode_bytes(data, where))
         blob, infos = preprocess(images, tuple(self.meta["imgsz"]), self.meta["pad_value"], dtype=self.dtype)
         lb = np.array([[i.gain, i.pad_left, i.pad_top, *i.orig_shape] for i in infos], np.float64)
         return {"images": blob, "LETTERBOX": lb}
 
     def post(self, request):
-        from edgekit_runtime.detections import padded_batch
-        from edgekit_runtime.postprocess import postprocess
-        from edgekit_runtime.preprocess import Letterbox
+        from edgekit_runtime.runtime.detections import padded_batch
+        from edgekit_runtime.runtime.postprocess import postprocess
+        from edgekit_runtime.runtime.preprocess import Letterbox
 
         raw = pb_utils.get_input_tensor_by_name(request, "RAW").as_numpy().astype(np.float32)
         lb = pb_utils.get_input_tensor_by_name(request, "LETTERBOX").as_numpy()

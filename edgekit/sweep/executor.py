@@ -1,6 +1,6 @@
 """Where a sweep's tasks run: in this process (local) or as Ray tasks on a cluster (ray).
 
-The sweep (edgekit.pipeline) submits three kinds of task and waits for whichever finishes first:
+The sweep (edgekit.sweep.pipeline) submits three kinds of task and waits for whichever finishes first:
 - "train": train one trial (to a halving rung, or fully);
 - "trial": export -> build -> evaluate each backend/precision of a trained trial;
 - "bench": one timing round of one graph on the target device.

@@ -177,7 +177,7 @@ def apply_speed(row: dict, res: dict, graph: str, shared_with: str | None = None
     """Give a row the figures of its graph's bench result, as `Pipeline.measure_speed` does."""
     row.update({k: res[k] for k in SPEED_KEYS})
     row.update({"e2e_p50_ms": res["latency_p50_ms"], "bench_rounds": res["rounds"], "bench_stable": res["stable"],
-                "bench_graph": graph[:12], "bench_node": res.get("bench_node")})
+                "bench_graph": graph[:12], "bench_node": res.get("bench_node"), "bench_conf": res.get("conf")})
     if shared_with is not None:
         row["speed_shared_with"] = shared_with
 

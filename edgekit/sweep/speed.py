@@ -70,7 +70,7 @@ def summarize(rounds: list[dict]) -> dict:
             "latency_p50_ms": round(med(r["e2e_p50"] for r in rounds), 3),
             "latency_p90_ms": round(med(r["e2e_p90"] for r in rounds), 3),
             "infer_p50_ms": round(med(r["infer_p50"] for r in rounds), 3), "model_mb": rounds[-1].get("model_mb"),
-            "rounds": len(rounds), "stable": cv is not None and cv <= CV_STABLE}
+            "rounds": len(rounds), "stable": cv is not None and cv <= CV_STABLE, "conf": rounds[-1].get("conf")}
 
 
 def one_round(bench: dict) -> dict:
@@ -78,7 +78,7 @@ def one_round(bench: dict) -> dict:
     lat = bench["latency_ms"]
     return {"fps_e2e": bench["fps_e2e"], "e2e_p50": lat["e2e"]["p50"], "e2e_p90": lat["e2e"]["p90"],
             "infer_p50": lat["infer"]["p50"], "model_mb": bench.get("model_mb"), "bench_stable": bench.get("stable"),
-            "bench_cv": bench.get("cv")}
+            "bench_cv": bench.get("cv"), "conf": bench.get("conf")}
 
 
 def interleaved(keys: list, measure, min_rounds: int = 3, max_rounds: int = 6, log=None, failed: dict | None = None,

@@ -4,9 +4,14 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from ..io import atomic_write_json, atomic_write_text
+from .trial import relative_to, run_relative
+
 COLUMNS = [("model", "model"), ("imgsz", "imgsz"), ("strategy", "strategy"), ("backend", "backend"),
            ("precision", "prec"), ("train_wall_s", "train s"), ("cost_usd", "cost $"), ("map50", "mAP50"),
-           ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("infer_p50_ms", "infer p50 ms"),
+           ("map50_95", "mAP50-95"), ("map50_95_ci", "95% CI"), ("threshold", "conf"),
+           ("precision_at_threshold", "P"), ("recall_at_threshold", "R"), ("f1_at_threshold", "F1"),
+           ("infer_p50_ms", "infer p50 ms"),
            ("latency_p50_ms", "e2e p50 ms"), ("latency_p90_ms", "e2e p90 ms"), ("fps_e2e", "FPS e2e"),
            ("fps_cv", "FPS cv"), ("speedup_vs_ref", "x ref"), ("model_mb", "MB")]
 SUSTAINED_COLUMNS = [("sustained_p50_ms", "sustained p50 ms"), ("sustained_p50_change", "p50 drift"),
@@ -49,7 +54,9 @@ def add_speedups(rows: list[dict]) -> None:
 
 
 FORMATS = {"train_wall_s": "{:.0f}", "gpu_hours": "{:.3f}", "cost_usd": "{:.2f}", "map50": "{:.4f}",
-           "map50_95": "{:.4f}", "infer_p50_ms": "{:.1f}", "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
+           "map50_95": "{:.4f}", "threshold": "{:.4g}", "precision_at_threshold": "{:.3f}",
+           "recall_at_threshold": "{:.3f}", "f1_at_threshold": "{:.3f}", "infer_p50_ms": "{:.1f}",
+           "latency_p50_ms": "{:.1f}", "latency_p90_ms": "{:.1f}",
            "e2e_p50_ms": "{:.1f}", "fps_e2e": "{:.1f}", "fps_cv": "{:.3f}", "speedup_vs_ref": "{:.2f}",
            "model_mb": "{:.2f}", "sustained_p50_ms": "{:.1f}", "sustained_p50_change": "{:+.1%}"}
 
@@ -99,7 +106,7 @@ def _paired(a: dict, b: dict) -> dict | None:
         return None
     for r in (a, b):
         if not Path(r["matches"]).is_file():
-            from .errors import ArtifactError
+            from ..errors import ArtifactError
 
             raise ArtifactError(f"{r['matches']}: the per-image matches of {_name(r)} are missing: the "
                                 f"recommendation's paired comparison needs them (train-export --resume on its run "
@@ -111,7 +118,7 @@ def _paired(a: dict, b: dict) -> dict | None:
 @lru_cache(maxsize=4096)
 def _paired_files(a: str, a_mtime: int, b: str, b_mtime: int) -> dict:
     """paired_diff of two saved matches files, once per (file, mtime) pair in a process."""
-    from .eval.bootstrap import Matches, paired_diff
+    from ..eval.bootstrap import Matches, paired_diff
 
     return paired_diff(Matches.load(a), Matches.load(b))
 
@@ -239,7 +246,7 @@ def recommend(rows: list[dict], max_map_drop: float = 0.5, max_latency_ms=None, 
     unresolved = [(r, cmp[id(r)]) for r in cands if id(r) in cmp and cmp[id(r)]["ci"][0] <= 0 <= cmp[id(r)]["ci"][1]
                   and abs(cmp[id(r)]["diff"]) > 1e-9 and cmp[id(r)].get("images")]
     if unresolved:
-        from .eval.bootstrap import images_to_separate
+        from ..eval.bootstrap import images_to_separate
 
         target = next((c for r, c in unresolved if r is pick), unresolved[0][1])
         need = images_to_separate(target["diff"], target["ci"], target["images"])
@@ -360,6 +367,16 @@ def _device_accuracy_lines(rows: list[dict]) -> list[str]:
                 f"({r['map50_95_device_minus_host']:+.4f})" for r in diff) + ".", ""]
 
 
+def _threshold_rule(config: dict) -> str:
+    """How the thresholds were chosen, in words (config 'threshold': max_f1, precision:P or recall:R)."""
+    spec = str(config.get("threshold") or "max_f1")
+    if spec.startswith("precision:"):
+        return f"the highest recall at precision >= {spec.split(':', 1)[1]}"
+    if spec.startswith("recall:"):
+        return f"the highest precision at recall >= {spec.split(':', 1)[1]}"
+    return "max F1"
+
+
 def render_markdown(doc: dict, png: Path | None) -> str:
     c, rec = doc["config"], doc["recommendation"]
     rows = doc["rows"]
@@ -383,9 +400,13 @@ def render_markdown(doc: dict, png: Path | None) -> str:
               "backend's own concurrent inference, then decode + NMS), batch 1; the median of interleaved rounds "
               "repeated until stable, FPS cv their coefficient of variation. e2e p50/p90: one image at a time, decode "
               "to detections. Rows of the same graph (same model, size, backend and precision; weights differ) share "
-              "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime.", "",
+              "one measurement. x ref: FPS e2e over the same trial's FP32 ONNX on ONNX Runtime. conf: the row's "
+              "deployment threshold, chosen on val by " + _threshold_rule(c) + " from the row's own detections; P, R, "
+              "F1: precision, recall and F1 of its boxes there (IoU 0.5); the speed runs NMS at it.", "",
               "## Recommendation", "", rec["why"], ""]
-    parts += _sustained_lines(doc) + _device_accuracy_lines(rows)
+    from .confirm import markdown_lines
+
+    parts += _sustained_lines(doc) + _device_accuracy_lines(rows) + markdown_lines(doc)
     if rec.get("artifact"):
         parts += [f"Artifact: `{rec['artifact']}`" + (f" (bound by: {', '.join(rec['bound_by'])})"
                                                       if rec.get("bound_by") else ""), ""]
@@ -411,14 +432,14 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latenc
     if not ok:
         return None
     try:
-        from ._home import import_module
+        from .._home import import_module
 
         matplotlib = import_module("matplotlib")  # its caches in a private folder, not in ~/.cache, ~/.config
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    from .io import atomic_path
+    from ..io import atomic_path
 
     use_cost = any((r.get("cost_usd") or 0) > 0 for r in ok)
     key = "cost_usd" if use_cost else "train_wall_s"
@@ -468,3 +489,44 @@ def pareto_png(rows: list[dict], path: Path, rec: dict | None = None, max_latenc
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_report(out: Path, rows: list[dict], pruned: list | None, config: dict, max_map_drop: float, limits: dict,
+                 extra: dict | None = None, confirm=None) -> dict:
+    """Speed-ups, the recommendation under the limits, its confirmation, then report.json, pareto.png and report.md.
+
+    confirm(top rows) -> their figures on the test split (edgekit.sweep.confirm.confirm_on_test); None: no test split.
+
+    rows name their files by paths this process can open; report.json (and the dict returned, its content) names
+    them relative to `out`, the folder holding it, so that a moved run folder's report still points into it.
+    """
+    add_speedups(rows)
+    sustained = bool(config.get("sustain_s"))  # --sustain: ranked by the sustained p50
+    from .confirm import confirmation, pick_fields, recommendation_order, report_row, why_sentence
+
+    rec = recommend(rows, max_map_drop=max_map_drop, sustained=sustained, **limits)
+    top = recommendation_order(rows, lambda rs: recommend(rs, max_map_drop=max_map_drop, sustained=sustained,
+                                                          **limits)) if rec.get("artifact") else []
+    confirmed = confirmation(top, confirm, len(_ok(rows, sustained)))
+    if top:
+        rec.update(pick_fields(top[0], confirmed))
+        rec["why"] = f"{rec['why']} {why_sentence(confirmed, top[0])}".strip()
+    if rec.get("artifact"):
+        rec["artifact"] = relative_to(rec["artifact"], out)
+    trained = {(r["model"], r["imgsz"], r["strategy"]): r.get("train_wall_s") or 0 for r in rows}
+    doc = {"rows": [report_row(run_relative(r, out), any(r is t for t in top)) for r in rows],
+           "recommendation": rec, "confirmation": confirmed, "test_rank_agrees": confirmed.get("test_rank_agrees"),
+           "pruned": list(pruned or []),
+           "train_seconds_total": round(sum(trained.values()) + sum(p.get("train_wall_s") or 0
+                                                                  for p in pruned or []), 1),
+           "config": config, **(extra or {})}
+    if sustained:
+        swaps = ranking_swaps(rows)
+        doc["sustained"] = {"duration_s": config["sustain_s"], "ranked_by": "sustained_p50_ms",
+                            "agrees_with_short_run": not swaps, "swaps": swaps}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "report.json", doc)
+    png = pareto_png(rows, out / "pareto.png", rec, max_latency_ms=limits.get("max_latency_ms"))
+    atomic_write_text(out / "report.md", render_markdown(doc, png))
+    return doc
+
