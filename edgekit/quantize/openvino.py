@@ -107,8 +107,9 @@ class StatisticsCache:
     """NNCF's calibration statistics by statistic and target point, collected once per job and method.
 
     Every attempt of a job quantizes the same ONNX on the same calibration set; they differ in the layers kept in
-    float, so an attempt needs a subset of the points the first one measured (plus, rarely, a point a quantizer moved
-    to): only the missing points are collected. The statistics pass over the calibration images is most of an
+    float, so an attempt needs the points the first one measured, less those of the layers kept in float, plus
+    sometimes a point a quantizer moved to (yolov8n: /model.11/Concat's output once its consumer stays float): only
+    the missing points are collected. The statistics pass over the calibration images is most of an
     attempt's build time (NNCF runs it again in every nncf.quantize call).
     """
 
@@ -162,7 +163,6 @@ def _ptq(job: Job, keep_float: list[str], method: str, cache: StatisticsCache, c
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.algorithms.post_training.algorithm import PostTrainingQuantization
 
-    ov = require("openvino", "OpenVINO INT8 quantization")
     model = remove_friendly_name_duplicates(read_onnx(job.onnx))
     ignored = nncf.IgnoredScope(names=keep_float, validate=False)
     adv = kw.pop("advanced", None) or AdvancedQuantizationParameters()
