@@ -100,7 +100,8 @@ def part_budget(a, data, out: Path, md: list, res: dict) -> None:
            f"{rec.get('precision')}, e2e p50 {pick['latency_p50_ms']:.1f} ms "
            f"({'meets' if pick['latency_p50_ms'] <= budget else 'MISSES'} the {budget:g} ms budget); bound_by "
            f"{rec.get('bound_by')}.", f"- Why: {rec.get('why')}", ""]
-    md += top3_lines(doc2["rows"]) + int8_recall_lines(doc2["rows"], out / "budget")
+    md += (top3_lines(doc, "Top three without a latency limit") + top3_lines(doc2, "Top three under the budget")
+           + int8_recall_lines(doc2["rows"], out / "budget"))
 
 
 def int8_recall_lines(rows: list[dict], root: Path) -> list[str]:
@@ -129,22 +130,28 @@ def int8_recall_lines(rows: list[dict], root: Path) -> list[str]:
             "|---|---|---|---|---|---|", *out, ""]
 
 
-def top3_lines(rows: list[dict]) -> list[str]:
-    """Issue T: the three rows with the best val mAP50-95, and their test mAP50-95 when train-export measured it."""
-    ok = sorted((r for r in rows if r.get("map50_95") is not None and r.get("status") != "failed"),
-                key=lambda r: -r["map50_95"])[:3]
-    lines = ["| rank (val) | model | imgsz | strategy | backend | val mAP50-95 | test mAP50-95 |",
-             "|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(ok, 1):
-        t = r.get("test_map50_95")
-        lines.append(f"| {i} | {r['model']} | {r['imgsz']} | {r['strategy']} | {r['backend']} {r['precision']} | "
-                     f"{r['map50_95']:.3f} | {'-' if t is None else f'{t:.3f}'} |")
-    tests = [r.get("test_map50_95") for r in ok]
-    if all(t is not None for t in tests):
-        same = sorted(range(len(ok)), key=lambda i: -tests[i]) == list(range(len(ok)))
-        lines.append(f"\nOrder of these three on test: {'holds' if same else 'differs'} "
-                     f"({', '.join(f'{t:.3f}' for t in tests)}).")
-    return ["Top three rows by val mAP50-95:", "", *lines, ""]
+def top3_lines(doc: dict, title: str) -> list[str]:
+    """Issue T: the recommendation's top three rows (train-export's `confirmation`: the pick, then the rule's next
+    picks) with val and test mAP50-95 and each row's threshold, P, R, F1 on val; whether their val order holds on
+    test."""
+    c = doc.get("confirmation") or {}
+    if not c.get("rows"):
+        return [f"{title}: no test confirmation in this report ({'no test split' if c else 'not measured'}).", ""]
+    rows = {tuple(r.get(k) for k in ("model", "imgsz", "strategy", "backend", "precision")): r for r in doc["rows"]}
+    lines = [f"{title} ({c['images']} {c['split']} images):", "",
+             "| rank | model | imgsz | strategy | backend | val mAP50-95 [95% CI] | test mAP50-95 [95% CI] | conf | "
+             "P / R / F1 at conf (val) |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in c["rows"]:
+        r = rows.get(tuple(e.get(k) for k in ("model", "imgsz", "strategy", "backend", "precision")), {})
+        ci, tci = r.get("map50_95_ci") or [math.nan] * 2, e.get("test_map50_95_ci") or [math.nan] * 2
+        prf = (f"{r['precision_at_threshold']:.3f} / {r['recall_at_threshold']:.3f} / {r['f1_at_threshold']:.3f}"
+               if r.get("threshold") is not None else "-")
+        lines.append(f"| {e['rank']} | {e['model']} | {e['imgsz']} | {e['strategy']} | {e['backend']} "
+                     f"{e['precision']} | {e['map50_95']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {e['test_map50_95']:.3f} "
+                     f"[{tci[0]:.3f}, {tci[1]:.3f}] | {r.get('threshold', math.nan):.3f} | {prf} |")
+    swaps = "; ".join(str(x) for x in c.get("swaps") or [])
+    lines += ["", f"Order on test: {'holds' if c.get('test_rank_agrees') else 'does NOT hold (' + swaps + ')'}.", ""]
+    return lines
 
 
 def part_halving(a, data, out: Path, md: list, res: dict) -> None:
