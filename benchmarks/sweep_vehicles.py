@@ -149,7 +149,9 @@ def top3_lines(doc: dict, title: str) -> list[str]:
         lines.append(f"| {e['rank']} | {e['model']} | {e['imgsz']} | {e['strategy']} | {e['backend']} "
                      f"{e['precision']} | {e['map50_95']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {e['test_map50_95']:.3f} "
                      f"[{tci[0]:.3f}, {tci[1]:.3f}] | {r.get('threshold', math.nan):.3f} | {prf} |")
-    swaps = "; ".join(str(x) for x in c.get("swaps") or [])
+    swaps = "; ".join(f"{w['val_higher']} above {w['test_higher']} on val ({w['val_map50_95'][0]:.4f} vs "
+                      f"{w['val_map50_95'][1]:.4f}), below it on test ({w['test_map50_95'][0]:.4f} vs "
+                      f"{w['test_map50_95'][1]:.4f})" for w in c.get("swaps") or [])
     lines += ["", f"Order on test: {'holds' if c.get('test_rank_agrees') else 'does NOT hold (' + swaps + ')'}.", ""]
     return lines
 
