@@ -28,11 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def subset(data: Path, n_train: int, n_val: int, dst: Path) -> Path:
-    """A seeded copy of n_train/n_val images (and labels) of a YOLO dataset, for a short run."""
+    """A seeded copy of n_train/n_val images (and labels) of a YOLO dataset, for a short run; its whole test split
+    too, when it has one (train-export confirms the pick on it)."""
     import yaml
 
     doc = yaml.safe_load(data.read_text())
-    for split, n in (("train", n_train), ("val", n_val)):
+    splits = (("train", n_train), ("val", n_val)) + ((("test", 10 ** 9),) if doc.get("test") else ())
+    for split, n in splits:
         src = data.parent / doc[split]
         imgs = sorted(p for p in src.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         for p in random.Random(0).sample(imgs, min(n, len(imgs))):
@@ -42,7 +44,7 @@ def subset(data: Path, n_train: int, n_val: int, dst: Path) -> Path:
             lbl = src.parent.parent / "labels" / split / (p.stem + ".txt")
             if lbl.exists():
                 shutil.copy(lbl, dst / "labels" / split / lbl.name)
-    (dst / "data.yaml").write_text(yaml.safe_dump({"train": "images/train", "val": "images/val", "nc": doc["nc"],
+    (dst / "data.yaml").write_text(yaml.safe_dump({**{s: f"images/{s}" for s, _ in splits}, "nc": doc["nc"],
                                                     "names": doc["names"]}))
     return dst / "data.yaml"
 
@@ -98,6 +100,60 @@ def part_budget(a, data, out: Path, md: list, res: dict) -> None:
            f"{rec.get('precision')}, e2e p50 {pick['latency_p50_ms']:.1f} ms "
            f"({'meets' if pick['latency_p50_ms'] <= budget else 'MISSES'} the {budget:g} ms budget); bound_by "
            f"{rec.get('bound_by')}.", f"- Why: {rec.get('why')}", ""]
+    md += (top3_lines(doc, "Top three without a latency limit") + top3_lines(doc2, "Top three under the budget")
+           + int8_recall_lines(doc2["rows"], out / "budget"))
+
+
+def int8_recall_lines(rows: list[dict], root: Path) -> list[str]:
+    """Issue T: for each INT8 row, each class's recall at the FP32 artifact's threshold, FP32 -> INT8 (from the
+    artifact's sidecar `accuracy_gate`, i.e. the gate's own figures), with the path that produced it."""
+    out = []
+    for r in rows:
+        if r.get("precision") != "int8" or not r.get("artifact"):
+            continue
+        side = root / Path(r["artifact"]).with_suffix(".json")
+        if not side.is_file():
+            continue
+        doc = json.loads(side.read_text())
+        g = doc.get("accuracy_gate") or {}
+        fp32, q = (g.get("threshold_fp32") or {}), (g.get("at_fp32_threshold") or {})
+        if not fp32.get("per_class"):
+            continue
+        cells = [f"{c} {v['recall']:.3f} -> {(q.get('per_class') or {}).get(c, {}).get('recall', math.nan):.3f} "
+                 f"({v.get('boxes')})" for c, v in fp32["per_class"].items()]
+        out.append(f"| {r['model']} | {r['imgsz']} | {r['strategy']} | {doc.get('status')} "
+                   f"{(doc.get('quantization') or {}).get('path')} | {fp32['conf']:g} | {' ; '.join(cells)} |")
+    if not out:
+        return []
+    return ["Per-class recall at the FP32 artifact's deployment threshold (max F1 on val), FP32 -> INT8 (val boxes):",
+            "", "| model | imgsz | strategy | gate, path | conf | class recall FP32 -> INT8 (boxes) |",
+            "|---|---|---|---|---|---|", *out, ""]
+
+
+def top3_lines(doc: dict, title: str) -> list[str]:
+    """Issue T: the recommendation's top three rows (train-export's `confirmation`: the pick, then the rule's next
+    picks) with val and test mAP50-95 and each row's threshold, P, R, F1 on val; whether their val order holds on
+    test."""
+    c = doc.get("confirmation") or {}
+    if not c.get("rows"):
+        return [f"{title}: no test confirmation in this report ({'no test split' if c else 'not measured'}).", ""]
+    rows = {tuple(r.get(k) for k in ("model", "imgsz", "strategy", "backend", "precision")): r for r in doc["rows"]}
+    lines = [f"{title} ({c['images']} {c['split']} images):", "",
+             "| rank | model | imgsz | strategy | backend | val mAP50-95 [95% CI] | test mAP50-95 [95% CI] | conf | "
+             "P / R / F1 at conf (val) |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in c["rows"]:
+        r = rows.get(tuple(e.get(k) for k in ("model", "imgsz", "strategy", "backend", "precision")), {})
+        ci, tci = r.get("map50_95_ci") or [math.nan] * 2, e.get("test_map50_95_ci") or [math.nan] * 2
+        prf = (f"{r['precision_at_threshold']:.3f} / {r['recall_at_threshold']:.3f} / {r['f1_at_threshold']:.3f}"
+               if r.get("threshold") is not None else "-")
+        lines.append(f"| {e['rank']} | {e['model']} | {e['imgsz']} | {e['strategy']} | {e['backend']} "
+                     f"{e['precision']} | {e['map50_95']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] | {e['test_map50_95']:.3f} "
+                     f"[{tci[0]:.3f}, {tci[1]:.3f}] | {r.get('threshold', math.nan):.3f} | {prf} |")
+    swaps = "; ".join(f"{w['val_higher']} above {w['test_higher']} on val ({w['val_map50_95'][0]:.4f} vs "
+                      f"{w['val_map50_95'][1]:.4f}), below it on test ({w['test_map50_95'][0]:.4f} vs "
+                      f"{w['test_map50_95'][1]:.4f})" for w in c.get("swaps") or [])
+    lines += ["", f"Order on test: {'holds' if c.get('test_rank_agrees') else 'does NOT hold (' + swaps + ')'}.", ""]
+    return lines
 
 
 def part_halving(a, data, out: Path, md: list, res: dict) -> None:

@@ -402,8 +402,9 @@ class CopyQuantizer(Quantizer):
 
 @pytest.mark.slow
 def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp_path, monkeypatch):
-    """One algorithm for every backend: recipe (plain PTQ), accuracy control (issue T: before the recipe's stages),
-    fallbacks (cumulative scopes), float fallback; a backend without layer_snr has no worst-layers stage."""
+    """One algorithm for every backend: recipe (plain PTQ), the recipe's fallbacks (cumulative scopes), accuracy
+    control (issue T: after the stages, which reuse the calibration statistics and cost an evaluation each), float
+    fallback; a backend without layer_snr has no worst-layers stage."""
     pytest.importorskip("onnxruntime")
     import edgekit.quantize as q
     from edgekit.errors import AccuracyGateError
@@ -418,15 +419,15 @@ def test_chain_order_and_labels_come_from_the_algorithm(onnx160_copy, coco8, tmp
     with pytest.raises(AccuracyGateError) as e:
         q.quantize(onnx160_copy, coco8, config, log=lambda m: None)
     labels = [f["attempt"] for f in e.value.result["fallbacks"]]
-    assert labels == ["recipe", "accuracy-control", "fallback-head-output-convs", "fallback-stem",
-                      "fallback-whole-head", "fp16"]
-    assert [f["path"] for f in e.value.result["fallbacks"]] == ["ptq", "accuracy_control", "fallback:head-output-convs",
-                                                               "fallback:stem", "fallback:whole-head", "fallback:fp16"]
+    assert labels == ["recipe", "fallback-head-output-convs", "fallback-stem", "fallback-whole-head",
+                      "accuracy-control", "fp16"]
+    assert [f["path"] for f in e.value.result["fallbacks"]] == ["ptq", "fallback:head-output-convs", "fallback:stem",
+                                                               "fallback:whole-head", "accuracy_control", "fallback:fp16"]
     kinds, methods, kept = zip(*toy.calls)
-    assert kinds == ("int8", "control") + ("int8",) * 3 + ("fp16",)
+    assert kinds == ("int8",) * 4 + ("control", "fp16")
     assert methods[:5] == ("entropy",) * 5  # --method first; the backend does not try the others
-    assert kept[0] == kept[1] < kept[2] < kept[3] < kept[4]  # each stage adds to the float scope
-    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 1, 0, 0, 0, 0]
+    assert kept[0] == kept[4] < kept[1] < kept[2] < kept[3]  # each stage adds to the float scope; control: the recipe's
+    assert [f["reverted"] for f in e.value.result["fallbacks"]] == [0, 0, 0, 0, 1, 0]
     side = json.loads((out / "model_int8_onnxruntime.FAILED" / "model.json").read_text())
     assert side["quantization"]["fallbacks"][-1]["precision"] == "fp16"
     toy.calls.clear()  # no gate: the recipe's attempt is the artifact

@@ -156,9 +156,10 @@ def test_plain_ptq_that_passes_never_enters_accuracy_control(onnx160_copy, coco8
 @pytest.mark.slow
 def test_accuracy_control_stops_at_its_budget_and_calibration_from_a_folder_is_recorded(onnx160_copy, coco8,
                                                                                         tmp_path):
-    """T items 1 and 5: calibrated on flat grey frames (--calib-from), plain INT8 fails; accuracy control runs
-    under a tiny --quantize-budget-s and records that it stopped for the budget; the recipe's INT8 stages after it
-    are skipped for the budget and the chain ends with FP16. The folder is recorded (count, digest), untouched."""
+    """T items 1 and 5: calibrated on flat grey frames (--calib-from), plain INT8 fails; under a tiny
+    --quantize-budget-s the recipe's INT8 stages and accuracy control (after them) are recorded as skipped for the
+    budget (after the first stage, which started inside it), and the chain ends with FP16. The folder is recorded
+    (count, digest), untouched."""
     pytest.importorskip("nncf")
     import cv2
 
@@ -176,16 +177,16 @@ def test_accuracy_control_stops_at_its_budget_and_calibration_from_a_folder_is_r
     except AccuracyGateError as e:
         res = e.result
     attempts = {f["attempt"]: f for f in res["fallbacks"]}
-    assert list(attempts)[:3] == ["recipe", "fallback-worst-layers", "accuracy-control"]
+    assert list(attempts) == ["recipe", "fallback-worst-layers", "fallback-head-output-convs", "fallback-stem",
+                              "fallback-whole-head", "accuracy-control", "fp16"]
     assert not attempts["recipe"]["passed"] and attempts["recipe"]["path"] == "ptq"
     ac = attempts["accuracy-control"]
     assert ac["path"] == "accuracy_control" and ac["stopped"].startswith("budget: --quantize-budget-s 0.01 spent")
-    assert "validations" in ac["stopped"] and not ac["passed"]  # it ran, and stopped at a validation
-    assert ac["drop_points"] is None and ac["map50_95"] is None  # not evaluated: no figure stands in
+    assert not ac["passed"] and ac["drop_points"] is None and ac["map50_95"] is None  # no figure stands in
     json.dumps(res, allow_nan=False)  # the result is strict JSON
-    stages = list(attempts)[3:-1]
-    assert stages == ["fallback-head-output-convs", "fallback-stem", "fallback-whole-head"]
-    assert all(attempts[k]["stopped"].endswith("before it started") for k in stages)
+    stages = list(attempts)[2:6]  # the first stage starts inside the budget and runs to its end; then it is spent
+    assert attempts[stages[0]]["stopped"] is None and attempts[stages[0]]["map50_95"] is not None
+    assert all(attempts[k]["stopped"].endswith("before it started") for k in stages[1:])
     assert list(attempts)[-1] == "fp16" and attempts["fp16"]["path"] == "fallback:fp16"
     calib = res["calib"]
     assert calib["folder"] == str(frames.resolve()) and calib["images_in_folder"] == 16 and calib["size"] == 16
@@ -245,3 +246,105 @@ def test_output_inside_the_calibration_folder_is_refused(onnx160_copy, coco8, tm
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edgekit quantize: error:")]
     assert code == 2 and len(err) == 1 and "inside --calib-from" in err[0]
     assert _sha(frames) == before and not (frames / "out").exists()
+
+
+# INT8 that is quick to build: statistics once, cached figures, accuracy control stopped inside NNCF ------------
+def _grey_frames(folder: Path, n: int = 16) -> Path:
+    """Flat grey calibration frames: ranges that make plain INT8 fail its gate."""
+    import cv2
+
+    folder.mkdir()
+    for i in range(n):
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), np.full((48, 64, 3), 100 + i, np.uint8))
+    return folder
+
+
+def test_an_attempt_reuses_the_calibration_statistics_and_builds_the_same_model(onnx160_copy, coco8, tmp_path):
+    """T item 6: the second OpenVINO attempt of a job (a larger float scope) runs no statistics pass over the
+    calibration images, and its model is byte for byte the one a job without the cache builds."""
+    pytest.importorskip("nncf")
+    from edgekit.quantize import QuantizeConfig
+    from edgekit.quantize.job import Job
+    from edgekit.quantize.openvino import OpenVINOQuantizer
+
+    job = Job(onnx160_copy, coco8, QuantizeConfig(calib_size=8, force=True, out_dir=tmp_path / "q"), log=lambda m: None)
+    try:
+        warm, cold = OpenVINOQuantizer(), OpenVINOQuantizer()
+        nodes = warm.nodes(job)
+        keep = job.recipe.keep_float.match(nodes)
+        more = (job.recipe.keep_float + job.recipe.fallback[0][1]).match(nodes)
+        assert set(more) > set(keep)
+        folders = [job.work / name for name in ("recipe", "stage", "stage-cold")]
+        for f in folders:
+            f.mkdir()
+        n = len(job.calib)
+        warm.build_attempt(job, folders[0], keep, "auto")
+        assert warm.stats.collected_images == n > 0  # one pass over the calibration set
+        warm.build_attempt(job, folders[1], more, "auto")
+        assert warm.stats.collected_images == n  # none for the second attempt
+        cold.build_attempt(job, folders[2], more, "auto")
+        assert cold.stats.collected_images == n
+        assert (folders[1] / "model.bin").read_bytes() == (folders[2] / "model.bin").read_bytes()  # weights, ranges
+    finally:
+        job.cleanup()
+
+
+@pytest.mark.slow
+def test_accuracy_control_starts_from_the_cached_figures_and_stops_inside_nncf(onnx160_copy, coco8, tmp_path):
+    """T item 6: accuracy control measures neither the FP32 model (the cached baseline) nor the recipe's INT8 model
+    (its attempt's figures) again, collects no statistics again, and a spent --quantize-budget-s stops it at NNCF's
+    first ranking validation, inside its loop (only NNCF's one-image probe of the FP32 model ran before)."""
+    pytest.importorskip("nncf")
+    import time
+
+    from edgekit.quantize import QuantizeConfig
+    from edgekit.quantize.job import AttemptStopped, Job
+    from edgekit.quantize.openvino import OpenVINOQuantizer
+
+    config = QuantizeConfig(calib_size=16, calib_from=_grey_frames(tmp_path / "frames"), force=True, budget_s=600,
+                            out_dir=tmp_path / "q")
+    job = Job(onnx160_copy, coco8, config, log=lambda m: None)
+    try:
+        q = OpenVINOQuantizer()
+        keep = job.recipe.keep_float.match(q.nodes(job))
+        a = job.attempt("recipe", lambda f: q.build_attempt(job, f, keep, "auto"), "auto", excluded=keep)
+        assert a.evaluated and not a.passed and a.drop_points > 0.5
+        collected = q.stats.collected_images
+        job.deadline = time.perf_counter() - 1  # the budget is spent as accuracy control starts
+        folder = job.work / "ac"
+        folder.mkdir()
+        with pytest.raises(AttemptStopped, match=r"^budget: --quantize-budget-s 600 spent after \d+ s and 1 "
+                                                 r"validations, ranking and reverting layers$"):
+            q.accuracy_control(job, folder, keep, "auto")
+        assert q.stats.collected_images == collected
+        assert not (folder / "model.xml").exists()
+    finally:
+        job.cleanup()
+
+
+def test_calibration_domain_is_read_back_for_the_same_images_and_measured_again_for_others(coco8, tmp_path,
+                                                                                         monkeypatch):
+    """T item 6 (and 5): the calibration-to-eval distance (a backbone pass over every image, minutes on a loaded
+    CPU) is cached beside the job's output by the content of the images compared: the same images read it back, a
+    changed image is measured again."""
+    pytest.importorskip("torch")
+    import shutil
+
+    import edgekit.advise.domain as domain
+    from edgekit.quantize import diagnose
+
+    monkeypatch.setattr(diagnose, "DOMAIN_MIN", 2)  # coco8 has 4 images a side
+    real, calls = domain.backbone_embeddings, []
+    monkeypatch.setattr(domain, "backbone_embeddings", lambda images: calls.append(len(images)) or real(images))
+    calib = sorted((coco8.parent / "images" / "train").iterdir())
+    val = [shutil.copy2(p, tmp_path / p.name) for p in sorted((coco8.parent / "images" / "val").iterdir())]
+    val = [Path(p) for p in val]
+    cache = tmp_path / "out" / ".calibration-domain.json"
+    first = diagnose.calibration_domain(calib, val, 0, cache)
+    assert np.isfinite(first["frechet_distance"]) and calls == [len(calib), len(val)]
+    assert diagnose.calibration_domain(calib, val, 0, cache) == first and len(calls) == 2  # read back
+    import cv2
+
+    cv2.imwrite(str(val[0]), np.zeros((64, 64, 3), np.uint8))  # another image under the same name
+    again = diagnose.calibration_domain(calib, val, 0, cache)
+    assert len(calls) == 4 and again["frechet_distance"] != first["frechet_distance"]

@@ -33,8 +33,8 @@ def add_arguments(p):
     p.add_argument("--target-recall", type=float, default=None, metavar="R",
                    help="deployment threshold: the highest precision at recall >= R (default: max F1)")
     p.add_argument("--quantize-budget-s", type=float, default=240.0,
-                   help="seconds for accuracy control (at most half) and the INT8 fallbacks after it, tried only "
-                        "when plain INT8 fails; then FP16 (default 240)")
+                   help="seconds for the INT8 fallbacks tried when plain INT8 and its worst layers kept in float "
+                        "fail: the recipe's stages, then accuracy control with what is left; then FP16 (default 240)")
     p.add_argument("--eval-split", default="val", help="held-out split the gate evaluates on (default val)")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N images of the eval split")
     p.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")

@@ -29,12 +29,12 @@ def output_claim(onnx_path, data, config: QuantizeConfig) -> dict:
     from pathlib import Path
 
     from ..outputs import artifact_inputs, data_inputs
-    from .job import BASELINE_FILE, FAILED_SUFFIX
+    from .job import BASELINE_FILE, BASELINE_MATCHES, DOMAIN_FILE, FAILED_SUFFIX
 
     onnx, b = Path(onnx_path), config.backend
     names = [f"{onnx.stem}_{p}_{b}{s}" for p in ("int8", "fp16") for s in ("", FAILED_SUFFIX)]
     return {"out": config.out_dir or onnx.parent, "inputs": artifact_inputs(onnx) + data_inputs(data),
-            "files": names + [BASELINE_FILE, f".quantize-{b}.work"]}
+            "files": names + [BASELINE_FILE, BASELINE_MATCHES, DOMAIN_FILE, f".quantize-{b}.work"]}
 
 
 def quantize(onnx_path, data, config: QuantizeConfig | None = None, *, log: Callable = print, **options) -> dict:

@@ -21,7 +21,7 @@ class QuantizeConfig:
     min_class_boxes: int = 20            # classes with fewer val boxes never fail the per-class gates
     target_precision: float | None = None  # deployment threshold: highest recall at this precision (default: max F1)
     target_recall: float | None = None     # ... or highest precision at this recall
-    budget_s: float | None = 240.0       # seconds for accuracy control (half at most) and the INT8 stages after it
+    budget_s: float | None = 240.0       # seconds for the recipe's INT8 stages, then accuracy control (what is left)
     calib_from: Path | str | None = None  # calibrate on this folder of unlabeled images instead of calib_split
     eval_split: str = "val"
     eval_limit: int | None = None

@@ -7,6 +7,8 @@ as model outputs. The worst layers are the first ones the fallback keeps in floa
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import warnings
 from pathlib import Path
@@ -46,10 +48,22 @@ def _sample(paths: list[Path], n: int, seed: int) -> list[Path]:
     return sorted(random.Random(seed).sample(list(paths), n)) if len(paths) > n else list(paths)
 
 
-def calibration_domain(calib: list[Path], val: list[Path], seed: int = 0) -> dict:
+def _domain_key(a: list[Path], b: list[Path]) -> str:
+    """The images compared (their content) and how many a side: what a cached distance stands for."""
+    from ..io import sha256_file
+
+    h = hashlib.sha256(f"{DOMAIN_IMAGES}|{len(a)}|".encode())
+    for p in a + b:
+        h.update(sha256_file(p).encode())
+    return h.hexdigest()
+
+
+def calibration_domain(calib: list[Path], val: list[Path], seed: int = 0, cache: Path | None = None) -> dict:
     """Fréchet distance between the calibration and eval images (advise's backbone embedding); warns when far.
 
-    Skipped (and said so in the record) without torch, or with fewer than DOMAIN_MIN images on a side.
+    Skipped (and said so in the record) without torch, or with fewer than DOMAIN_MIN images on a side. With `cache`
+    (a JSON file), a distance measured before on the same images is read from it (the embedding costs seconds per
+    image on a loaded CPU).
     """
     from ..advise.domain import FAR, NEAR, backbone_embeddings, frechet_distance, stats
 
@@ -58,12 +72,30 @@ def calibration_domain(calib: list[Path], val: list[Path], seed: int = 0) -> dic
     if not available("torch"):  # the embedding runs the COCO backbone in torch (advise's)
         return {"skipped": "torch is not installed (pip install 'edgekit[train]' to measure it)"}
     a, b = _sample(calib, DOMAIN_IMAGES, seed), _sample(val, DOMAIN_IMAGES, seed)
-    fd = frechet_distance(*stats(backbone_embeddings(a)), *stats(backbone_embeddings(b)))
-    band = "near" if fd < NEAR else "far" if fd >= FAR else "moderate"
-    rec = {"frechet_distance": round(fd, 3), "band": band, "calibration_images": len(a), "eval_images": len(b),
-           "thresholds": {"near": NEAR, "far": FAR}, "embedding": "edgekit.advise.domain (COCO YOLOv8n backbone)"}
-    if band != "near":
-        warnings.warn(f"calibration images are {band} from the eval images (Fréchet distance {fd:.1f}, "
-                      f"near < {NEAR:g}): INT8 ranges may not fit what the model will see; calibrate on deployment images "
-                      f"(--calib-from DIR)", CalibrationWarning, stacklevel=2)
+    key = _domain_key(a, b)
+    doc = _read_json(cache) if cache is not None else {}
+    rec = doc.get(key)
+    if not isinstance(rec, dict) or "frechet_distance" not in rec:
+        fd = frechet_distance(*stats(backbone_embeddings(a)), *stats(backbone_embeddings(b)))
+        band = "near" if fd < NEAR else "far" if fd >= FAR else "moderate"
+        rec = {"frechet_distance": round(fd, 3), "band": band, "calibration_images": len(a), "eval_images": len(b),
+               "thresholds": {"near": NEAR, "far": FAR}, "embedding": "edgekit.advise.domain (COCO YOLOv8n backbone)"}
+        if cache is not None:
+            from ..io import atomic_write_json
+
+            Path(cache).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache, {**doc, key: rec})
+    if rec["band"] != "near":
+        warnings.warn(f"calibration images are {rec['band']} from the eval images (Fréchet distance "
+                      f"{rec['frechet_distance']:.1f}, near < {NEAR:g}): INT8 ranges may not fit what the model will "
+                      f"see; calibrate on deployment images (--calib-from DIR)", CalibrationWarning, stacklevel=2)
     return rec
+
+
+def _read_json(path: Path) -> dict:
+    """A cache file's mapping; an unreadable one counts as empty (what it held is measured again)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}

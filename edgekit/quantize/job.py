@@ -57,6 +57,7 @@ class Attempt:
     stopped: str | None = None       # why the build stopped without an artifact (then it was not evaluated)
     threshold: dict | None = None    # its own deployment threshold (edgekit.eval.threshold)
     at_fp32_threshold: dict | None = None  # P/R/F1 at the FP32 artifact's threshold: what the recall gate compares
+    matches: Path | None = None      # its per-image matches on the gate's images (in the job's work folder)
 
     @property
     def evaluated(self) -> bool:
@@ -100,6 +101,8 @@ def baseline_backend(backend: str) -> str:
 
 
 BASELINE_FILE = ".fp32-baseline.json"  # beside a job's output: FP32 mAPs by baseline_key, so reruns skip them
+BASELINE_MATCHES = ".fp32-baseline.matches"  # beside it: each baseline's per-image matches (accuracy control's FP32)
+DOMAIN_FILE = ".calibration-domain.json"  # beside it: calibration-to-eval distances by the images compared
 
 
 def baseline_key(onnx_path: Path, backend: str, device: str, ds: Dataset, split: str, limit: int | None) -> str:
@@ -133,21 +136,23 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
     key = baseline_key(onnx_path, backend, device, ds, split, limit)
     spec = threshold_spec(target_precision, target_recall)
     cached = doc.get(key)
+    matches = cache.parent / BASELINE_MATCHES / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
     if cached and spec in (cached.get("thresholds") or {}):  # a cache from before thresholds is measured again
         log(f"FP32 baseline on {backend} (cached in {cache}): mAP50-95 {cached['map50_95']:.4f}")
-        return {**cached, "threshold": cached["thresholds"][spec]}
+        return {**cached, "threshold": cached["thresholds"][spec], "matches_file": str(matches) if matches.is_file() else None}
     log(f"FP32 baseline: evaluating {onnx_path.name} on '{split}' with {backend} ({device})")
+    matches.parent.mkdir(parents=True, exist_ok=True)
     r = evaluate(onnx_path, ds, split=split, limit=limit, backend=backend, device=device, precision="fp32",
-                 progress=False, target_precision=target_precision, target_recall=target_recall)
+                 progress=False, target_precision=target_precision, target_recall=target_recall, resamples=0,
+                 matches_path=matches)
     res = {k: r[k] for k in ("map50", "map50_95", "images", "boxes", "backend", "device", "precision_executed",
                              "evaluator", "per_class", "per_class_instances")}
     res["thresholds"] = {**((cached or {}).get("thresholds") or {}), spec: r["threshold"]}
     res["data"] = str(ds.source)
-    cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cache, {**doc, key: res})
     log(f"FP32 baseline: mAP50 {res['map50']:.4f}  mAP50-95 {res['map50_95']:.4f} ({res['images']} images, "
         f"{backend} {res['precision_executed']}); threshold {r['threshold']['conf']:g} ({r['threshold']['chosen_by']})")
-    return {**res, "threshold": r["threshold"]}
+    return {**res, "threshold": r["threshold"], "matches_file": str(matches)}
 
 
 def check_gate_options(config: QuantizeConfig) -> None:
@@ -213,7 +218,8 @@ class Job:
                      f"classes)")
         self.manifest = self.calib.manifest()
         val = self.ds.samples(eval_split)[:self.eval_limit] if self.eval_limit else self.ds.samples(eval_split)
-        self.manifest["domain"] = calibration_domain(list(self.calib.items), [s.image for s in val], seed)
+        self.manifest["domain"] = calibration_domain(list(self.calib.items), [s.image for s in val], seed,
+                                                     self.out_dir / DOMAIN_FILE)
         log(f"calibration: {len(self.calib)} images from {where}, seed {seed}, "
             f"sha256 {self.manifest['sha256'][:12]}; recipe '{self.recipe.name}'")
         base_backend = baseline_backend(backend)
@@ -221,7 +227,7 @@ class Job:
                                       device if base_backend == backend else "cpu", self.out_dir / BASELINE_FILE,
                                       config.target_precision, config.target_recall)
         self.diagnosis: list[dict] | None = None  # worst layers by SNR of the first failed INT8 attempt
-        self.deadline: float | None = None  # when --quantize-budget-s runs out (set as accuracy control starts)
+        self.deadline: float | None = None  # when --quantize-budget-s runs out (set as the recipe's stages start)
         self.work = self.out_dir / f".quantize-{backend}.work"
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
@@ -238,7 +244,7 @@ class Job:
         return self.backend
 
     def start_budget(self) -> None:
-        """Start --quantize-budget-s: accuracy control and the INT8 stages after it share it."""
+        """Start --quantize-budget-s: the recipe's INT8 stages and accuracy control after them share it."""
         if self.config.budget_s is not None:
             self.deadline = time.perf_counter() + self.config.budget_s
 
@@ -291,10 +297,11 @@ class Job:
         from ..runtime import Engine
 
         fp32_thr = self.baseline["threshold"]
+        a.matches = self.work / f"{folder.name}.matches.npz"
         with Engine(artifact, device=self.device, backend=self.engine_backend, allow_failed=True) as eng:  # the gate
             r = evaluate(artifact, self.ds, split=self.eval_split, limit=self.eval_limit, device=self.device,
-                         engine=eng, target_precision=self.config.target_precision,
-                         target_recall=self.config.target_recall, at_threshold=fp32_thr["conf"])
+                         engine=eng, target_precision=self.config.target_precision, resamples=0,
+                         target_recall=self.config.target_recall, at_threshold=fp32_thr["conf"], matches_path=a.matches)
         a.eval_s = time.perf_counter() - t0
         a.map50, a.map50_95, a.precision_executed = r["map50"], r["map50_95"], r.get("precision_executed")
         a.threshold, a.at_fp32_threshold = r["threshold"], r["at_threshold"]

@@ -5,12 +5,14 @@
    validation subset under --method auto when there are several): path "ptq";
 2. when that fails, the layers that lose most (lowest SNR, diagnose.py) are compared and kept in float on top of the
    recipe's scope: path "fallback:worst-layers";
-3. accuracy control where the backend has it: path "accuracy_control";
-4. the recipe's fallback stages (each adding to the scope, the worst layers included): "fallback:<stage>";
+3. the recipe's fallback stages (each adding to the scope, the worst layers included): "fallback:<stage>";
+4. accuracy control where the backend has it: path "accuracy_control";
 5. the backend's float fallback: "fallback:<precision>".
-Steps 3 and 4 share --quantize-budget-s, counted from the start of step 3: accuracy control stops when it has used
-its share (openvino.AC_SHARE), an INT8 stage that would start after the budget is recorded as skipped (one that has
-started runs to its end); the float fallback always runs.
+Steps 3 and 4 share --quantize-budget-s, counted from the start of step 3: an INT8 stage that would start after the
+budget is recorded as skipped (one that has started runs to its end), accuracy control gets what is left and stops
+inside NNCF's loop when it is spent; the float fallback always runs. A backend that reuses its calibration
+statistics between attempts (OpenVINO) makes steps 2-3 cost an evaluation each, so they come before accuracy control,
+which evaluates the model once per group of quantizers it ranks.
 A backend module supplies only a `Quantizer`: how to build one INT8 attempt for a scope and a method.
 """
 from __future__ import annotations
@@ -143,11 +145,6 @@ def run(job: Job, q: Quantizer) -> None:
         if job.passed:
             return
     job.start_budget()
-    if q.accuracy_control is not None and job.max_map_drop is not None:
-        job.attempt("accuracy-control", lambda f: q.accuracy_control(job, f, keep, method), method, excluded=keep,
-                    path="accuracy_control")
-        if job.passed:
-            return
     scope = base
     for stage, more in job.recipe.fallback:
         scope = scope + more
@@ -155,6 +152,11 @@ def run(job: Job, q: Quantizer) -> None:
         names = matched + [n for n in worst if n not in matched]
         job.attempt(f"fallback-{stage}", lambda f, n=names: q.build_attempt(job, f, n, method), method,
                     excluded=names, extra=extra, path=f"fallback:{stage}")
+        if job.passed:
+            return
+    if q.accuracy_control is not None and job.max_map_drop is not None:
+        job.attempt("accuracy-control", lambda f: q.accuracy_control(job, f, keep, method), method, excluded=keep,
+                    path="accuracy_control")
         if job.passed:
             return
     if q.float_fallback:
