@@ -441,3 +441,4 @@ def test_a_build_for_a_converter_without_second_outputs_gets_the_onnx_without_it
     assert read_sidecar(built)["source"]["sha256"] == sha256_file(profiled)
     with Engine(built, backend="onnxruntime") as e:
         assert not e.has_embedding and len(e(_val()[0])) > 0
+
