@@ -268,23 +268,37 @@ def test_plugin_that_fails_to_import_is_one_warning_not_a_crash(broken_plugin, o
     assert rc == 0 and json.loads(out.read_text())["backend"] == "onnxruntime"
 
 
+_TFLITE_SCRIPT = """
+import json, sys, zipfile
+import numpy as np
+import tensorflow as tf
+path, box = sys.argv[1], json.loads(sys.argv[2])
+const = np.array([[[box[0], 0], [box[1], 0], [box[2], 0], [box[3], 0], [0.9, 0.0]]], np.float32)
+
+@tf.function(input_signature=[tf.TensorSpec([1, 3, 32, 32], tf.float32)])
+def net(x):
+    return tf.constant(const) + 0.0 * tf.reduce_mean(x)
+
+conv = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+open(path, "wb").write(conv.convert())
+with zipfile.ZipFile(path, "a") as z:
+    z.writestr("metadata.json", json.dumps({"task": "detect", "names": {"0": "thing"}, "imgsz": [32, 32],
+                                            "stride": 32, "batch": 1}))
+"""
+
+
 def _ultralytics_style_tflite(path, box):
     """A 32x32 NCHW .tflite that outputs one fixed (1, 5, 2) detection (xywh `box`, score 0.9) whatever the image,
-    with Ultralytics' metadata.json appended as a zip entry, as its litert-torch export writes it."""
-    import zipfile
+    with Ultralytics' metadata.json appended as a zip entry, as its litert-torch export writes it. Made by
+    tensorflow in a child process: tensorflow loaded in the test process makes a later torch._dynamo import crash."""
+    import importlib.util
+    import subprocess
+    import sys
 
-    tf = pytest.importorskip("tensorflow", reason="tensorflow makes the test .tflite")
-    const = np.array([[[box[0], 0], [box[1], 0], [box[2], 0], [box[3], 0], [0.9, 0.0]]], np.float32)
-
-    @tf.function(input_signature=[tf.TensorSpec([1, 3, 32, 32], tf.float32)])
-    def net(x):
-        return tf.constant(const) + 0.0 * tf.reduce_mean(x)
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
-    path.write_bytes(conv.convert())
-    with zipfile.ZipFile(path, "a") as z:
-        z.writestr("metadata.json", json.dumps({"task": "detect", "names": {"0": "thing"}, "imgsz": [32, 32],
-                                                "stride": 32, "batch": 1}))
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow makes the test .tflite")
+    subprocess.run([sys.executable, "-c", _TFLITE_SCRIPT, str(path), json.dumps(list(box))], check=True,
+                   capture_output=True, timeout=300)
     return path
 
 
