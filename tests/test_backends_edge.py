@@ -302,6 +302,7 @@ def _ultralytics_style_tflite(path, box):
     return path
 
 
+@pytest.mark.slow
 def test_ultralytics_litert_export_loads_with_pixel_boxes(tmp_path):
     """Issue N: Ultralytics' LiteRT export (litert-torch) carries its metadata as metadata.json inside the .tflite
     and outputs xywh divided by the input size; edgekit reads the names from it and gives boxes in pixels (before:

@@ -123,6 +123,7 @@ def test_ddp_worker_rebuilds_schedule_plan(launched, tmp_path):
     assert len(backbone_rewarm) == 3 and all(lr == pytest.approx(lrs["backbone"] / 2) for lr in backbone_rewarm)
 
 
+@pytest.mark.slow
 def test_ddp_worker_rebuilds_lora_plan(launched, tmp_path):
     """LoRA wrapping happens in the worker's get_model: same adapters, frozen backbone and groups as one process."""
     generated, parent = launched["lora:4"]

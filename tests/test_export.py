@@ -31,6 +31,7 @@ def test_sidecar_describes_the_artifact(onnx320, weights):
     assert doc["parity"]["max_abs_diff_scores"] < 1e-3 and doc["parity"]["max_abs_diff_boxes_px"] < 0.05
 
 
+@pytest.mark.slow
 def test_export_cli_dynamic_batch(weights, tmp_path, capsys):
     code = main(["export", str(weights), "--imgsz", "160", "--dynamic", "-o", str(tmp_path)])
     assert code == 0

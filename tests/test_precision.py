@@ -162,6 +162,7 @@ def test_bf16_row_by_default_on_a_bf16_cpu():
     assert ("openvino", "bf16") in [(v.backend, v.precision) for v in variants_for("cpu", ["openvino"])]
 
 
+@pytest.mark.slow
 def test_asked_bf16_without_bf16_is_an_error_row(no_bf16, onnx160, coco8, tmp_path, monkeypatch):
     import edgekit.export
     import edgekit.train

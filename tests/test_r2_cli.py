@@ -188,6 +188,7 @@ def test_quiet_still_shows_errors(tmp_path):
 
 # nothing written into the home folder ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_commands_write_nothing_into_home(onnx160, tmp_path):
     """matplotlib (~/.config/matplotlib, ~/.cache/matplotlib font cache) and ONNX Runtime
     (~/.cache/Microsoft/DeveloperTools/.onnxruntime/deviceid, onnxruntime.db, written at import) wrote into the

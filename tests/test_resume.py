@@ -105,6 +105,7 @@ def test_resume_with_more_epochs_reports_only_the_new_model(tmp_path, data, weig
         "[resume] schedule: onnxruntime-fp32 bench: done, skipped"]
 
 
+@pytest.mark.slow
 def test_resume_skips_a_failed_gate_unless_retry_failed(tmp_path, data, weights, monkeypatch):
     pytest.importorskip("ultralytics")
     pytest.importorskip("onnxruntime")

@@ -54,6 +54,7 @@ def test_thermal_zones_read(tmp_path):
     assert thermal_zones(tmp_path) == {"cpu-thermal": 48.3, "cpu-thermal:thermal_zone2": 50.0}
 
 
+@pytest.mark.slow
 def test_bench_sustain_windows(onnx160, tmp_path):
     """S: a few-second sustained run gives its windows (p50 <= p90, frequency where readable) and the verdict."""
     out = tmp_path / "r.json"

@@ -87,6 +87,7 @@ def _collapse(path: Path, cls: int, factor: float = 0.01) -> None:
     onnx.save(m, str(path))
 
 
+@pytest.mark.slow
 def test_a_collapsed_class_fails_the_recall_gate_naming_it_and_lists_the_worst_layers(onnx160_copy, coco8, tmp_path,
                                                                                        monkeypatch, capsys):
     """T items 2 and 4: every INT8 attempt has 'person' collapsed in its graph: the gate fails (exit 4) naming
@@ -259,6 +260,7 @@ def _grey_frames(folder: Path, n: int = 16) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_an_attempt_reuses_the_calibration_statistics_and_builds_the_same_model(onnx160_copy, coco8, tmp_path):
     """T item 6: the second OpenVINO attempt of a job (a larger float scope) runs no statistics pass over the
     calibration images, and its model is byte for byte the one a job without the cache builds."""

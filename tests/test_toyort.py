@@ -67,6 +67,7 @@ def test_quantize_refuses_a_backend_without_a_quantizer(toyort, onnx160_copy, co
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_export_gives_the_toyort_rows(toyort, coco8, weights, tmp_path):
     """`train-export --backends toyort` builds model.toyort through the backend's own build, evaluates and times it
     (its mAP is ONNX Runtime's reference row's: the same graph on the same runtime)."""
