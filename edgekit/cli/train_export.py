@@ -226,16 +226,9 @@ def check_threshold_options(args) -> None:
     """--max-recall-drop, --min-class-boxes, --target-precision/--target-recall (as quantize says them) and
     --holdout-frac."""
     from ..errors import EdgekitError
+    from ..eval.threshold import check_gate_options
 
-    if args.max_recall_drop is not None and not args.max_recall_drop >= 0:
-        raise EdgekitError(f"--max-recall-drop must be >= 0 points, got {args.max_recall_drop:g}")
-    if args.min_class_boxes < 1:
-        raise EdgekitError(f"--min-class-boxes must be >= 1, got {args.min_class_boxes}")
-    for opt, v in (("--target-precision", args.target_precision), ("--target-recall", args.target_recall)):
-        if v is not None and not 0 < v <= 1:
-            raise EdgekitError(f"{opt} must be a fraction in (0, 1], got {v:g}")
-    if args.target_precision is not None and args.target_recall is not None:
-        raise EdgekitError("give --target-precision or --target-recall, not both")
+    check_gate_options(args.max_recall_drop, args.min_class_boxes, args.target_precision, args.target_recall)
     if args.holdout_frac is not None and not 0 < args.holdout_frac < 1:
         raise EdgekitError(f"--holdout-frac must be a fraction in (0, 1), got {args.holdout_frac:g}")
 

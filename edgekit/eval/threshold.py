@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..errors import EdgekitError
 from .bootstrap import Matches
 
 MIN_CLASS_BOXES = 20  # classes with fewer val boxes are reported but never fail a gate
@@ -91,3 +92,18 @@ def recall_drop_text(drops: list[dict], conf: float, max_drop: float) -> str:
     """The recall gate's reasons, one '; class ...' clause per class in `drops` (recall_drops), for a message."""
     return "".join(f"; class '{d['class']}' recall {d['recall_fp32']:.3f} (FP32) -> {d['recall']:.3f} at conf "
                    f"{conf:g} (max drop {max_drop:g} points)" for d in drops)
+
+
+def check_gate_options(max_recall_drop, min_class_boxes: int, target_precision, target_recall,
+                       max_class_drop=None) -> None:
+    """One line naming the gate or threshold option (quantize's and train-export's alike) whose value cannot work."""
+    for opt, v in (("--max-recall-drop", max_recall_drop), ("--max-class-drop", max_class_drop)):
+        if v is not None and not v >= 0:
+            raise EdgekitError(f"{opt} must be >= 0 points, got {v:g}")
+    for opt, v in (("--target-precision", target_precision), ("--target-recall", target_recall)):
+        if v is not None and not 0 < v <= 1:
+            raise EdgekitError(f"{opt} must be a fraction in (0, 1], got {v:g}")
+    if target_precision is not None and target_recall is not None:
+        raise EdgekitError("give --target-precision or --target-recall, not both")
+    if min_class_boxes < 1:
+        raise EdgekitError(f"--min-class-boxes must be >= 1, got {min_class_boxes}")

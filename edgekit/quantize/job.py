@@ -157,16 +157,10 @@ def fp32_baseline(onnx_path: Path, ds: Dataset, split: str, limit: int | None, l
 
 def check_gate_options(config: QuantizeConfig) -> None:
     """One line naming the option whose value cannot work."""
-    for opt, v in (("--max-recall-drop", config.max_recall_drop), ("--max-class-drop", config.max_class_drop)):
-        if v is not None and v < 0:
-            raise ArtifactError(f"{opt} must be >= 0 points, got {v:g}")
-    for opt, v in (("--target-precision", config.target_precision), ("--target-recall", config.target_recall)):
-        if v is not None and not 0 < v <= 1:
-            raise ArtifactError(f"{opt} must be a fraction in (0, 1], got {v:g}")
-    if config.target_precision is not None and config.target_recall is not None:
-        raise ArtifactError("give --target-precision or --target-recall, not both")
-    if config.min_class_boxes < 1:
-        raise ArtifactError(f"--min-class-boxes must be >= 1, got {config.min_class_boxes}")
+    from ..eval.threshold import check_gate_options as check
+
+    check(config.max_recall_drop, config.min_class_boxes, config.target_precision, config.target_recall,
+          config.max_class_drop)
     if config.budget_s is not None and config.budget_s <= 0:
         raise ArtifactError(f"--quantize-budget-s must be > 0 seconds, got {config.budget_s:g}")
 
